@@ -1,0 +1,5 @@
+import sys
+
+from tarifa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""Shared pieces of Tarifa's management commands: error mapping and plain-text tables."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tarifa.core.errors import DomainError
+
+
+class TarifaCommand(BaseCommand):
+    """A command whose expected failures end as one line on stderr and exit code 1."""
+
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except DomainError as exc:
+            raise CommandError(f"{exc.code}: {exc.message}") from exc
+
+    def table(self, headers: list[str], rows: list[list]) -> None:
+        cells = [[str(c) for c in row] for row in rows]
+        widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+        line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+        self.stdout.write(line)
+        self.stdout.write("  ".join("-" * w for w in widths))
+        for row in cells:
+            self.stdout.write("  ".join(c.rjust(w) if c.replace(".", "").isdigit() else c.ljust(w)
+                                        for c, w in zip(row, widths)))

@@ -1,0 +1,36 @@
+"""Expected failures of a use case, carried to the edge (HTTP or CLI) unchanged.
+
+Services raise DomainError for input the caller can fix; the API turns it into a 4xx body
+`{"code", "field", "message"}` and the CLI into exit code 2 with one line.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status = 422
+
+    def __init__(self, code: str, message: str, *, field: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        if status is not None:
+            self.status = status
+
+    def as_dict(self) -> dict:
+        body = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class NotFound(DomainError):
+    status = 404
+
+    def __init__(self, what: str, key: str):
+        super().__init__(f"{what}_not_found", f"No {what.replace('_', ' ')} '{key}' for this tenant.")
+
+
+class Conflict(DomainError):
+    status = 409

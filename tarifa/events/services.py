@@ -1,0 +1,132 @@
+"""Emitting domain events and delivering them to listeners and webhook endpoints."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from urllib.parse import urlparse
+
+import httpx
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from tarifa.core.errors import DomainError
+from tarifa.events import signing
+from tarifa.events.listeners import listeners_for
+from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from tarifa.ops import metrics
+from tarifa.runtime.services import enqueue
+from tarifa.tenants.models import Tenant
+
+
+class WebhookDeliveryFailed(Exception):
+    """Raised so the runtime retries the delivery with backoff."""
+
+
+def emit_event(*, tenant: Tenant, type: str, payload: dict) -> Event:
+    """Record an event in the caller's transaction and queue its listeners and webhook deliveries.
+
+    Nothing reaches a listener or an endpoint unless the caller's transaction commits, and no
+    listener can fail or slow the emitter: each runs as its own retried job.
+    """
+    with transaction.atomic():
+        event = Event.objects.create(tenant=tenant, type=type, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
+        for name in listeners_for(type):
+            enqueue("events.run_listener", payload={"event_id": event.id, "listener": name},
+                    unique_key=f"listener:{event.uid}:{name}")
+        endpoints = [e for e in WebhookEndpoint.objects.filter(tenant=tenant, active=True) if e.wants(type)]
+        for endpoint in endpoints:
+            delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event)
+            enqueue("events.deliver_webhook", payload={"delivery_id": delivery.id},
+                    unique_key=f"webhook:{delivery.id}")
+    return event
+
+
+def event_body(event: Event) -> bytes:
+    return json.dumps(
+        {"id": str(event.uid), "type": event.type, "created_at": event.created_at.isoformat(),
+         "tenant": event.tenant.slug, "data": event.payload},
+        separators=(",", ":"), sort_keys=True,
+    ).encode()
+
+
+def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery:
+    """POST one event to one endpoint and log the attempt. Idempotent: a delivered event is not resent."""
+    delivery = WebhookDelivery.objects.select_related("endpoint", "event__tenant").get(pk=delivery_id)
+    if delivery.status != WebhookDelivery.Status.PENDING or not delivery.endpoint.active:
+        return delivery
+    body = event_body(delivery.event)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Tarifa-Webhooks/1",
+        "X-Tarifa-Event": delivery.event.type,
+        "X-Tarifa-Delivery": str(delivery.id),
+        "X-Tarifa-Signature": signing.sign(secret=delivery.endpoint.secret, body=body),
+    }
+    started = time.monotonic()
+    status_code, error, response_text = None, "", ""
+    try:
+        response = httpx.post(
+            delivery.endpoint.url, content=body, headers=headers,
+            timeout=settings.TARIFA_WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False,
+        )
+        status_code, response_text = response.status_code, response.text[:1000]
+        if not 200 <= status_code < 300:
+            error = f"endpoint answered HTTP {status_code}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    succeeded = not error
+    with transaction.atomic():
+        WebhookAttempt.objects.create(
+            delivery=delivery, status_code=status_code, error=error, response_body=response_text,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        delivery.attempts += 1
+        delivery.last_status_code = status_code
+        if succeeded:
+            delivery.status, delivery.delivered_at = WebhookDelivery.Status.SUCCEEDED, timezone.now()
+        elif final_attempt:
+            delivery.status = WebhookDelivery.Status.FAILED
+        delivery.save(update_fields=["attempts", "last_status_code", "status", "delivered_at"])
+    metrics.WEBHOOK_DELIVERIES.labels("succeeded" if succeeded else "failed").inc()
+    if not succeeded:
+        raise WebhookDeliveryFailed(error)
+    return delivery
+
+
+# --- endpoint management -----------------------------------------------------------
+
+
+def _check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise DomainError("invalid_url", "The webhook URL must be an absolute http(s) URL.", field="url")
+    return url
+
+
+def create_webhook_endpoint(
+    *, tenant: Tenant, url: str, event_types: list[str] | None = None, description: str = ""
+) -> WebhookEndpoint:
+    return WebhookEndpoint.objects.create(
+        tenant=tenant, url=_check_url(url), event_types=sorted(set(event_types or [])),
+        description=description, secret=f"whsec_{secrets.token_hex(24)}",
+    )
+
+
+def update_webhook_endpoint(*, endpoint: WebhookEndpoint, **fields) -> WebhookEndpoint:
+    if "url" in fields:
+        fields["url"] = _check_url(fields["url"])
+    if "event_types" in fields:
+        fields["event_types"] = sorted(set(fields["event_types"] or []))
+    for key, value in fields.items():
+        setattr(endpoint, key, value)
+    if fields:
+        endpoint.save(update_fields=list(fields))
+    return endpoint
+
+
+def delete_webhook_endpoint(*, endpoint: WebhookEndpoint) -> None:
+    endpoint.delete()

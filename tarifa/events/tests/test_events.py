@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import transaction
+
+from tarifa.events import signing
+from tarifa.events.listeners import listens_to
+from tarifa.events.models import Event, WebhookDelivery
+from tarifa.events.services import create_webhook_endpoint, emit_event
+from tarifa.runtime.models import Job
+from tarifa.runtime.testing import drain
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr("tarifa.events.listeners._listeners", {})
+
+    @listens_to("summary.updated", name="recorder")
+    def recorder(event):
+        calls.append(event.payload["customer"])
+
+    return calls
+
+
+def test_rolled_back_emit_reaches_nobody(tenant, recorded, receiver):
+    create_webhook_endpoint(tenant=tenant, url=receiver.url)
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            emit_event(tenant=tenant, type="summary.updated", payload={"customer": "c1"})
+            raise RuntimeError
+    drain()
+    assert Event.objects.count() == 0 and recorded == [] and receiver.requests == []
+
+
+def test_listener_runs_as_a_job_after_commit(tenant, recorded):
+    emit_event(tenant=tenant, type="summary.updated", payload={"customer": "c1"})
+    assert recorded == []  # not inline in the emitter
+    drain()
+    assert recorded == ["c1"]
+
+
+def test_failing_listener_is_retried_and_never_blocks_the_emitter(tenant, monkeypatch):
+    monkeypatch.setattr("tarifa.events.listeners._listeners", {})
+    attempts = []
+
+    @listens_to("alert.raised", name="fragile")
+    def fragile(event):
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise ConnectionError("downstream away")
+
+    event = emit_event(tenant=tenant, type="alert.raised", payload={"x": 1})  # does not raise
+    assert event.pk
+    drain()
+    job = Job.objects.get(type="events.run_listener")
+    assert job.status == "queued" and "downstream away" in job.last_error
+    Job.objects.filter(pk=job.pk).update(run_at=job.created_at)
+    drain()
+    job.refresh_from_db()
+    assert job.status == "succeeded" and len(attempts) == 2
+
+
+def test_webhook_is_signed_json_and_logged(tenant, receiver):
+    endpoint = create_webhook_endpoint(tenant=tenant, url=receiver.url, event_types=["summary.updated"])
+    event = emit_event(tenant=tenant, type="summary.updated", payload={"customer": "c1", "total": "12.50"})
+    emit_event(tenant=tenant, type="alert.raised", payload={})  # not subscribed
+    drain()
+    assert len(receiver.requests) == 1
+    request = receiver.requests[0]
+    body = json.loads(request["body"])
+    assert body["id"] == str(event.uid) and body["type"] == "summary.updated"
+    assert body["data"] == {"customer": "c1", "total": "12.50"}
+    assert request["headers"]["X-Tarifa-Event"] == "summary.updated"
+    signature = request["headers"]["X-Tarifa-Signature"]
+    assert signing.verify(secret=endpoint.secret, header=signature, body=request["body"])
+    assert not signing.verify(secret="whsec_wrong", header=signature, body=request["body"])
+    assert not signing.verify(secret=endpoint.secret, header=signature, body=request["body"] + b" ")
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "succeeded" and delivery.attempts == 1
+    assert delivery.attempt_log.get().status_code == 200
+
+
+def test_webhook_retries_with_backoff_and_logs_each_attempt(tenant, receiver):
+    receiver.statuses = [500, 503]
+    create_webhook_endpoint(tenant=tenant, url=receiver.url)
+    emit_event(tenant=tenant, type="summary.updated", payload={})
+    for _ in range(3):
+        Job.objects.filter(type="events.deliver_webhook", status="queued").update(run_at="2000-01-01T00:00:00Z")
+        drain()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "succeeded"
+    assert [a.status_code for a in delivery.attempt_log.order_by("id")] == [500, 503, 200]
+    job = Job.objects.get(type="events.deliver_webhook")
+    assert job.attempts == 3 and job.status == "succeeded"
+
+
+def test_redelivered_webhook_job_is_not_sent_twice(tenant, receiver):
+    create_webhook_endpoint(tenant=tenant, url=receiver.url)
+    emit_event(tenant=tenant, type="summary.updated", payload={})
+    drain()
+    from tarifa.events.services import deliver_webhook
+
+    deliver_webhook(delivery_id=WebhookDelivery.objects.get().id, final_attempt=False)
+    assert len(receiver.requests) == 1
+
+
+def test_unreachable_endpoint_fails_after_last_attempt(tenant):
+    create_webhook_endpoint(tenant=tenant, url="http://127.0.0.1:9/unreachable")
+    emit_event(tenant=tenant, type="summary.updated", payload={})
+    Job.objects.filter(type="events.deliver_webhook").update(max_attempts=1)
+    drain()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed"
+    assert "ConnectError" in delivery.attempt_log.get().error
+
+
+def test_signature_rejects_stale_timestamps():
+    header = signing.sign(secret="s", body=b"{}", timestamp=1_000_000)
+    assert signing.verify(secret="s", header=header, body=b"{}", now=1_000_100)
+    assert not signing.verify(secret="s", header=header, body=b"{}", now=1_000_000 + 301)
+    assert not signing.verify(secret="s", header="garbage", body=b"{}")
+

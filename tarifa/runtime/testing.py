@@ -1,0 +1,49 @@
+"""Helpers for tests that run jobs: drain the queue synchronously, and run worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from django.db import connection
+
+from tarifa.runtime.worker import Worker
+
+
+def drain(*, queues: list[str] | None = None, max_batches: int = 1000, batch_size: int = 100) -> int:
+    """Run due jobs in this thread until none is due; returns how many were claimed."""
+    worker = Worker(queues=queues or ["default", "webhooks"], batch_size=batch_size)
+    total = 0
+    for _ in range(max_batches):
+        claimed = worker.run_once()
+        if not claimed:
+            return total
+        total += claimed
+    raise AssertionError("the queue did not drain")
+
+
+def database_url() -> str:
+    """A URL of the database the tests are using, for subprocesses to share it."""
+    settings = connection.settings_dict
+    if connection.vendor != "postgresql":
+        raise RuntimeError("worker subprocesses need PostgreSQL")
+    user = settings.get("USER") or ""
+    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}/{settings['NAME']}"
+
+
+def spawn(command: list[str], *, env: dict | None = None, log_path: str | None = None) -> subprocess.Popen:
+    """Start `tarifa <command>` against the test database."""
+    full_env = {
+        **os.environ,
+        "TARIFA_DATABASE_URL": database_url(),
+        "TARIFA_LOG_FORMAT": "console",
+        "TARIFA_EXTRA_TASK_MODULES": "tarifa.runtime.tests.jobs_for_tests",
+        **(env or {}),
+    }
+    output = open(log_path, "w") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "tarifa", *command], env=full_env, stdout=output, stderr=subprocess.STDOUT
+    )

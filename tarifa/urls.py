@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import path
+
+from tarifa.api import api
+from tarifa.ops import views as ops_views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("health", ops_views.health, name="health"),
+    path("metrics", ops_views.metrics, name="metrics"),
+]
