@@ -27,6 +27,7 @@ class Command(TarifaCommand):
         from tarifa.runtime.worker import Worker
         from tarifa.wsgi import application
 
+        self._clear_stale_metrics()
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         self.before_serving()
@@ -63,6 +64,16 @@ class Command(TarifaCommand):
             for thread in threads:
                 thread.join()
             self.stdout.write("Tarifa stopped.")
+
+    @staticmethod
+    def _clear_stale_metrics() -> None:
+        # prometheus-client's multiprocess files must not outlive the run that wrote them; `run`
+        # owns every process of its directory, so it can wipe it (web/worker share theirs).
+        import glob
+        import os
+
+        for path in glob.glob(os.path.join(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""), "*.db")):
+            os.remove(path)
 
     def before_serving(self) -> None:
         """Hook for first-run set-up (the demo data of the metering domain)."""

@@ -1,0 +1,111 @@
+"""The server commands as a user runs them: `tarifa run` on a fresh SQLite file, and `tarifa web`
+(gunicorn) + `tarifa worker` as separate processes; both stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARIFA_")}
+    env.update(TARIFA_VAR_DIR=str(tmp_path / "var"), TARIFA_LOG_FORMAT="console",
+               TARIFA_WORKER_POLL_SECONDS="0.2", TARIFA_HEARTBEAT_SECONDS="0.5")
+    return env
+
+
+def _tarifa(args, env, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tarifa", *args], env=env, capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "server exited early"
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server never became healthy")
+
+
+def test_help_lists_every_command():
+    result = subprocess.run([sys.executable, "-m", "tarifa", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("run", "web", "worker", "scheduler", "jobs", "tenant"):
+        assert f"\n  {command} " in result.stdout
+
+
+def test_tarifa_run_serves_runs_jobs_and_stops_on_ctrl_c(tmp_path):
+    env = _env(tmp_path)
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tarifa", "run", "--bind", f"127.0.0.1:{port}"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        health = _wait_healthy(f"http://127.0.0.1:{port}/health", process)
+        assert health["checks"]["database"]["detail"] == "sqlite"
+        created = _tarifa(["tenant", "create", "Run Test"], env)
+        key = created.stdout.strip().splitlines()[-1].split()[-1]
+        response = httpx.post(f"http://127.0.0.1:{port}/api/v1/customers", json={"external_id": "c1"},
+                              headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 201
+        smoke = _tarifa(["jobs", "smoke", "--count", "20", "--timeout", "30"], env)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        assert (tmp_path / "var" / "tarifa.sqlite3").exists() and (tmp_path / "var" / "secret_key").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "Tarifa stopped." in output
+
+
+def test_web_and_worker_processes_with_metrics_from_both(tmp_path):
+    env = _env(tmp_path)
+    assert _tarifa(["migrate", "-v0"], env).returncode == 0
+    port = _free_port()
+    web = subprocess.Popen([sys.executable, "-m", "tarifa", "web", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "tarifa", "worker", "--concurrency", "2"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", web)
+        smoke = _tarifa(["jobs", "smoke", "--count", "30", "--timeout", "30"], env)
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        # Counted in the worker process, served by a gunicorn process: multiprocess aggregation.
+        assert 'tarifa_jobs_total{outcome="succeeded",type="runtime.sample_tally"} 30.0' in metrics
+    finally:
+        for process in (web, worker):
+            process.send_signal(signal.SIGTERM)
+        for process in (web, worker):
+            process.wait(30)
+    assert worker.returncode == 0 and web.returncode == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tenant", "create", "X", "--timezone", "Nowhere/Else"], "invalid_timezone"),
+    (["tenant", "revoke-key", "trf_nope"], "api_key_not_found"),
+])
+def test_cli_errors_are_one_line_and_nonzero(tmp_path, args, message):
+    env = _env(tmp_path)
+    _tarifa(["migrate", "-v0"], env)
+    result = _tarifa(args, env)
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
