@@ -47,11 +47,15 @@ def _unauthorized(request: HttpRequest, exc: AuthenticationError):
 
 
 def _mount_routers() -> None:
+    from tarifa.alerts.api import router as alerts_router
     from tarifa.events.api import router as webhooks_router
+    from tarifa.metering.api import router as metering_router
     from tarifa.tenants.api import router as customers_router
 
     api.add_router("/v1/customers", customers_router)
     api.add_router("/v1/webhooks", webhooks_router)
+    api.add_router("/v1/alerts", alerts_router)
+    api.add_router("/v1", metering_router)
 
 
 _mount_routers()

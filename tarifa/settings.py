@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "tarifa.tenants",
     "tarifa.runtime",
     "tarifa.events",
+    "tarifa.metering",
+    "tarifa.alerts",
     "tarifa.ops",
 ]
 
@@ -131,6 +133,8 @@ TARIFA_WORKER_STALE_SECONDS = _env_float("TARIFA_WORKER_STALE_SECONDS", 60.0)
 TARIFA_JOB_RETENTION_DAYS = _env_int("TARIFA_JOB_RETENTION_DAYS", 7)
 TARIFA_WEBHOOK_TIMEOUT_SECONDS = _env_float("TARIFA_WEBHOOK_TIMEOUT_SECONDS", 10.0)
 TARIFA_METRICS_DIR = metrics_dir()
+TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
+TARIFA_FOLD_SWEEP_CRON = _env("TARIFA_FOLD_SWEEP_CRON", "* * * * *")
 TARIFA_BIND = _env("TARIFA_BIND", "127.0.0.1:8000")
 
 LOGGING_CONFIG = None  # structlog is configured in tarifa.ops.logging

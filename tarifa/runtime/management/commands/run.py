@@ -76,4 +76,5 @@ class Command(TarifaCommand):
             os.remove(path)
 
     def before_serving(self) -> None:
-        """Hook for first-run set-up (the demo data of the metering domain)."""
+        """First run on an empty database: load the demo (tenant, plan, customers, rated calls)."""
+        call_command("demo", "--if-empty")

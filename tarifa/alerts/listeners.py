@@ -1,0 +1,11 @@
+"""Alert checks run as their own jobs after a summary changes: they never block or fail a fold."""
+
+from __future__ import annotations
+
+from tarifa.alerts.services import check_allowance_alerts
+from tarifa.events.listeners import listens_to
+
+
+@listens_to("summary.updated", name="alerts.allowance_thresholds")
+def on_summary_updated(event) -> None:
+    check_allowance_alerts(summary_id=event.payload["summary_id"])

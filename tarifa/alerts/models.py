@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.db import models
+
+from tarifa.tenants.models import Customer, Tenant
+
+
+class Alert(models.Model):
+    """An alert raised once: `key` names the condition (customer, period, allowance, threshold…)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="alerts")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)
+    type = models.CharField(max_length=64)  # allowance.threshold, wallet.low_balance, …
+    key = models.CharField(max_length=255)
+    message = models.CharField(max_length=500)
+    data = models.JSONField(default=dict)
+    raised_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="alert_once_per_key")]
+        indexes = [models.Index(fields=["tenant", "type", "raised_at"], name="alert_tenant_type_idx")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from tarifa.alerts.models import Alert
+from tarifa.tenants.models import Tenant
+
+
+def alerts(*, tenant: Tenant, type: str | None = None, customer: str | None = None) -> QuerySet[Alert]:
+    result = Alert.objects.filter(tenant=tenant).select_related("customer")
+    if type:
+        result = result.filter(type=type)
+    if customer:
+        result = result.filter(customer__external_id=customer)
+    return result

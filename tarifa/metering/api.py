@@ -1,0 +1,298 @@
+"""Metering API: price plans, subscriptions, usage ingestion and reading, monthly summaries."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+
+from tarifa.core.errors import DomainError
+from tarifa.core.pagination import paginate
+from tarifa.core.schemas import ErrorOut
+from tarifa.metering import selectors
+from tarifa.metering.services import ingestion, plans
+from tarifa.tenants.selectors import customer_by_external_id
+
+router = Router()
+PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def _period(value: str | None) -> str | None:
+    if value is not None and not PERIOD.match(value):
+        raise DomainError("invalid_period", "period must look like 2025-12.", field="period")
+    return value
+
+
+# --- plans ---------------------------------------------------------------------------
+
+
+class TierIO(Schema):
+    up_to: Decimal | None = None
+    price: Decimal
+
+
+class RateIO(Schema):
+    kind: str
+    destination_prefix: str = ""
+    description: str = ""
+    unit: str = "event"
+    price: Decimal
+    block_size: Decimal = Decimal(1)
+    minimum: Decimal = Decimal(0)
+    increment: Decimal = Decimal(1)
+    tiers: list[TierIO] = []
+    rounding: str = "half_up"
+
+
+class AllowanceIO(Schema):
+    code: str
+    kinds: list[str]
+    quantity: Decimal
+
+
+class PlanIn(Schema):
+    code: str
+    name: str = ""
+    currency: str | None = None
+    currency_places: int = 2
+    rates: list[RateIO]
+    allowances: list[AllowanceIO] = []
+    alert_thresholds: list[int] = []
+
+
+class PlanTermsIn(Schema):
+    name: str | None = None
+    rates: list[RateIO]
+    allowances: list[AllowanceIO] = []
+    alert_thresholds: list[int] | None = None
+
+
+class PlanOut(Schema):
+    code: str
+    name: str
+    currency: str
+    currency_places: int
+    alert_thresholds: list[int]
+    rates: list[RateIO]
+    allowances: list[AllowanceIO]
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_alert_thresholds(obj) -> list[int]:
+        return obj.thresholds
+
+    @staticmethod
+    def resolve_rates(obj) -> list:
+        return list(obj.rates.all())
+
+    @staticmethod
+    def resolve_allowances(obj) -> list:
+        return list(obj.allowances.all())
+
+
+class PlanPage(Schema):
+    items: list[PlanOut]
+    next_cursor: str | None
+
+
+def _terms(payload) -> dict:
+    data = payload.dict()
+    data["rates"] = [{**r, "tiers": [{"up_to": t["up_to"], "price": t["price"]} for t in r["tiers"]]}
+                     for r in data["rates"]]
+    return data
+
+
+@router.post("/plans", response={201: PlanOut, 409: ErrorOut, 422: ErrorOut}, tags=["plans"])
+def create_plan(request: HttpRequest, payload: PlanIn):
+    plan = plans.create_plan(tenant=request.tenant, **_terms(payload))
+    return Status(201, selectors.plan_by_code(tenant=request.tenant, code=plan.code))
+
+
+@router.get("/plans", response=PlanPage, tags=["plans"])
+def list_plans(request: HttpRequest, cursor: str | None = None, limit: int = 50):
+    return paginate(selectors.plans(tenant=request.tenant), cursor=cursor, limit=limit)
+
+
+@router.get("/plans/{code}", response={200: PlanOut, 404: ErrorOut}, tags=["plans"])
+def get_plan(request: HttpRequest, code: str):
+    return selectors.plan_by_code(tenant=request.tenant, code=code)
+
+
+@router.put("/plans/{code}", response={200: PlanOut, 404: ErrorOut, 422: ErrorOut}, tags=["plans"])
+def replace_plan_terms(request: HttpRequest, code: str, payload: PlanTermsIn):
+    plan = selectors.plan_by_code(tenant=request.tenant, code=code)
+    plans.replace_plan_terms(plan=plan, **_terms(payload))
+    return selectors.plan_by_code(tenant=request.tenant, code=code)
+
+
+class SubscriptionIn(Schema):
+    plan: str
+    starts_on: date
+
+
+class SubscriptionOut(Schema):
+    plan: str
+    starts_on: date
+
+    @staticmethod
+    def resolve_plan(obj) -> str:
+        return obj.plan.code
+
+
+@router.post("/customers/{external_id}/subscriptions", response={201: SubscriptionOut, 404: ErrorOut, 422: ErrorOut},
+             tags=["plans"])
+def subscribe(request: HttpRequest, external_id: str, payload: SubscriptionIn):
+    customer = customer_by_external_id(tenant=request.tenant, external_id=external_id)
+    plan = selectors.plan_by_code(tenant=request.tenant, code=payload.plan)
+    return Status(201, plans.subscribe(customer=customer, plan=plan, starts_on=payload.starts_on))
+
+
+# --- usage ---------------------------------------------------------------------------
+
+
+class UsageIn(Schema):
+    records: list[Any]
+
+
+class RecordResultOut(Schema):
+    id: str
+    status: str
+    code: str | None = None
+    message: str | None = None
+
+
+class IngestOut(Schema):
+    accepted: int
+    duplicate: int
+    conflict: int
+    rejected: int
+    results: list[RecordResultOut]
+
+
+@router.post("/usage", response={200: IngestOut, 422: ErrorOut}, tags=["usage"])
+def ingest_usage(request: HttpRequest, payload: UsageIn):
+    """Up to 5,000 records; each answered accepted / duplicate / conflict (409-style) / rejected."""
+    result = ingestion.ingest_usage(tenant=request.tenant, records=payload.records)
+    return {**result.counts, "results": result.results}
+
+
+class UsageOut(Schema):
+    id: str
+    customer: str
+    kind: str
+    quantity: Decimal
+    occurred_at: datetime
+    period: str
+    destination: str
+    attributes: dict[str, Any]
+    status: str
+    unrated_reason: str
+    rated_kind: str
+    billable_quantity: Decimal | None
+    rate: dict[str, Any]
+    batch_id: int | None
+    allowance_used: Decimal | None
+    charged_amount: Decimal | None
+    billed_at: datetime | None
+
+    @staticmethod
+    def resolve_id(obj) -> str:
+        return obj.external_id
+
+    @staticmethod
+    def resolve_customer(obj) -> str:
+        return obj.customer_ref
+
+    @staticmethod
+    def resolve_rate(obj) -> dict:
+        return obj.rate_snapshot
+
+
+class UsagePage(Schema):
+    items: list[UsageOut]
+    next_cursor: str | None
+
+
+@router.get("/usage", response={200: UsagePage, 404: ErrorOut, 422: ErrorOut}, tags=["usage"])
+def list_usage(request: HttpRequest, customer: str | None = None, status: str | None = None,
+               period: str | None = None, cursor: str | None = None, limit: int = 100):
+    owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
+    records = selectors.usage_records(tenant=request.tenant, customer=owner, status=status, period=_period(period))
+    return paginate(records, cursor=cursor, limit=limit)
+
+
+class RerateOut(Schema):
+    rated: int
+    unrated: int
+
+
+@router.post("/usage/rerate-unrated", response=RerateOut, tags=["usage"])
+def rerate_unrated(request: HttpRequest, reason: str | None = None):
+    return ingestion.rerate_unrated(tenant=request.tenant, reason=reason)
+
+
+# --- summaries -------------------------------------------------------------------------
+
+
+class LineOut(Schema):
+    kind: str
+    unit: str
+    record_count: int
+    quantity: Decimal
+    minutes: Decimal | None
+    billable_quantity: Decimal
+    allowance_used: Decimal
+    charged_amount: Decimal
+
+    @staticmethod
+    def resolve_minutes(obj) -> Decimal | None:
+        return (obj.quantity / 60).quantize(Decimal("0.01")) if obj.unit == "second" else None
+
+
+class AllowanceUsageOut(Schema):
+    allowance: str
+    included: Decimal
+    used: Decimal
+    percent_used: Decimal
+
+    @staticmethod
+    def resolve_allowance(obj) -> str:
+        return obj.allowance.code
+
+    @staticmethod
+    def resolve_percent_used(obj) -> Decimal:
+        return (obj.used * 100 / obj.included).quantize(Decimal("0.01")) if obj.included else Decimal(0)
+
+
+class SummaryOut(Schema):
+    customer: str
+    period: str
+    currency: str
+    record_count: int
+    total_amount: Decimal
+    lines: list[LineOut]
+    allowances: list[AllowanceUsageOut]
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_customer(obj) -> str:
+        return obj.customer.external_id
+
+    @staticmethod
+    def resolve_lines(obj) -> list:
+        return sorted(obj.lines.all(), key=lambda line: line.kind)
+
+    @staticmethod
+    def resolve_allowances(obj) -> list:
+        return list(obj.allowance_usage.all())
+
+
+@router.get("/customers/{external_id}/summaries", response={200: list[SummaryOut], 404: ErrorOut, 422: ErrorOut},
+            tags=["usage"])
+def list_summaries(request: HttpRequest, external_id: str, period: str | None = None):
+    customer = customer_by_external_id(tenant=request.tenant, external_id=external_id)
+    return list(selectors.summaries(customer=customer, period=_period(period)).select_related("customer"))

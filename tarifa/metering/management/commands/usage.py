@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from django.core.management.base import CommandError
+from tqdm import tqdm
+
+from tarifa.core.commands import TarifaCommand
+from tarifa.metering import importers
+from tarifa.metering.models import UsageRecord
+from tarifa.metering.services.importing import import_usage
+from tarifa.metering.services.ingestion import rerate_unrated
+from tarifa.metering.services.reconciliation import rerate_period
+from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
+
+FORMATS = ("asterisk-csv", "csv", "jsonl")
+
+
+class Command(TarifaCommand):
+    help = "Usage records: import files (asterisk-csv, csv, jsonl), list unrated, re-rate a period."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        imp = sub.add_parser("import", help="Stream a usage file into Tarifa (constant memory).")
+        imp.add_argument("file")
+        imp.add_argument("--tenant", required=True, help="Tenant slug.")
+        imp.add_argument("--format", choices=FORMATS, required=True)
+        imp.add_argument("--kind", default="call", help="Usage kind of asterisk-csv records (default: call).")
+        imp.add_argument("--no-progress", action="store_true")
+        unrated = sub.add_parser("unrated", help="List usage that could not be rated, or re-rate it (--retry).")
+        unrated.add_argument("--tenant", required=True)
+        unrated.add_argument("--reason", choices=["unknown_customer", "no_plan", "no_rate_for_kind", "currency_mismatch"])
+        unrated.add_argument("--retry", action="store_true", help="Rate them again (after fixing customers or plans).")
+        unrated.add_argument("--limit", type=int, default=50)
+        rerate = sub.add_parser("rerate", help="Re-rate and re-fold a period from scratch after a tariff correction.")
+        rerate.add_argument("--tenant", required=True)
+        rerate.add_argument("--period", required=True, help="YYYY-MM")
+        rerate.add_argument("--customer", help="Customer external_id (default: every customer).")
+
+    def handle(self, *args, action, **options):
+        getattr(self, "_" + action)(**options)
+
+    def _import(self, *, file, tenant, format, kind, no_progress, **_):
+        owner = tenant_by_slug(slug=tenant)
+        path = Path(file)
+        if not path.is_file():
+            raise CommandError(f"no such file: {file}")
+        with path.open(newline="", encoding="utf-8", errors="replace") as stream:
+            if format == "asterisk-csv":
+                records = importers.read_asterisk_csv(stream, tz=owner.tzinfo, kind=kind)
+            elif format == "csv":
+                records = importers.read_csv(stream)
+            else:
+                records = importers.read_jsonl(stream)
+            bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
+            try:
+                report = import_usage(tenant=owner, records=records, on_progress=bar.update)
+            except ValueError as exc:
+                raise CommandError(str(exc))
+            finally:
+                bar.close()
+        counts = report.counts
+        self.stdout.write(
+            f"imported {path.name}: accepted={counts['accepted']} duplicate={counts['duplicate']} "
+            f"conflict={counts['conflict']} rejected={counts['rejected']} skipped(not billable)={counts['skipped']}"
+        )
+        for problem in report.problems:
+            self.stdout.write(f"  {problem.status} {problem.id}: {problem.code} {problem.message or ''}")
+
+    def _unrated(self, *, tenant, reason, retry, limit, **_):
+        owner = tenant_by_slug(slug=tenant)
+        if retry:
+            result = rerate_unrated(tenant=owner, reason=reason)
+            self.stdout.write(f"re-rated: now rated={result['rated']} still unrated={result['unrated']}")
+            return
+        records = UsageRecord.objects.filter(tenant=owner, status=UsageRecord.Status.UNRATED)
+        if reason:
+            records = records.filter(unrated_reason=reason)
+        total = records.count()
+        self.table(["id", "customer", "kind", "quantity", "occurred_at", "reason"],
+                   [[r.external_id, r.customer_ref, r.kind, r.quantity, r.occurred_at.isoformat(), r.unrated_reason]
+                    for r in records.order_by("id")[:limit]])
+        self.stdout.write(f"{total} unrated record(s)")
+
+    def _rerate(self, *, tenant, period, customer, **_):
+        owner = tenant_by_slug(slug=tenant)
+        who = customer_by_external_id(tenant=owner, external_id=customer) if customer else None
+        result = rerate_period(tenant=owner, period=period, customer=who)
+        self.stdout.write(f"re-rated {period}: customers={result['customers']} records={result['records']} "
+                          f"billed={result['billed']} unrated={result['unrated']}")

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+
+from tarifa.tenants.models import Customer, Tenant
+
+QUANTITY = dict(max_digits=24, decimal_places=6)
+MONEY = dict(max_digits=20, decimal_places=6)
+DEFAULT_THRESHOLDS = [50, 80, 100]
+
+
+class PricePlan(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="plans")
+    code = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, default="BRL")
+    currency_places = models.PositiveSmallIntegerField(default=2)
+    alert_thresholds = models.JSONField(default=list, blank=True, help_text="Percentages of each allowance.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "code"], name="plan_unique_code")]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def thresholds(self) -> list[int]:
+        return sorted(self.alert_thresholds or DEFAULT_THRESHOLDS)
+
+
+class Rate(models.Model):
+    class Unit(models.TextChoices):
+        SECOND = "second"
+        TOKEN = "token"
+        MESSAGE = "message"
+        EVENT = "event"
+
+    plan = models.ForeignKey(PricePlan, on_delete=models.CASCADE, related_name="rates")
+    kind = models.CharField(max_length=64)
+    destination_prefix = models.CharField(max_length=32, blank=True, default="")
+    description = models.CharField(max_length=200, blank=True, default="")
+    unit = models.CharField(max_length=16, choices=Unit.choices, default=Unit.EVENT)
+    price = models.DecimalField(**MONEY, help_text="Price per block.")
+    block_size = models.DecimalField(**QUANTITY, default=Decimal(1), help_text="Units per priced block.")
+    minimum = models.DecimalField(**QUANTITY, default=Decimal(0))
+    increment = models.DecimalField(**QUANTITY, default=Decimal(1))
+    tiers = models.JSONField(default=list, blank=True, help_text='[{"up_to": "1000000", "price": "0.50"}, …]')
+    rounding = models.CharField(max_length=16, default="half_up")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "kind", "destination_prefix"], name="rate_unique_kind_prefix"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}{' ' + self.destination_prefix if self.destination_prefix else ''}"
+
+
+class Allowance(models.Model):
+    """Included usage per period ("franquia"), shared by a group of kinds."""
+
+    plan = models.ForeignKey(PricePlan, on_delete=models.CASCADE, related_name="allowances")
+    code = models.SlugField(max_length=64)
+    kinds = models.JSONField(help_text="Kinds (or kind prefixes ending in '.*') that consume it.")
+    quantity = models.DecimalField(**QUANTITY, help_text="In the kinds' unit (seconds for calls).")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["plan", "code"], name="allowance_unique_code")]
+
+    def __str__(self) -> str:
+        return self.code
+
+    def covers(self, kind: str) -> bool:
+        return any(kind == k or (k.endswith(".*") and kind.startswith(k[:-1])) for k in self.kinds)
+
+
+class Subscription(models.Model):
+    """A customer's plan from `starts_on` (in the tenant's time zone) until the next subscription."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="subscriptions")
+    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, related_name="subscriptions")
+    starts_on = models.DateField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["customer", "starts_on"], name="subscription_one_per_day")]
+
+
+class UsageRecord(models.Model):
+    class Status(models.TextChoices):
+        RATED = "rated"  # priced, waiting to be folded
+        UNRATED = "unrated"  # could not be priced; see unrated_reason
+        BILLED = "billed"  # folded into its summary
+        REVERSED = "reversed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(max_length=128, help_text="The client's idempotency key.")
+    content_hash = models.CharField(max_length=64)
+    ingest_token = models.CharField(max_length=32, help_text="Which ingestion call inserted the row.")
+    customer_ref = models.CharField(max_length=128, help_text="Customer external_id as sent.")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    kind = models.CharField(max_length=64, help_text="As sent.")
+    quantity = models.DecimalField(**QUANTITY)
+    occurred_at = models.DateTimeField()
+    period = models.CharField(max_length=7, help_text="YYYY-MM in the tenant's time zone.")
+    destination = models.CharField(max_length=64, blank=True, default="")
+    attributes = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices)
+    unrated_reason = models.CharField(max_length=32, blank=True, default="")
+    # rating
+    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    rate = models.ForeignKey(Rate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    rated_kind = models.CharField(max_length=64, blank=True, default="")
+    billable_quantity = models.DecimalField(**QUANTITY, null=True, blank=True)
+    rate_snapshot = models.JSONField(default=dict, blank=True)
+    # folding
+    batch_id = models.BigIntegerField(null=True, blank=True)
+    allowance_used = models.DecimalField(**QUANTITY, null=True, blank=True)
+    charged_amount = models.DecimalField(**MONEY, null=True, blank=True)
+    billed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "external_id"], name="usage_unique_external_id"),
+        ]
+        indexes = [
+            # Folding takes the oldest pending records of one customer and period.
+            models.Index(fields=["customer", "period", "occurred_at", "id"], name="usage_pending_idx",
+                         condition=Q(status="rated")),
+            models.Index(fields=["tenant", "status", "period"], name="usage_status_idx"),
+            models.Index(fields=["customer", "period", "status"], name="usage_customer_period_idx"),
+        ]
+
+
+class FoldBatch(models.Model):
+    """One fold: which records (by batch_id) moved into which summary, by whom."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    period = models.CharField(max_length=7)
+    record_count = models.PositiveIntegerField()
+    charged_amount = models.DecimalField(**MONEY)
+    folded_by = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Summary(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="summaries")
+    period = models.CharField(max_length=7)
+    currency = models.CharField(max_length=3)
+    record_count = models.PositiveIntegerField(default=0)
+    total_amount = models.DecimalField(**MONEY, default=Decimal(0))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["customer", "period"], name="summary_one_per_period")]
+
+
+class SummaryLine(models.Model):
+    summary = models.ForeignKey(Summary, on_delete=models.CASCADE, related_name="lines")
+    kind = models.CharField(max_length=64)
+    unit = models.CharField(max_length=16)
+    record_count = models.PositiveIntegerField(default=0)
+    quantity = models.DecimalField(**QUANTITY, default=Decimal(0))
+    billable_quantity = models.DecimalField(**QUANTITY, default=Decimal(0))
+    allowance_used = models.DecimalField(**QUANTITY, default=Decimal(0))
+    chargeable_quantity = models.DecimalField(**QUANTITY, default=Decimal(0))
+    charged_amount = models.DecimalField(**MONEY, default=Decimal(0))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["summary", "kind"], name="summary_line_per_kind")]
+
+
+class AllowanceUsage(models.Model):
+    summary = models.ForeignKey(Summary, on_delete=models.CASCADE, related_name="allowance_usage")
+    allowance = models.ForeignKey(Allowance, on_delete=models.CASCADE, related_name="+")
+    included = models.DecimalField(**QUANTITY)
+    used = models.DecimalField(**QUANTITY, default=Decimal(0))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["summary", "allowance"], name="allowance_usage_once")]

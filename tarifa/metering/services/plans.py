@@ -1,0 +1,153 @@
+"""Price plans, their rates and allowances, and customers' subscriptions to them."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from django.db import transaction
+
+from tarifa.core.errors import Conflict, DomainError
+from tarifa.metering.models import Allowance, PricePlan, Rate, Subscription
+from tarifa.metering.rating import ROUNDING_MODES, normalize_destination
+from tarifa.tenants.models import Customer, Tenant
+
+KIND_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+
+
+def _decimal(value, *, field: str, positive: bool = False) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise DomainError("invalid_number", f"{field} must be a decimal number, got {value!r}.", field=field)
+    if not number.is_finite() or number < 0 or (positive and number == 0):
+        raise DomainError("invalid_number", f"{field} must be {'> 0' if positive else '>= 0'}.", field=field)
+    return number
+
+
+def _check_kind(kind: str, *, field: str) -> str:
+    if not KIND_PATTERN.match(kind or ""):
+        raise DomainError("invalid_kind", f"'{kind}' is not a usage kind (lowercase words joined by dots).", field=field)
+    return kind
+
+
+def _clean_rate(index: int, rate: dict) -> dict:
+    where = f"rates[{index}]"
+    tiers = []
+    for t_index, tier in enumerate(rate.get("tiers") or []):
+        up_to = tier.get("up_to")
+        tiers.append({
+            "up_to": None if up_to in (None, "") else str(_decimal(up_to, field=f"{where}.tiers[{t_index}].up_to", positive=True)),
+            "price": str(_decimal(tier.get("price"), field=f"{where}.tiers[{t_index}].price")),
+        })
+    bounds = [Decimal(t["up_to"]) for t in tiers if t["up_to"] is not None]
+    if tiers and (tiers[-1]["up_to"] is not None or bounds != sorted(set(bounds)) or len(bounds) != len(tiers) - 1):
+        raise DomainError("invalid_tiers", "Tiers need ascending up_to bounds and a last tier without up_to.",
+                          field=f"{where}.tiers")
+    rounding = rate.get("rounding", "half_up")
+    if rounding not in ROUNDING_MODES:
+        raise DomainError("invalid_rounding", f"rounding must be one of {', '.join(ROUNDING_MODES)}.",
+                          field=f"{where}.rounding")
+    unit = rate.get("unit", Rate.Unit.EVENT)
+    if unit not in Rate.Unit.values:
+        raise DomainError("invalid_unit", f"unit must be one of {', '.join(Rate.Unit.values)}.", field=f"{where}.unit")
+    prefix = rate.get("destination_prefix") or ""
+    if prefix and normalize_destination(prefix) != prefix:
+        raise DomainError("invalid_prefix", "A destination prefix holds digits and an optional leading +.",
+                          field=f"{where}.destination_prefix")
+    return dict(
+        kind=_check_kind(rate.get("kind", ""), field=f"{where}.kind"),
+        destination_prefix=prefix,
+        description=rate.get("description", ""),
+        unit=unit,
+        price=_decimal(rate.get("price", 0), field=f"{where}.price"),
+        block_size=_decimal(rate.get("block_size", 1), field=f"{where}.block_size", positive=True),
+        minimum=_decimal(rate.get("minimum", 0), field=f"{where}.minimum"),
+        increment=_decimal(rate.get("increment", 1), field=f"{where}.increment", positive=True),
+        tiers=tiers,
+        rounding=rounding,
+    )
+
+
+def _clean_allowance(index: int, allowance: dict) -> dict:
+    where = f"allowances[{index}]"
+    kinds = allowance.get("kinds") or []
+    if not kinds:
+        raise DomainError("invalid_allowance", "An allowance needs at least one kind.", field=f"{where}.kinds")
+    for kind in kinds:
+        _check_kind(kind[:-2] if kind.endswith(".*") else kind, field=f"{where}.kinds")
+    return dict(code=allowance.get("code") or "allowance", kinds=list(kinds),
+                quantity=_decimal(allowance.get("quantity"), field=f"{where}.quantity", positive=True))
+
+
+def _clean_thresholds(thresholds) -> list[int]:
+    cleaned = sorted({int(t) for t in thresholds or []})
+    if any(not 0 < t <= 1000 for t in cleaned):
+        raise DomainError("invalid_thresholds", "Thresholds are percentages between 1 and 1000.",
+                          field="alert_thresholds")
+    return cleaned
+
+
+def _write_terms(plan: PricePlan, rates: list[dict], allowances: list[dict]) -> None:
+    cleaned_rates = [_clean_rate(i, r) for i, r in enumerate(rates)]
+    keys = [(r["kind"], r["destination_prefix"]) for r in cleaned_rates]
+    if len(keys) != len(set(keys)):
+        raise DomainError("duplicate_rate", "Two rates share a kind and destination prefix.", field="rates")
+    cleaned_allowances = [_clean_allowance(i, a) for i, a in enumerate(allowances)]
+    if len({a["code"] for a in cleaned_allowances}) != len(cleaned_allowances):
+        raise DomainError("duplicate_allowance", "Two allowances share a code.", field="allowances")
+    plan.rates.all().delete()
+    Rate.objects.bulk_create([Rate(plan=plan, **r) for r in cleaned_rates])
+    existing = {a.code: a for a in plan.allowances.all()}
+    for allowance in cleaned_allowances:
+        current = existing.pop(allowance["code"], None)
+        if current is None:
+            Allowance.objects.create(plan=plan, **allowance)
+        else:  # kept by code, so alerts and usage already recorded against it stay linked
+            current.kinds, current.quantity = allowance["kinds"], allowance["quantity"]
+            current.save(update_fields=["kinds", "quantity"])
+    for stale in existing.values():
+        stale.delete()
+
+
+def create_plan(
+    *, tenant: Tenant, code: str, name: str, currency: str | None = None, currency_places: int = 2,
+    rates: list[dict], allowances: list[dict] | None = None, alert_thresholds: list[int] | None = None,
+) -> PricePlan:
+    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", code or ""):
+        raise DomainError("invalid_code", "A plan code holds lowercase letters, digits, - and _.", field="code")
+    with transaction.atomic():
+        if PricePlan.objects.filter(tenant=tenant, code=code).exists():
+            raise Conflict("plan_exists", f"Plan '{code}' already exists; use PUT to change its terms.", field="code")
+        plan = PricePlan.objects.create(
+            tenant=tenant, code=code, name=name or code, currency=(currency or tenant.default_currency).upper(),
+            currency_places=currency_places, alert_thresholds=_clean_thresholds(alert_thresholds),
+        )
+        _write_terms(plan, rates, allowances or [])
+    return plan
+
+
+def replace_plan_terms(
+    *, plan: PricePlan, name: str | None = None, rates: list[dict], allowances: list[dict] | None = None,
+    alert_thresholds: list[int] | None = None,
+) -> PricePlan:
+    """Replace a plan's rates and allowances. Usage already rated keeps its snapshot until re-rated."""
+    with transaction.atomic():
+        if name:
+            plan.name = name
+        if alert_thresholds is not None:
+            plan.alert_thresholds = _clean_thresholds(alert_thresholds)
+        plan.save()
+        _write_terms(plan, rates, allowances or [])
+    return plan
+
+
+def subscribe(*, customer: Customer, plan: PricePlan, starts_on: date) -> Subscription:
+    """Put a customer on a plan from `starts_on`; the same day again replaces that day's choice."""
+    if plan.tenant_id != customer.tenant_id:
+        raise DomainError("plan_not_found", "No such plan for this tenant.", field="plan")
+    subscription, _ = Subscription.objects.update_or_create(
+        customer=customer, starts_on=starts_on, defaults={"plan": plan}
+    )
+    return subscription
