@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+
+from tarifa.alerts.models import Alert
+from tarifa.alerts.services import check_allowance_alerts
+from tarifa.events.models import Event
+from tarifa.metering.models import Summary
+from tarifa.metering.services.folding import fold_pending
+from tarifa.metering.services.ingestion import ingest_usage
+from tarifa.metering.tests.conftest import at, call, customers, plan  # noqa: F401 (fixtures)
+from tarifa.runtime.models import Job
+from tarifa.runtime.testing import drain
+
+pytestmark = pytest.mark.django_db
+
+
+def _use(customers, seconds: list[int], prefix: str):
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call(f"{prefix}{i}", "c1", s, at(1, i)) for i, s in enumerate(seconds)])
+    fold_pending(customer_id=customers[0].id, period="2025-12", batch_size=1000)
+
+
+def test_thresholds_raise_once_each_as_events_after_the_fold(customers):
+    _use(customers, [300], "a")  # 300 of 600 s: 50 %
+    assert Alert.objects.count() == 0  # the check is its own job, not part of the fold
+    drain()
+    assert list(Alert.objects.values_list("data__threshold", flat=True)) == [50]
+    _use(customers, [30], "b")  # 330 s: still 55 %, nothing new
+    drain()
+    assert Alert.objects.count() == 1
+    _use(customers, [400], "c")  # 600 s: 80 % and 100 % at once
+    drain()
+    assert sorted(Alert.objects.values_list("data__threshold", flat=True)) == [50, 80, 100]
+    assert Event.objects.filter(type="alert.raised").count() == 3
+    alert = Alert.objects.get(data__threshold=100)
+    assert alert.type == "allowance.threshold" and alert.customer.external_id == "c1"
+    assert "100" in alert.message and alert.key.endswith(":100")
+
+
+def test_repeated_checks_and_retries_never_duplicate(customers):
+    _use(customers, [600], "a")
+    summary = Summary.objects.get()
+    for _ in range(3):
+        check_allowance_alerts(summary_id=summary.id)
+    drain()
+    assert Alert.objects.count() == 3
+    assert Event.objects.filter(type="alert.raised").count() == 3
+
+
+def test_plan_thresholds_are_configurable(customers, plan):
+    plan.alert_thresholds = [90]
+    plan.save()
+    _use(customers, [550], "a")
+    drain()
+    assert Alert.objects.count() == 1 and Alert.objects.get().data["threshold"] == 90
+
+
+def test_a_failing_alert_check_does_not_touch_the_fold(customers, monkeypatch):
+    def broken(**_):
+        raise RuntimeError("alert store down")
+
+    monkeypatch.setattr("tarifa.alerts.listeners.check_allowance_alerts", broken)
+    _use(customers, [600], "a")
+    drain()
+    assert Summary.objects.get().total_amount == 0 and Summary.objects.get().record_count == 1
+    job = Job.objects.get(type="events.run_listener")
+    assert job.status == "queued" and "alert store down" in job.last_error
+
+
+def test_alerts_api_lists_and_filters(api, customers, make_api):
+    _use(customers, [600], "a")
+    drain()
+    body = api.get("/api/v1/alerts", customer="c1").json()
+    assert len(body["items"]) == 3 and body["items"][0]["customer"] == "c1"
+    assert api.get("/api/v1/alerts", type="wallet.low_balance").json()["items"] == []
+    _, other = make_api("Other")
+    assert other.get("/api/v1/alerts").json()["items"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_checks_raise_each_alert_once_on_postgres(postgres, tenant, customers):
+    import threading
+
+    from django.db import connection
+
+    _use(customers, [600], "a")
+    summary = Summary.objects.get()
+    barrier = threading.Barrier(4)
+
+    def check():
+        try:
+            barrier.wait(10)
+            check_allowance_alerts(summary_id=summary.id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert Alert.objects.count() == 3
+    assert Event.objects.filter(type="alert.raised").count() == 3

@@ -1,0 +1,85 @@
+"""Folding and ingestion under real concurrency on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+
+from tarifa.metering.models import FoldBatch, Summary, UsageRecord
+from tarifa.metering.services.ingestion import ingest_usage
+from tarifa.metering.services.reconciliation import find_differences
+from tarifa.metering.tests.conftest import at, call, customers, plan  # noqa: F401 (fixtures)
+from tarifa.runtime.models import Job, WorkerHeartbeat
+from tarifa.runtime.services import enqueue
+from tarifa.runtime.testing import spawn
+from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_four_folding_workers_with_one_killed_bill_every_record_once(postgres, customers, tmp_path):
+    tenant = customers[0].tenant
+    total = 0
+    for customer in customers:
+        records = [call(f"{customer.external_id}-{i}", customer.external_id, 20 + i % 300, at(1 + i % 28, i % 600),
+                        "987654321" if i % 3 else "33334444") for i in range(1500)]
+        total += ingest_usage(tenant=tenant, records=records).counts["accepted"]
+    assert total == 4500
+    for customer in customers:  # several fold jobs per summary: workers contend for the same rows
+        for _ in range(4):
+            enqueue("metering.fold", payload={"customer_id": customer.id, "period": "2025-12"})
+    env = {**FAST, "TARIFA_FOLD_BATCH_SIZE": "40"}
+    workers = [spawn(["worker"], env=env, log_path=str(tmp_path / f"w{i}.log")) for i in range(4)]
+    victim = workers[0]
+    try:
+        _wait(lambda: UsageRecord.objects.filter(status="billed").count() >= 400
+              and WorkerHeartbeat.objects.filter(pid=victim.pid).exists(), 60, "folding never started")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        _wait(lambda: not UsageRecord.objects.filter(status="rated").exists()
+              and not Job.objects.filter(type="metering.fold", status__in=["queued", "leased"]).exists(),
+              120, "folding did not finish after the kill")
+    finally:
+        _stop(workers)
+    assert UsageRecord.objects.filter(status="billed").count() == 4500
+    # Exactly once: every record points at one batch, and the batches count each record once.
+    assert FoldBatch.objects.aggregate(n=Sum("record_count"))["n"] == 4500
+    per_batch = Counter(UsageRecord.objects.values_list("batch_id", flat=True))
+    assert {b.id: b.record_count for b in FoldBatch.objects.all()} == dict(per_batch)
+    for summary in Summary.objects.all():
+        assert summary.record_count == 1500
+    assert find_differences() == []
+
+
+def test_the_same_records_sent_concurrently_are_stored_once(postgres, customers):
+    tenant = customers[0].tenant
+    records = [call(f"dup-{i}", "c1", 30, at(1, i)) for i in range(300)]
+    barrier = threading.Barrier(4)
+    outcomes: list[Counter] = []
+
+    def send():
+        try:
+            barrier.wait(10)
+            result = ingest_usage(tenant=tenant, records=records)
+            outcomes.append(Counter((r.id, r.status) for r in result.results))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(outcomes) == 4
+    assert UsageRecord.objects.count() == 300
+    merged = sum(outcomes, Counter())
+    for i in range(300):
+        assert merged[(f"dup-{i}", "accepted")] == 1  # exactly one sender stored it
+        assert merged[(f"dup-{i}", "duplicate")] == 3

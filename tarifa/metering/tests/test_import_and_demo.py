@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from tarifa.metering.models import Summary, UsageRecord
+
+pytestmark = pytest.mark.django_db
+
+ROW = ('"c1","1133334444","{dst}","from-internal","""c1"" <1000>","SIP/c1-1","SIP/t-1","Dial","SIP/t/{dst}",'
+       '"2025-12-01 09:{minute:02d}:00","2025-12-01 09:{minute:02d}:05","2025-12-01 09:{minute:02d}:50","50","{billsec}",'
+       '"{disposition}","DOCUMENTATION","{uid}",""')
+
+
+def _master_csv(tmp_path, rows):
+    path = tmp_path / "Master.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, capsys):
+    path = _master_csv(tmp_path, [
+        ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="1700000000.1"),
+        ROW.format(dst="987654321", minute=1, billsec=0, disposition="NO ANSWER", uid="1700000000.2"),
+        ROW.format(dst="987654321", minute=2, billsec=31, disposition="ANSWERED", uid="1700000000.3"),
+        '"broken","line"',
+        ROW.format(dst="33334444", minute=3, billsec=20, disposition="BUSY", uid="1700000000.4"),
+    ])
+    call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    out = capsys.readouterr().out
+    assert "accepted=2" in out and "rejected=1" in out and "skipped(not billable)=2" in out
+    assert "line-4: unreadable_line expected 18 columns, found 2" in out
+    records = {r.external_id: r for r in UsageRecord.objects.all()}
+    assert set(records) == {"1700000000.1", "1700000000.3"}
+    assert records["1700000000.3"].rated_kind == "call.mobile" and records["1700000000.3"].quantity == 31
+    # Asterisk writes local time: 09:00 in São Paulo is 12:00 UTC.
+    assert records["1700000000.1"].occurred_at.isoformat() == "2025-12-01T12:00:00+00:00"
+    # Importing the same file again counts nothing twice.
+    call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    assert "accepted=0 duplicate=2" in capsys.readouterr().out
+
+
+def test_csv_and_jsonl_imports(tenant, customers, tmp_path, capsys):
+    csv_path = tmp_path / "usage.csv"
+    csv_path.write_text("id,customer,kind,quantity,occurred_at,destination,campaign\n"
+                        "a,c1,call,60,2025-12-01T10:00:00-03:00,33334444,promo\n"
+                        "b,c1,call,x,2025-12-01T10:00:00-03:00,33334444,\n")
+    call_command("usage", "import", str(csv_path), "--tenant", tenant.slug, "--format", "csv", "--no-progress")
+    assert "accepted=1" in capsys.readouterr().out
+    assert UsageRecord.objects.get(external_id="a").attributes == {"campaign": "promo"}
+    jsonl = tmp_path / "usage.jsonl"
+    jsonl.write_text(json.dumps({"id": "j1", "customer": "c2", "kind": "llm.input_tokens", "quantity": 2000,
+                                 "occurred_at": "2025-12-03T00:00:00Z"}) + "\n{not json\n")
+    call_command("usage", "import", str(jsonl), "--tenant", tenant.slug, "--format", "jsonl", "--no-progress")
+    out = capsys.readouterr().out
+    assert "accepted=1" in out and "rejected=1" in out and "invalid JSON" in out
+
+
+def test_import_errors_are_one_line(tenant, tmp_path):
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")
+    with pytest.raises(CommandError, match="tenant_not_found"):
+        call_command("usage", "import", str(tmp_path / "x"), "--tenant", "nope", "--format", "csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("who,what\n1,2\n")
+    with pytest.raises(CommandError, match="lacks id, customer, kind, quantity, occurred_at"):
+        call_command("usage", "import", str(bad), "--tenant", tenant.slug, "--format", "csv", "--no-progress")
+
+
+def test_import_memory_does_not_grow_with_the_file(tenant, customers, tmp_path):
+    import tracemalloc
+
+    from tarifa.metering.importers import read_asterisk_csv
+    from tarifa.metering.services.importing import import_usage
+
+    def peak(rows: int) -> int:
+        path = _master_csv(tmp_path, [ROW.format(dst="33334444", minute=i % 60, billsec=30, disposition="ANSWERED",
+                                                 uid=f"{rows}.{i}") for i in range(rows)])
+        tracemalloc.start()
+        with path.open(newline="") as stream:
+            import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=tenant.tzinfo), chunk_size=500)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(1000), peak(8000)
+    assert large < small * 2, (small, large)  # streamed in chunks: 8× the rows, not 8× the memory
+
+
+def test_unrated_listing_and_retry_from_the_cli(tenant, customers, capsys):
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.tests.conftest import at, call
+
+    ingest_usage(tenant=tenant, records=[call("u1", "ghost", 30, at(1))])
+    call_command("usage", "unrated", "--tenant", tenant.slug)
+    out = capsys.readouterr().out
+    assert "u1" in out and "unknown_customer" in out and "1 unrated record(s)" in out
+    from tarifa.metering.services.plans import subscribe
+    from tarifa.tenants.services import create_customer
+
+    ghost, _ = create_customer(tenant=tenant, external_id="ghost")
+    subscribe(customer=ghost, plan=customers[0].subscriptions.get().plan, starts_on=at(1).date().replace(day=1))
+    call_command("usage", "unrated", "--tenant", tenant.slug, "--retry")
+    assert "now rated=1" in capsys.readouterr().out
+
+
+def test_demo_builds_a_tenant_with_summaries(capsys, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    call_command("demo", "--calls", "400")
+    out = capsys.readouterr().out
+    assert "API key (shown once): trf_" in out and "acct-1003" in out and "allowance minutos-nacionais" in out
+    assert (tmp_path / "demo" / "Master.csv").exists()
+    assert Summary.objects.filter(tenant__slug="demo-telecom").count() == 4
+    assert UsageRecord.objects.filter(status="rated").count() == 0  # everything folded
+    assert sum(s.total_amount for s in Summary.objects.all()) > Decimal(0)
+    call_command("demo", "--if-empty")
+    assert capsys.readouterr().out == ""  # not twice
+    from tarifa.metering.services.reconciliation import find_differences
+
+    assert find_differences() == []

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import pytest
+
+from tarifa.metering.models import UsageRecord
+from tarifa.metering.tests.conftest import at, call
+
+pytestmark = pytest.mark.django_db
+
+
+def test_each_record_gets_its_own_answer(api, customers):
+    records = [
+        call("r1", "c1", 45, at(1)),
+        call("r2", "c1", "12.5", at(1, 1), "987654321"),
+        {"id": "r3", "customer": "c1", "kind": "call", "quantity": -1, "occurred_at": at(1).isoformat()},
+        {"id": "r4", "customer": "c1", "kind": "Bad Kind", "quantity": 1, "occurred_at": at(1).isoformat()},
+        {"id": "r5", "customer": "c1", "kind": "call", "quantity": 1, "occurred_at": "2025-12-01T10:00:00"},
+        {"customer": "c1", "kind": "call", "quantity": 1, "occurred_at": at(1).isoformat()},
+        "not an object",
+    ]
+    body = api.post("/api/v1/usage", {"records": records}).json()
+    assert [(r["id"], r["status"], r["code"]) for r in body["results"]] == [
+        ("r1", "accepted", None), ("r2", "accepted", None), ("r3", "rejected", "invalid_quantity"),
+        ("r4", "rejected", "invalid_kind"), ("r5", "rejected", "invalid_occurred_at"),
+        ("", "rejected", "missing_id"), ("", "rejected", "invalid_record"),
+    ]
+    assert (body["accepted"], body["rejected"]) == (2, 5)
+    assert all(r["message"] for r in body["results"] if r["status"] == "rejected")
+
+
+def test_duplicates_count_once_and_conflicts_are_reported(api, customers):
+    first = api.post("/api/v1/usage", {"records": [call("r1", "c1", 45, at(1))]}).json()
+    assert first["accepted"] == 1
+    again = api.post("/api/v1/usage", {"records": [call("r1", "c1", 45, at(1)), call("r1", "c1", 45, at(1))]}).json()
+    assert [r["status"] for r in again["results"]] == ["duplicate", "duplicate"]
+    changed = api.post("/api/v1/usage", {"records": [call("r1", "c1", 46, at(1))]}).json()
+    assert changed["results"][0]["status"] == "conflict" and changed["results"][0]["code"] == "id_conflict"
+    in_one_call = api.post("/api/v1/usage", {"records": [call("r9", "c1", 1, at(1)), call("r9", "c1", 2, at(1))]}).json()
+    assert [r["status"] for r in in_one_call["results"]] == ["accepted", "conflict"]
+    assert UsageRecord.objects.filter(external_id="r1").count() == 1
+    assert UsageRecord.objects.get(external_id="r1").quantity == 45
+
+
+def test_more_than_5000_records_is_refused_whole(api, customers):
+    response = api.post("/api/v1/usage", {"records": [call(f"r{i}", "c1", 1, at(1)) for i in range(5001)]})
+    assert response.status_code == 422 and response.json()["code"] == "too_many_records"
+    assert UsageRecord.objects.count() == 0
+
+
+def test_rating_picks_rate_by_longest_prefix_and_applies_increments(api, customers):
+    api.post("/api/v1/usage", {"records": [
+        call("local", "c1", 31, at(1), "33334444"),
+        call("mobile", "c1", 31, at(1), "987654321"),
+        call("ld", "c1", 31, at(1), "02111223344"),
+        call("intl", "c1", 61, at(1), "0021551199"),
+        call("tokens", "c1", 1500, at(1), kind="llm.input_tokens"),
+    ]})
+    rated = {r.external_id: r for r in UsageRecord.objects.all()}
+    assert {k: (r.rated_kind, r.billable_quantity) for k, r in rated.items()} == {
+        "local": ("call.local", 36), "mobile": ("call.mobile", 36), "ld": ("call.long_distance", 36),
+        "intl": ("call.international", 120), "tokens": ("llm.input_tokens", 1500),
+    }
+    assert rated["mobile"].rate_snapshot["prefix"] == "9" and rated["mobile"].rate_snapshot["price"] == "0.300000"
+
+
+def test_unrated_records_are_kept_listed_and_rerated_after_a_fix(api, tenant, customers):
+    from tarifa.tenants.services import create_customer
+
+    body = api.post("/api/v1/usage", {"records": [
+        call("u1", "nobody", 30, at(1)),
+        call("u2", "c1", 30, at(1), kind="sms"),
+        call("u3", "c1", 30, at(1), kind="llm.output_tokens"),
+    ]}).json()
+    assert body["accepted"] == 3  # stored, not lost, though not priceable yet
+    reasons = dict(UsageRecord.objects.values_list("external_id", "unrated_reason"))
+    assert reasons == {"u1": "unknown_customer", "u2": "no_rate_for_kind", "u3": "no_rate_for_kind"}
+    listed = api.get("/api/v1/usage", status="unrated").json()["items"]
+    assert {r["id"] for r in listed} == {"u1", "u2", "u3"}
+    create_customer(tenant=tenant, external_id="nobody")
+    assert api.post("/api/v1/usage/rerate-unrated").json() == {"rated": 0, "unrated": 3}  # no plan yet for "nobody"
+    assert UsageRecord.objects.get(external_id="u1").unrated_reason == "no_plan"
+    api.post("/api/v1/customers/nobody/subscriptions", {"plan": "tel", "starts_on": "2025-01-01"})
+    assert api.post("/api/v1/usage/rerate-unrated").json() == {"rated": 1, "unrated": 2}
+    assert UsageRecord.objects.get(external_id="u1").status == "rated"
+
+
+def test_rating_twice_gives_the_same_result(tenant, customers):
+    from tarifa.metering.pricing import Rater
+
+    args = dict(customer_ref="c1", kind="call", quantity=__import__("decimal").Decimal(47), occurred_at=at(3),
+                destination="987654321")
+    assert Rater(tenant).rate(**args) == Rater(tenant).rate(**args)
+
+
+def test_plan_change_takes_effect_from_its_date(api, tenant, customers, plan):
+    from tarifa.metering.services.plans import create_plan
+
+    create_plan(tenant=tenant, code="cheap", name="Cheap", rates=[{"kind": "call.local", "price": "0.01",
+                                                                     "unit": "second", "block_size": "60"}])
+    api.post("/api/v1/customers/c1/subscriptions", {"plan": "cheap", "starts_on": "2025-12-15"})
+    api.post("/api/v1/usage", {"records": [call("before", "c1", 60, at(14)), call("after", "c1", 60, at(15))]})
+    plans = dict(UsageRecord.objects.values_list("external_id", "rate_snapshot__plan"))
+    assert plans == {"before": "tel", "after": "cheap"}
+
+
+def test_period_is_the_month_in_the_tenant_timezone(api, customers):
+    # 2026-01-01 01:30 UTC is still 31 December in São Paulo (UTC-3).
+    api.post("/api/v1/usage", {"records": [call("edge", "c1", 60, at(1)) | {"occurred_at": "2026-01-01T01:30:00Z"}]})
+    assert UsageRecord.objects.get().period == "2025-12"
+
+
+def test_usage_list_filters_paginates_and_is_tenant_scoped(api, make_api, customers):
+    api.post("/api/v1/usage", {"records": [call(f"r{i}", "c1" if i % 2 else "c2", 30, at(1, i)) for i in range(9)]})
+    page = api.get("/api/v1/usage", customer="c1", limit=2).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    ids, cursor = [], None
+    while True:
+        page = api.get("/api/v1/usage", customer="c1", limit=2, **({"cursor": cursor} if cursor else {})).json()
+        ids += [r["id"] for r in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert ids == ["r1", "r3", "r5", "r7"]
+    assert api.get("/api/v1/usage", period="2025-13").json()["code"] == "invalid_period"
+    _, other = make_api("Other")
+    assert other.get("/api/v1/usage").json()["items"] == []
+    assert other.post("/api/v1/usage", {"records": [call("r1", "c1", 30, at(1))]}).json()["accepted"] == 1
