@@ -1,0 +1,311 @@
+"""Usage benchmark on PostgreSQL: CDRs for 1,000 customers over two months.
+
+Measures, in one run:
+  1. ours, file: `tarifa usage import Master.csv` (rated on the way in) + folding by 2 workers,
+     end to end, with the import process's peak memory;
+  2. ours, HTTP: POST /api/v1/usage in batches of 1,000 to `tarifa web` (gunicorn);
+  3. the naive baseline (the seed's old flow: one ORM transaction per record to store and rate,
+     one per record to fold) on a 10,000-record sample;
+  4. the raw-SQL floor: COPY into a bare table + one INSERT … SELECT … GROUP BY, on all records.
+
+    .venv/bin/python bench/usage.py                 # 1,000,000 CDRs (the issue's size)
+    .venv/bin/python bench/usage.py --records 100000 --http-records 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/tarifa_bench_usage"
+CUSTOMERS = 1000
+
+
+def setup_django(url: str) -> None:
+    import psycopg
+
+    base, dbname = url.rsplit("/", 1)
+    with psycopg.connect(base + "/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{dbname}"')
+    os.environ.update(TARIFA_DATABASE_URL=url, TARIFA_LOG_LEVEL="WARNING", DJANGO_SETTINGS_MODULE="tarifa.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def create_tenant(slug: str):
+    from datetime import date
+
+    from tarifa.metering.services.demo import DEMO_RATES
+    from tarifa.metering.services.plans import create_plan, subscribe
+    from tarifa.tenants.models import Customer
+    from tarifa.tenants.services import create_tenant as make_tenant
+
+    tenant, issued = make_tenant(name=slug, slug=slug)
+    plan = create_plan(
+        tenant=tenant, code="pbx", name="PBX", rates=[
+            {"kind": k, "destination_prefix": p, "price": price, **terms} for k, p, price, _d, terms in DEMO_RATES],
+        allowances=[{"code": "minutes", "kinds": ["call.local", "call.mobile", "call.long_distance"],
+                     "quantity": "60000"}],
+    )
+    Customer.objects.bulk_create([Customer(tenant=tenant, external_id=f"acct-{i:04d}") for i in range(CUSTOMERS)])
+    for customer in Customer.objects.filter(tenant=tenant):
+        subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
+    return tenant, issued.raw_key
+
+
+def write_cdrs(path: Path, count: int, *, seed: int = 1, id_prefix: str = "") -> None:
+    rng = random.Random(seed)
+    start = datetime(2025, 11, 1)
+    span = int(timedelta(days=61).total_seconds())
+    destinations = ["3", "9", "02111", "0021"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        for n in range(count):
+            account = f"acct-{rng.randrange(CUSTOMERS):04d}"
+            dst = rng.choice(destinations) + str(rng.randrange(10_000_000, 99_999_999))
+            began = start + timedelta(seconds=rng.randrange(span))
+            billsec = rng.randrange(1, 600)
+            stamp = began.strftime("%Y-%m-%d %H:%M:%S")
+            writer.writerow([account, "1133334444", dst, "from-internal", "", "SIP/a", "SIP/b", "Dial", "",
+                             stamp, stamp, stamp, billsec + 5, billsec, "ANSWERED", "DOCUMENTATION",
+                             f"{id_prefix}{n}", ""])
+
+
+def wait_folded(tenant, timeout: float = 3600) -> None:
+    from tarifa.metering.models import UsageRecord
+
+    deadline = time.monotonic() + timeout
+    while UsageRecord.objects.filter(tenant=tenant, status="rated").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: folding did not finish")
+        time.sleep(0.2)
+
+
+def start_workers(url: str, count: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING", "TARIFA_WORKER_POLL_SECONDS": "0.1"}
+    return [subprocess.Popen([sys.executable, "-m", "tarifa", "worker"], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+
+
+def stop(processes) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(60)
+
+
+def sweep() -> None:
+    from tarifa.metering.selectors import pending_groups
+    from tarifa.runtime.services import enqueue
+
+    for customer_id, period, _n in pending_groups():
+        enqueue("metering.fold", payload={"customer_id": customer_id, "period": period})
+
+
+def bench_file(url: str, path: Path, records: int, workers: int) -> dict:
+    tenant, _key = create_tenant("bench-file")
+    env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING"}
+    pool = start_workers(url, workers)
+    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run([sys.executable, "-m", "tarifa", "usage", "import", str(path), "--tenant", tenant.slug,
+                             "--format", "asterisk-csv", "--no-progress"], env=env, cwd=ROOT, capture_output=True, text=True)
+    import_seconds = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if result.returncode != 0:
+        raise SystemExit(f"bench: import failed: {result.stderr[-2000:]}")
+    sweep()  # the periodic sweep's job, without waiting a minute for its tick
+    wait_folded(tenant)
+    total_seconds = time.perf_counter() - t0
+    stop(pool)
+    from tarifa.metering.models import UsageRecord
+    from tarifa.metering.services.reconciliation import find_differences
+
+    billed = UsageRecord.objects.filter(tenant=tenant, status="billed").count()
+    assert billed == records, f"{billed} of {records} billed"
+    differences = len(find_differences(tenant=tenant))
+    return {"seconds": total_seconds, "import_seconds": import_seconds, "rate": records / total_seconds,
+            "peak_mb": max(peak_kb, before) / 1024, "differences": differences, "output": result.stdout.strip()}
+
+
+def bench_http(url: str, records: int, workers: int) -> dict:
+    import httpx
+
+    tenant, key = create_tenant("bench-http")
+    port = 8931
+    env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING", "TARIFA_API_RATE_LIMIT": "1000000/minute"}
+    web = subprocess.Popen([sys.executable, "-m", "tarifa", "web", "--bind", f"127.0.0.1:{port}", "--workers", "3",
+                            "--threads", "1"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pool = start_workers(url, workers)
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/docs", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        rng = random.Random(3)
+        bodies = []
+        for start in range(0, records, 1000):
+            batch = [{"id": f"h{n}", "customer": f"acct-{rng.randrange(CUSTOMERS):04d}", "kind": "call",
+                      "quantity": rng.randrange(1, 600), "destination": "9" + str(rng.randrange(10**7, 10**8)),
+                      "occurred_at": f"2025-12-{1 + n % 28:02d}T{n % 24:02d}:00:00-03:00"}
+                     for n in range(start, min(records, start + 1000))]
+            bodies.append(json.dumps({"records": batch}).encode())
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        accepted = [0]
+        lock = threading.Lock()
+
+        def client(chunk):
+            with httpx.Client(timeout=120) as session:
+                for body in chunk:
+                    response = session.post(f"http://127.0.0.1:{port}/api/v1/usage", content=body, headers=headers)
+                    response.raise_for_status()
+                    with lock:
+                        accepted[0] += response.json()["accepted"]
+
+        threads = [threading.Thread(target=client, args=(bodies[i::4],)) for i in range(4)]
+        t0 = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - t0
+    finally:
+        stop([web, *pool])
+    assert accepted[0] == records, f"{accepted[0]} of {records} accepted"
+    return {"seconds": seconds, "rate": records / seconds}
+
+
+def bench_naive(path: Path, sample: int) -> dict:
+    """The seed's flow: each CDR stored and rated in its own transaction, then folded one by one."""
+    from django.db import transaction
+    from django.db.models import F
+
+    from tarifa.metering.importers import read_asterisk_csv
+    from tarifa.metering.models import Summary, SummaryLine, UsageRecord
+    from tarifa.metering.pricing import Rater, terms_of
+    from tarifa.metering.rating import charge
+    from tarifa.metering.services.ingestion import clean_record
+
+    tenant, _key = create_tenant("bench-naive")
+    t0 = time.perf_counter()
+    with path.open(newline="") as stream:
+        for n, raw in enumerate(read_asterisk_csv(stream, tz=tenant.tzinfo)):
+            if n >= sample:
+                break
+            with transaction.atomic():
+                clean = clean_record(raw)
+                rating = Rater(tenant).rate(customer_ref=clean.customer, kind=clean.kind, quantity=clean.quantity,
+                                            occurred_at=clean.occurred_at, destination=clean.destination)
+                record = UsageRecord.objects.create(
+                    tenant=tenant, external_id=clean.id, content_hash=clean.content_hash, ingest_token="naive",
+                    customer_ref=clean.customer, customer_id=rating.customer_id, kind=clean.kind,
+                    quantity=clean.quantity, occurred_at=clean.occurred_at,
+                    period=clean.occurred_at.astimezone(tenant.tzinfo).strftime("%Y-%m"),
+                    destination=clean.destination, received_at=clean.occurred_at, status=rating.status,
+                    plan_id=rating.plan_id, rate_id=rating.rate_id, rated_kind=rating.rated_kind,
+                    billable_quantity=rating.billable_quantity, rate_snapshot=rating.snapshot)
+            with transaction.atomic():  # the job per CDR: lock the summary, add, mark billed
+                summary, _ = Summary.objects.select_for_update().get_or_create(
+                    customer_id=record.customer_id, period=record.period,
+                    defaults={"tenant": tenant, "currency": "BRL"})
+                amount = charge(record.billable_quantity, already=Decimal(0), terms=terms_of(record.rate_snapshot))
+                line, _ = SummaryLine.objects.get_or_create(summary=summary, kind=record.rated_kind,
+                                                            defaults={"unit": "second"})
+                SummaryLine.objects.filter(pk=line.pk).update(record_count=F("record_count") + 1,
+                                                              charged_amount=F("charged_amount") + amount)
+                Summary.objects.filter(pk=summary.pk).update(total_amount=F("total_amount") + amount,
+                                                             record_count=F("record_count") + 1)
+                UsageRecord.objects.filter(pk=record.pk).update(status="billed", charged_amount=amount)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rate": sample / seconds}
+
+
+def bench_floor(url: str, path: Path, records: int) -> dict:
+    """COPY the CSV into a bare table and build the monthly sums in one INSERT … SELECT … GROUP BY."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS floor_cdr, floor_summary")
+        conn.execute("""CREATE UNLOGGED TABLE floor_cdr (accountcode text, src text, dst text, dcontext text,
+            clid text, channel text, dstchannel text, lastapp text, lastdata text, start timestamp,
+            answer timestamp, "end" timestamp, duration int, billsec int, disposition text, amaflags text,
+            uniqueid text, userfield text)""")
+        conn.execute("CREATE TABLE floor_summary (accountcode text, month int, year int, calls bigint, seconds bigint)")
+        t0 = time.perf_counter()
+        with conn.cursor() as cursor:
+            with path.open("rb") as handle, cursor.copy("COPY floor_cdr FROM STDIN WITH (FORMAT csv)") as copy:
+                while chunk := handle.read(1 << 20):
+                    copy.write(chunk)
+            cursor.execute("""INSERT INTO floor_summary SELECT accountcode, extract(month FROM start)::int,
+                extract(year FROM start)::int, count(*), sum(billsec) FROM floor_cdr
+                WHERE disposition = 'ANSWERED' GROUP BY 1, 2, 3""")
+        seconds = time.perf_counter() - t0
+        conn.execute("DROP TABLE floor_cdr, floor_summary")
+    return {"seconds": seconds, "rate": records / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--http-records", type=int, default=None, help="default: same as --records")
+    parser.add_argument("--naive-sample", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma list of: file,http,naive,floor")
+    args = parser.parse_args()
+    url = os.environ.get("TARIFA_BENCH_DATABASE_URL") or DEFAULT_URL
+    skip = set(filter(None, args.skip.split(",")))
+    setup_django(url)
+    work = ROOT / "var" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "Master.csv"
+    write_cdrs(path, args.records)
+    print(f"usage benchmark: {args.records:,} CDRs, {CUSTOMERS:,} customers, 2 months, PostgreSQL, "
+          f"{args.workers} fold workers, {os.cpu_count()} cores", flush=True)
+    results = {}
+    if "floor" not in skip:
+        results["floor"] = bench_floor(url, path, args.records)
+        print(f"raw-SQL floor (COPY + INSERT…SELECT…GROUP BY): {results['floor']['rate']:>10,.0f} records/s "
+              f"({results['floor']['seconds']:.1f} s)", flush=True)
+    if "naive" not in skip:
+        results["naive"] = bench_naive(path, args.naive_sample)
+        print(f"naive (1 ORM transaction per record, {args.naive_sample:,} sample): "
+              f"{results['naive']['rate']:>10,.0f} records/s", flush=True)
+    if "file" not in skip:
+        ours = results["file"] = bench_file(url, path, args.records, args.workers)
+        print(f"ours: import Master.csv + rate + fold:   {ours['rate']:>10,.0f} records/s "
+              f"({ours['seconds']:.1f} s, import {ours['import_seconds']:.1f} s); import peak memory "
+              f"{ours['peak_mb']:.0f} MB; reconcile differences: {ours['differences']}", flush=True)
+        if "naive" in results:
+            print(f"  ratio ours/naive: {ours['rate'] / results['naive']['rate']:.1f}x")
+        if "floor" in results:
+            print(f"  ratio ours/floor: {ours['rate'] / results['floor']['rate']:.2f} "
+                  f"(floor is {results['floor']['rate'] / ours['rate']:.1f}x faster; target: within 3x)")
+    if "http" not in skip:
+        http = results["http"] = bench_http(url, args.http_records or args.records, args.workers)
+        print(f"ours: HTTP ingestion, batches of 1,000:   {http['rate']:>10,.0f} records/s "
+              f"({http['seconds']:.1f} s)", flush=True)
+    print("targets: file end to end >= 50,000 records/s, import peak < 200 MB, HTTP >= 20,000 records/s")
+
+
+if __name__ == "__main__":
+    main()
