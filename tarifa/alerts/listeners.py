@@ -6,6 +6,7 @@ from tarifa.alerts.services import check_allowance_alerts
 from tarifa.events.listeners import listens_to
 
 
-@listens_to("summary.updated", name="alerts.allowance_thresholds")
+@listens_to("summary.updated", name="alerts.allowance_thresholds",
+            when=lambda payload: payload.get("allowance_threshold_crossed", True))
 def on_summary_updated(event) -> None:
     check_allowance_alerts(summary_id=event.payload["summary_id"])

@@ -18,7 +18,7 @@ from tarifa.events import signing
 from tarifa.events.listeners import listeners_for
 from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tarifa.ops import metrics
-from tarifa.runtime.services import enqueue
+from tarifa.runtime.services import enqueue_many
 from tarifa.tenants.models import Tenant
 
 
@@ -32,17 +32,31 @@ def emit_event(*, tenant: Tenant, type: str, payload: dict) -> Event:
     Nothing reaches a listener or an endpoint unless the caller's transaction commits, and no
     listener can fail or slow the emitter: each runs as its own retried job.
     """
+    return emit_events(events=[(tenant.id, type, payload)])[0]
+
+
+def emit_events(*, events: list[tuple[int, str, dict]]) -> list[Event]:
+    """emit_event for many (tenant id, type, payload) at once, with a fixed number of queries."""
+    if not events:
+        return []
     with transaction.atomic():
-        event = Event.objects.create(tenant=tenant, type=type, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
-        for name in listeners_for(type):
-            enqueue("events.run_listener", payload={"event_id": event.id, "listener": name},
-                    unique_key=f"listener:{event.uid}:{name}")
-        endpoints = [e for e in WebhookEndpoint.objects.filter(tenant=tenant, active=True) if e.wants(type)]
-        for endpoint in endpoints:
-            delivery = WebhookDelivery.objects.create(endpoint=endpoint, event=event)
-            enqueue("events.deliver_webhook", payload={"delivery_id": delivery.id},
-                    unique_key=f"webhook:{delivery.id}")
-    return event
+        created = Event.objects.bulk_create([
+            Event(tenant_id=tenant_id, type=type_, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
+            for tenant_id, type_, payload in events
+        ])
+        enqueue_many("events.run_listener", [
+            {"event_id": event.id, "listener": name} for event in created
+            for name in listeners_for(event.type, event.payload)
+        ])
+        endpoints: dict[int, list[WebhookEndpoint]] = {}
+        for endpoint in WebhookEndpoint.objects.filter(tenant_id__in={e.tenant_id for e in created}, active=True):
+            endpoints.setdefault(endpoint.tenant_id, []).append(endpoint)
+        deliveries = WebhookDelivery.objects.bulk_create([
+            WebhookDelivery(endpoint=endpoint, event=event)
+            for event in created for endpoint in endpoints.get(event.tenant_id, ()) if endpoint.wants(event.type)
+        ])
+        enqueue_many("events.deliver_webhook", [{"delivery_id": d.id} for d in deliveries])
+    return created
 
 
 def event_body(event: Event) -> bytes:

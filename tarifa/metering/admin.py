@@ -47,4 +47,4 @@ class SummaryAdmin(admin.ModelAdmin):
 
 @admin.register(FoldBatch)
 class FoldBatchAdmin(admin.ModelAdmin):
-    list_display = ("id", "customer", "period", "record_count", "charged_amount", "folded_by", "created_at")
+    list_display = ("id", "record_count", "summary_count", "charged_amount", "folded_by", "created_at")

@@ -209,7 +209,7 @@ class UsageOut(Schema):
 
     @staticmethod
     def resolve_rate(obj) -> dict:
-        return obj.rate_snapshot
+        return obj.snapshot.data if obj.snapshot_id else {}
 
 
 class UsagePage(Schema):

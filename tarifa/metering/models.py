@@ -91,19 +91,35 @@ class Subscription(models.Model):
         constraints = [models.UniqueConstraint(fields=["customer", "starts_on"], name="subscription_one_per_day")]
 
 
+class RateSnapshot(models.Model):
+    """The exact terms a record was rated with, stored once per distinct content."""
+
+    digest = models.CharField(max_length=64, unique=True)
+    data = models.JSONField()
+
+
 class UsageRecord(models.Model):
+    """One usage event as sent, how it was rated, and how it was folded.
+
+    The hottest table: besides the primary key it carries four indexes, and only tenant and
+    customer are enforced foreign keys. plan, snapshot and summary are written by the rating and
+    folding services only (never deleted while referenced) and checked by `tarifa billing
+    reconcile`, so inserts skip their constraint checks and indexes.
+    """
+
     class Status(models.TextChoices):
         RATED = "rated"  # priced, waiting to be folded
         UNRATED = "unrated"  # could not be priced; see unrated_reason
         BILLED = "billed"  # folded into its summary
         REVERSED = "reversed"
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     external_id = models.CharField(max_length=128, help_text="The client's idempotency key.")
     content_hash = models.CharField(max_length=64)
     ingest_token = models.CharField(max_length=32, help_text="Which ingestion call inserted the row.")
     customer_ref = models.CharField(max_length=128, help_text="Customer external_id as sent.")
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                                 db_index=False)
     kind = models.CharField(max_length=64, help_text="As sent.")
     quantity = models.DecimalField(**QUANTITY)
     occurred_at = models.DateTimeField()
@@ -114,11 +130,14 @@ class UsageRecord(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     unrated_reason = models.CharField(max_length=32, blank=True, default="")
     # rating
-    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    rate = models.ForeignKey(Rate, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    plan = models.ForeignKey(PricePlan, on_delete=models.DO_NOTHING, null=True, blank=True, related_name="+",
+                             db_constraint=False, db_index=False)
     rated_kind = models.CharField(max_length=64, blank=True, default="")
     billable_quantity = models.DecimalField(**QUANTITY, null=True, blank=True)
-    rate_snapshot = models.JSONField(default=dict, blank=True)
+    snapshot = models.ForeignKey(RateSnapshot, on_delete=models.DO_NOTHING, null=True, blank=True,
+                                 related_name="+", db_constraint=False, db_index=False)
+    summary = models.ForeignKey("Summary", on_delete=models.DO_NOTHING, null=True, blank=True, related_name="+",
+                                db_constraint=False, db_index=False)
     # folding
     batch_id = models.BigIntegerField(null=True, blank=True)
     allowance_used = models.DecimalField(**QUANTITY, null=True, blank=True)
@@ -130,8 +149,8 @@ class UsageRecord(models.Model):
             models.UniqueConstraint(fields=["tenant", "external_id"], name="usage_unique_external_id"),
         ]
         indexes = [
-            # Folding takes the oldest pending records of one customer and period.
-            models.Index(fields=["customer", "period", "occurred_at", "id"], name="usage_pending_idx",
+            # Folding takes the waiting records of the summaries it claimed, oldest first.
+            models.Index(fields=["summary", "occurred_at", "id"], name="usage_pending_idx",
                          condition=Q(status="rated")),
             models.Index(fields=["tenant", "status", "period"], name="usage_status_idx"),
             models.Index(fields=["customer", "period", "status"], name="usage_customer_period_idx"),
@@ -139,12 +158,10 @@ class UsageRecord(models.Model):
 
 
 class FoldBatch(models.Model):
-    """One fold: which records (by batch_id) moved into which summary, by whom."""
+    """One fold transaction: the records marked with its id moved into `summary_count` summaries."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
-    period = models.CharField(max_length=7)
     record_count = models.PositiveIntegerField()
+    summary_count = models.PositiveIntegerField(default=1)
     charged_amount = models.DecimalField(**MONEY)
     folded_by = models.CharField(max_length=128, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -161,6 +178,14 @@ class Summary(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "period"], name="summary_one_per_period")]
+
+
+class PendingSummary(models.Model):
+    """Marks a summary with rated records waiting. Folders claim these rows with SKIP LOCKED, so
+    each summary is folded by one worker at a time, its records in time order."""
+
+    summary = models.OneToOneField(Summary, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    marked_at = models.DateTimeField(auto_now_add=True)
 
 
 class SummaryLine(models.Model):

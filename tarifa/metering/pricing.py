@@ -6,11 +6,15 @@ Rating is deterministic: the same record against the same plans gives the same r
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from tarifa.metering.models import PricePlan, Rate, Subscription
+from django.db import IntegrityError, transaction
+
+from tarifa.metering.models import PricePlan, Rate, RateSnapshot, Subscription
 from tarifa.metering.rating import RateTerms, Tier, billable_quantity, longest_prefix, normalize_destination
 from tarifa.tenants.models import Customer, Tenant
 
@@ -21,10 +25,10 @@ class Rating:
     reason: str = ""
     customer_id: int | None = None
     plan_id: int | None = None
-    rate_id: int | None = None
     rated_kind: str = ""
     billable_quantity: Decimal | None = None
-    snapshot: dict | None = None
+    snapshot_id: int | None = None
+    currency: str = ""
 
 
 def snapshot_of(rate: Rate, plan: PricePlan) -> dict:
@@ -34,6 +38,19 @@ def snapshot_of(rate: Rate, plan: PricePlan) -> dict:
         "minimum": str(rate.minimum), "increment": str(rate.increment), "tiers": rate.tiers,
         "rounding": rate.rounding, "places": plan.currency_places, "currency": plan.currency,
     }
+
+
+def snapshot_id_for(data: dict) -> int:
+    """The id of the stored snapshot with this content, storing it the first time."""
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    found = RateSnapshot.objects.filter(digest=digest).values_list("id", flat=True).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return RateSnapshot.objects.create(digest=digest, data=data).id
+    except IntegrityError:  # stored concurrently
+        return RateSnapshot.objects.get(digest=digest).id
 
 
 def terms_of(snapshot: dict) -> RateTerms:
@@ -78,6 +95,7 @@ class Rater:
         self._customers: dict[str, Customer | None] = {}
         self._subscriptions: dict[int, tuple[list[date], list[int]]] = {}
         self._plans: dict[int, _PlanTable] = {}
+        self._snapshots: dict[int, int] = {}  # rate id -> snapshot id
 
     def preload_customers(self, refs: set[str]) -> None:
         missing = [r for r in refs if r not in self._customers]
@@ -119,8 +137,11 @@ class Rater:
         rate = table.rate_for(kind, normalize_destination(destination))
         if rate is None:
             return Rating(status="unrated", reason="no_rate_for_kind", customer_id=customer.id, plan_id=table.plan.id)
+        snapshot_id = self._snapshots.get(rate.id)
+        if snapshot_id is None:
+            snapshot_id = self._snapshots[rate.id] = snapshot_id_for(snapshot_of(rate, table.plan))
         return Rating(
-            status="rated", customer_id=customer.id, plan_id=table.plan.id, rate_id=rate.id, rated_kind=rate.kind,
+            status="rated", customer_id=customer.id, plan_id=table.plan.id, rated_kind=rate.kind,
             billable_quantity=billable_quantity(quantity, minimum=rate.minimum, increment=rate.increment),
-            snapshot=snapshot_of(rate, table.plan),
+            snapshot_id=snapshot_id, currency=table.plan.currency,
         )

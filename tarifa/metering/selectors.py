@@ -37,7 +37,7 @@ def summaries(*, customer: Customer, period: str | None = None) -> QuerySet[Summ
 
 def usage_records(*, tenant: Tenant, customer: Customer | None = None, status: str | None = None,
                   period: str | None = None) -> QuerySet[UsageRecord]:
-    records = UsageRecord.objects.filter(tenant=tenant)
+    records = UsageRecord.objects.filter(tenant=tenant).select_related("snapshot")
     if customer is not None:
         records = records.filter(customer=customer)
     if status:

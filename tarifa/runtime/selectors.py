@@ -40,3 +40,7 @@ def failed_jobs(*, job_type: str | None = None) -> QuerySet[Job]:
 def live_workers(*, kind: str = "worker") -> QuerySet[WorkerHeartbeat]:
     cutoff = timezone.now() - timedelta(seconds=settings.TARIFA_WORKER_STALE_SECONDS)
     return WorkerHeartbeat.objects.filter(kind=kind, status=WorkerHeartbeat.Status.RUNNING, last_beat_at__gte=cutoff)
+
+
+def queued_jobs(*, job_type: str) -> int:
+    return Job.objects.filter(type=job_type, status=Job.Status.QUEUED).count()

@@ -120,8 +120,12 @@ def enqueue_many(
                    max_attempts=None, now=now)
         for p in payloads
     ]
+    if not jobs and not registry.job_type(job_type):
+        raise UnknownJobType(f"No handler is registered for job type '{job_type}'.")
+    if not jobs:
+        return 0
     Job.objects.bulk_create(jobs, batch_size=1000)
-    if jobs and jobs[0].run_at <= now:
+    if jobs[0].run_at <= now:
         _wake_after_commit(jobs[0].queue, jobs[0].priority, len(jobs))
     return len(jobs)
 

@@ -6,7 +6,7 @@ from tarifa.alerts.models import Alert
 from tarifa.alerts.services import check_allowance_alerts
 from tarifa.events.models import Event
 from tarifa.metering.models import Summary
-from tarifa.metering.services.folding import fold_pending
+from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_usage
 from tarifa.metering.tests.conftest import at, call, customers, plan  # noqa: F401 (fixtures)
 from tarifa.runtime.models import Job
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def _use(customers, seconds: list[int], prefix: str):
     tenant = customers[0].tenant
     ingest_usage(tenant=tenant, records=[call(f"{prefix}{i}", "c1", s, at(1, i)) for i, s in enumerate(seconds)])
-    fold_pending(customer_id=customers[0].id, period="2025-12", batch_size=1000)
+    fold_all_pending(batch_size=1000)
 
 
 def test_thresholds_raise_once_each_as_events_after_the_fold(customers):
@@ -26,7 +26,9 @@ def test_thresholds_raise_once_each_as_events_after_the_fold(customers):
     assert Alert.objects.count() == 0  # the check is its own job, not part of the fold
     drain()
     assert list(Alert.objects.values_list("data__threshold", flat=True)) == [50]
-    _use(customers, [30], "b")  # 330 s: still 55 %, nothing new
+    _use(customers, [30], "b")  # 330 s: still 55 %, nothing new — and no check job is spent on it
+    assert not Job.objects.filter(type="events.run_listener", status="queued").exists()
+    assert Event.objects.filter(type="summary.updated").count() == 2  # the event itself is still emitted
     drain()
     assert Alert.objects.count() == 1
     _use(customers, [400], "c")  # 600 s: 80 % and 100 % at once

@@ -10,11 +10,10 @@ from pathlib import Path
 from django.utils import timezone
 
 from tarifa.metering.importers import read_asterisk_csv
-from tarifa.metering.services.folding import fold_pending
+from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.importing import ImportReport, import_usage
 from tarifa.metering.services.plans import create_plan, subscribe
-from tarifa.metering.models import UsageRecord
-from tarifa.tenants.models import Customer, Tenant
+from tarifa.tenants.models import Tenant
 from tarifa.tenants.services import IssuedKey, create_customer, create_tenant
 
 DEMO_SLUG = "demo-telecom"
@@ -83,7 +82,5 @@ def create_demo(*, var_dir: Path, calls: int = 3000) -> tuple[Tenant, IssuedKey,
                             end=max(now_local, month_start + timedelta(hours=1)), calls=calls)
     with path.open(newline="") as stream:
         report = import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=tenant.tzinfo))
-    for customer in Customer.objects.filter(tenant=tenant):
-        for period in set(UsageRecord.objects.filter(customer=customer, status="rated").values_list("period", flat=True)):
-            fold_pending(customer_id=customer.id, period=period, batch_size=1000, folded_by="demo")
+    fold_all_pending(batch_size=1000, folded_by="demo")
     return tenant, issued, report, path

@@ -1,10 +1,11 @@
 """Folding rated usage into monthly summaries, one batch per transaction.
 
-A batch takes the oldest waiting records of one customer and period (chronological processing
-order), applies the allowances and graduated tiers in that order, updates the summary, its
-lines and allowance usage, and marks each record billed with the batch id — all in one
-transaction holding the summary's row lock. Two folds of the same summary therefore run one
-after the other, and a crash leaves either the whole batch applied or none of it.
+A fold claims summaries that have usage waiting (their PendingSummary rows, FOR UPDATE SKIP
+LOCKED on PostgreSQL), takes up to `batch_size` of their waiting records — per summary in time
+order, the processing order in which allowances and graduated tiers are consumed — and in the
+same transaction updates the summaries, their lines and allowance usage, and marks each record
+billed with the batch id. A summary is folded by one worker at a time, so the result does not
+depend on how many workers run; a crash leaves either the whole batch applied or none of it.
 """
 
 from __future__ import annotations
@@ -12,105 +13,122 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from tarifa.events.services import emit_event
-from tarifa.metering.models import Allowance, AllowanceUsage, FoldBatch, Summary, SummaryLine, UsageRecord
+from tarifa.events.services import emit_events
+from tarifa.metering.models import (
+    Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
+)
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
-from tarifa.tenants.models import Customer
 
 ZERO = Decimal(0)
-BILLING_FIELDS = ["status", "batch_id", "allowance_used", "charged_amount", "billed_at", "unrated_reason"]
+MAX_SUMMARIES_PER_BATCH = 100
+LINE_FIELDS = ["record_count", "quantity", "billable_quantity", "allowance_used", "chargeable_quantity",
+               "charged_amount", "unit"]
 
 
 @dataclass(frozen=True)
 class FoldResult:
     records: int
     charged: Decimal
-    batch_id: int | None = None
+    batches: int = 0
 
 
-def lock_summary(*, customer: Customer, period: str, currency: str) -> Summary:
-    """The summary row of (customer, period), created if needed, locked until the transaction ends."""
-    try:
-        with transaction.atomic():
-            Summary.objects.get_or_create(
-                customer=customer, period=period, defaults={"tenant_id": customer.tenant_id, "currency": currency}
-            )
-    except IntegrityError:  # created concurrently by another fold
-        pass
-    return Summary.objects.select_for_update().get(customer=customer, period=period)
-
-
-def fold_batch(*, customer_id: int, period: str, batch_size: int, folded_by: str = "") -> FoldResult:
-    """Fold the next batch of waiting records of one customer and period."""
+def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[int] | None = None) -> FoldResult:
+    """Fold one batch of waiting usage; returns what it folded (0 records: nothing was waiting)."""
     with transaction.atomic():
-        first = (UsageRecord.objects.filter(customer_id=customer_id, period=period, status=UsageRecord.Status.RATED)
-                 .order_by("occurred_at", "id").only("rate_snapshot").first())
-        if first is None:
+        claims = PendingSummary.objects.select_for_update(skip_locked=True).order_by("summary_id")
+        if summary_ids is not None:
+            claims = claims.filter(summary_id__in=summary_ids)
+        claimed = list(claims.values_list("summary_id", flat=True)[:MAX_SUMMARIES_PER_BATCH])
+        if not claimed:
             return FoldResult(0, ZERO)
-        customer = Customer.objects.get(pk=customer_id)
-        summary = lock_summary(customer=customer, period=period, currency=first.rate_snapshot["currency"])
+        summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=claimed)
+                     .select_related("customer")}
         records = list(
-            UsageRecord.objects.filter(customer_id=customer_id, period=period, status=UsageRecord.Status.RATED)
-            .order_by("occurred_at", "id")[:batch_size]
+            UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
+            .order_by("summary_id", "occurred_at", "id")
+            .only("id", "summary_id", "plan_id", "snapshot_id", "rated_kind", "quantity", "billable_quantity",
+                  *BILLING_FIELDS)
+            [:batch_size]
         )
-        if not records:  # another fold took them while we waited for the lock
-            return FoldResult(0, ZERO)
-        charged = apply_records(summary=summary, records=records)
-        batch = FoldBatch.objects.create(
-            tenant_id=summary.tenant_id, customer_id=customer_id, period=period,
-            record_count=sum(1 for r in records if r.status == UsageRecord.Status.BILLED),
-            charged_amount=charged, folded_by=folded_by,
-        )
-        for record in records:
-            if record.status == UsageRecord.Status.BILLED:
-                record.batch_id = batch.id
-        UsageRecord.objects.bulk_update(records, BILLING_FIELDS, batch_size=1000)
-        emit_event(tenant=customer.tenant, type="summary.updated", payload={
-            "customer": customer.external_id, "period": period, "summary_id": summary.id,
+        batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
+                                         summary_count=len({r.summary_id for r in records}))
+        charged, crossed = apply_records(summaries=summaries, records=records, batch_id=batch.id)
+        save_billing(records)
+        billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
+        FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
+        still_waiting = set(UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
+                            .values_list("summary_id", flat=True).distinct())
+        PendingSummary.objects.filter(summary_id__in=set(claimed) - still_waiting).delete()
+        touched = {r.summary_id for r in records}
+        emit_events(events=[
+            (summaries[i].tenant_id, "summary.updated",
+             summary_payload(summaries[i], batch_id=batch.id, allowance_threshold_crossed=i in crossed))
+            for i in sorted(touched)
+        ])
+    return FoldResult(billed, charged, 1)
+
+
+def fold_all_pending(*, batch_size: int, folded_by: str = "", summary_ids: list[int] | None = None) -> FoldResult:
+    records, charged, batches = 0, ZERO, 0
+    while True:
+        result = fold_next_batch(batch_size=batch_size, folded_by=folded_by, summary_ids=summary_ids)
+        if not result.batches:
+            return FoldResult(records, charged, batches)
+        records, charged, batches = records + result.records, charged + result.charged, batches + 1
+
+
+def summary_payload(summary: Summary, **extra) -> dict:
+    return {"customer": summary.customer.external_id, "period": summary.period, "summary_id": summary.id,
             "total_amount": str(summary.total_amount), "currency": summary.currency,
-            "records_folded": batch.record_count, "batch_id": batch.id,
-        })
-    return FoldResult(batch.record_count, charged, batch.id)
+            "record_count": summary.record_count, **extra}
 
 
-def apply_records(*, summary: Summary, records: list[UsageRecord]) -> Decimal:
-    """Charge `records` in order against the locked summary: allowances first, then tiers.
+def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord],
+                  batch_id: int) -> tuple[Decimal, set[int]]:
+    """Charge `records` (ordered per summary by time) against their locked summaries.
 
-    Mutates the records (billing fields) and writes the summary, its lines and allowance usage;
-    the caller saves the records.
+    Allowances first, then graduated tiers, each record's charge rounded once. Mutates the records'
+    billing fields (the caller saves them) and writes the summaries, lines and allowance usage.
+    Returns the total charged and the ids of summaries whose allowance use crossed an alert threshold.
     """
-    lines = {line.kind: line for line in summary.lines.all()}
-    usage = {u.allowance_id: u for u in summary.allowance_usage.all()}
-    allowances_by_plan: dict[int, list[Allowance]] = {}
+    ids = list(summaries)
+    lines = {(l.summary_id, l.kind): l for l in SummaryLine.objects.filter(summary_id__in=ids)}
+    usage = {(u.summary_id, u.allowance_id): u for u in AllowanceUsage.objects.filter(summary_id__in=ids)}
+    used_before = {key: u.used for key, u in usage.items()}
+    snapshots = {i: d for i, d in RateSnapshot.objects.filter(id__in={r.snapshot_id for r in records})
+                 .values_list("id", "data")}
+    terms = {i: terms_of(d) for i, d in snapshots.items()}
+    allowances: dict[int, list[Allowance]] = {}
+    for allowance in (Allowance.objects.filter(plan_id__in={r.plan_id for r in records}).select_related("plan")
+                      .order_by("code")):
+        allowances.setdefault(allowance.plan_id, []).append(allowance)
     now = timezone.now()
     charged_total = ZERO
     for record in records:
-        snapshot = record.rate_snapshot
-        if snapshot.get("currency") != summary.currency:
+        summary = summaries[record.summary_id]
+        snapshot = snapshots[record.snapshot_id]
+        if snapshot["currency"] != summary.currency:
             record.status, record.unrated_reason = UsageRecord.Status.UNRATED, "currency_mismatch"
             continue
         kind = record.rated_kind
-        if record.plan_id not in allowances_by_plan:
-            allowances_by_plan[record.plan_id] = list(Allowance.objects.filter(plan_id=record.plan_id).order_by("code"))
-        allowance = next((a for a in allowances_by_plan[record.plan_id] if a.covers(kind)), None)
-        billable = record.billable_quantity
-        covered = ZERO
+        billable, covered = record.billable_quantity, ZERO
+        allowance = next((a for a in allowances.get(record.plan_id, ()) if a.covers(kind)), None)
         if allowance is not None:
-            used = usage.get(allowance.id)
+            used = usage.get((summary.id, allowance.id))
             if used is None:
-                used = usage[allowance.id] = AllowanceUsage(summary=summary, allowance=allowance,
-                                                            included=allowance.quantity, used=ZERO)
+                used = usage[(summary.id, allowance.id)] = AllowanceUsage(
+                    summary_id=summary.id, allowance_id=allowance.id, included=allowance.quantity, used=ZERO)
             covered = max(ZERO, min(billable, used.included - used.used))
             used.used += covered
-        line = lines.get(kind)
+        line = lines.get((summary.id, kind))
         if line is None:
-            line = lines[kind] = SummaryLine(summary=summary, kind=kind, unit=snapshot["unit"])
+            line = lines[(summary.id, kind)] = SummaryLine(summary_id=summary.id, kind=kind, unit=snapshot["unit"])
         chargeable = billable - covered
-        amount = charge(chargeable, already=line.chargeable_quantity, terms=terms_of(snapshot))
+        amount = charge(chargeable, already=line.chargeable_quantity, terms=terms[record.snapshot_id])
         line.record_count += 1
         line.quantity += record.quantity
         line.billable_quantity += billable
@@ -120,24 +138,68 @@ def apply_records(*, summary: Summary, records: list[UsageRecord]) -> Decimal:
         summary.record_count += 1
         summary.total_amount += amount
         charged_total += amount
-        record.status, record.allowance_used, record.charged_amount, record.billed_at = (
-            UsageRecord.Status.BILLED, covered, amount, now)
-    for line in lines.values():
-        line.save()
-    for used in usage.values():
-        used.save()
-    summary.save()
-    return charged_total
+        record.status, record.allowance_used, record.charged_amount = UsageRecord.Status.BILLED, covered, amount
+        record.billed_at, record.batch_id, record.unrated_reason = now, batch_id, ""
+    touched = [summaries[i] for i in sorted({r.summary_id for r in records})]
+    for summary in touched:
+        summary.updated_at = now
+    SummaryLine.objects.bulk_create(lines.values(), update_conflicts=True, unique_fields=["summary", "kind"],
+                                    update_fields=LINE_FIELDS)
+    AllowanceUsage.objects.bulk_create(usage.values(), update_conflicts=True, unique_fields=["summary", "allowance"],
+                                       update_fields=["used", "included"])
+    save_totals(touched)
+    by_id = {a.id: a for plan_allowances in allowances.values() for a in plan_allowances}
+    crossed = {
+        summary_id for (summary_id, allowance_id), u in usage.items()
+        if _crosses(before=used_before.get((summary_id, allowance_id), ZERO), after=u.used, included=u.included,
+                    thresholds=by_id[allowance_id].plan.thresholds if allowance_id in by_id else [])
+    }
+    return charged_total, crossed
 
 
-def fold_pending(*, customer_id: int, period: str, batch_size: int, max_batches: int | None = None,
-                 folded_by: str = "") -> FoldResult:
-    """Fold batch after batch until nothing waits (or `max_batches` were folded)."""
-    records, charged, batches = 0, ZERO, 0
-    while max_batches is None or batches < max_batches:
-        result = fold_batch(customer_id=customer_id, period=period, batch_size=batch_size, folded_by=folded_by)
-        if not result.records and result.batch_id is None:
-            break
-        records, charged, batches = records + result.records, charged + result.charged, batches + 1
-    return FoldResult(records, charged)
+def _crosses(*, before: Decimal, after: Decimal, included: Decimal, thresholds: list[int]) -> bool:
+    return included > 0 and any(before * 100 < t * included <= after * 100 for t in thresholds)
 
+
+def save_totals(summaries: list[Summary]) -> None:
+    """Write summaries' totals: one UPDATE … FROM unnest() on PostgreSQL."""
+    if not summaries:
+        return
+    if connection.vendor != "postgresql":
+        Summary.objects.bulk_update(summaries, ["record_count", "total_amount", "updated_at"])
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Summary._meta.db_table} AS s SET record_count = v.record_count,
+                    total_amount = v.total_amount, updated_at = v.updated_at
+                FROM unnest(%s::bigint[], %s::integer[], %s::numeric[], %s::timestamptz[])
+                     AS v(id, record_count, total_amount, updated_at)
+                WHERE s.id = v.id""",
+            [[s.id for s in summaries], [s.record_count for s in summaries], [s.total_amount for s in summaries],
+             [s.updated_at for s in summaries]],
+        )
+
+
+BILLING_FIELDS = ["status", "batch_id", "allowance_used", "charged_amount", "billed_at", "unrated_reason"]
+
+
+def save_billing(records: list[UsageRecord]) -> None:
+    """Write the billing fields of folded records: one UPDATE … FROM unnest() on PostgreSQL."""
+    if not records:
+        return
+    if connection.vendor != "postgresql":
+        UsageRecord.objects.bulk_update(records, BILLING_FIELDS, batch_size=500)
+        return
+    table = UsageRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table} AS u SET status = v.status, batch_id = v.batch_id, allowance_used = v.allowance_used,
+                    charged_amount = v.charged_amount, billed_at = v.billed_at, unrated_reason = v.unrated_reason
+                FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::numeric[], %s::numeric[],
+                            %s::timestamptz[], %s::text[])
+                     AS v(id, status, batch_id, allowance_used, charged_amount, billed_at, unrated_reason)
+                WHERE u.id = v.id""",
+            [[r.id for r in records], [r.status for r in records], [r.batch_id for r in records],
+             [r.allowance_used for r in records], [r.charged_amount for r in records],
+             [r.billed_at for r in records], [r.unrated_reason for r in records]],
+        )

@@ -17,15 +17,16 @@ from datetime import datetime, timezone as dt_timezone
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from tarifa.metering.models import UsageRecord
-from tarifa.metering.pricing import Rater
+from tarifa.core.errors import DomainError
+from tarifa.metering.models import PendingSummary, Summary, UsageRecord
+from tarifa.metering.pricing import Rater, Rating
 from tarifa.metering.services.plans import KIND_PATTERN
-from tarifa.runtime.services import enqueue
+from tarifa.runtime.selectors import queued_jobs
+from tarifa.runtime.services import enqueue_many
 from tarifa.tenants.models import Tenant
 
 MAX_RECORDS_PER_CALL = 5000
@@ -122,8 +123,6 @@ def clean_record(record) -> _Clean:
 def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
     """Store and rate up to MAX_RECORDS_PER_CALL records; answer per record, in input order."""
     if len(records) > MAX_RECORDS_PER_CALL:
-        from tarifa.core.errors import DomainError
-
         raise DomainError("too_many_records", f"At most {MAX_RECORDS_PER_CALL} records per call.", field="records")
     answers: list[RecordResult | None] = [None] * len(records)
     fresh: dict[str, tuple[int, _Clean]] = {}
@@ -141,32 +140,28 @@ def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
             continue
         fresh[clean.id] = (index, clean)
 
-    token = uuid.uuid4().hex
     with transaction.atomic():
-        stored = dict(UsageRecord.objects.filter(tenant=tenant, external_id__in=list(fresh))
-                      .values_list("external_id", "content_hash"))
+        stored = _stored_hashes(tenant, list(fresh))
         rater = Rater(tenant)
         rater.preload_customers({clean.customer for _, clean in fresh.values()})
-        now = timezone.now()
-        rows = [
-            _row(tenant=tenant, clean=clean, rater=rater, token=token, now=now)
-            for external_id, (_, clean) in fresh.items() if external_id not in stored
-        ]
-        UsageRecord.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
-        # A concurrent call may have stored some of these ids first: the token tells whose row it is.
-        stored.update({
-            external_id: (content_hash, ingest_token) for external_id, content_hash, ingest_token in
-            UsageRecord.objects.filter(tenant=tenant, external_id__in=[r.external_id for r in rows])
-            .values_list("external_id", "content_hash", "ingest_token")
-        })
-        touched = {(r.customer_id, r.period) for r in rows if r.status == UsageRecord.Status.RATED}
-        _queue_full_batches(touched)
+        rated = [(clean, rater.rate(customer_ref=clean.customer, kind=clean.kind, quantity=clean.quantity,
+                                    occurred_at=clean.occurred_at, destination=clean.destination))
+                 for external_id, (_, clean) in fresh.items() if external_id not in stored]
+        summary_ids = ensure_summaries(tenant=tenant, keys={
+            (rating.customer_id, rater.period_of(clean.occurred_at), rating.currency)
+            for clean, rating in rated if rating.status == UsageRecord.Status.RATED})
+        now, token = timezone.now(), uuid.uuid4().hex
+        rows = [_row(tenant, clean, rating, rater.period_of(clean.occurred_at), summary_ids, token, now)
+                for clean, rating in rated]
+        inserted = _insert(rows, token=token, tenant=tenant)
+        mark_pending({row[SUMMARY_COLUMN] for row in rows if row[1] in inserted and row[SUMMARY_COLUMN]})
+        lost_races = [row[1] for row in rows if row[1] not in inserted]
+        stored.update(_stored_hashes(tenant, lost_races))
+        queue_folds()
     for external_id, (index, clean) in fresh.items():
-        found = stored[external_id]
-        content_hash, owner = found if isinstance(found, tuple) else (found, None)
-        if owner == token:
+        if external_id in inserted:
             answers[index] = RecordResult(external_id, "accepted")
-        elif content_hash == clean.content_hash:
+        elif stored[external_id] == clean.content_hash:
             answers[index] = RecordResult(external_id, "duplicate")
         else:
             answers[index] = RecordResult(external_id, "conflict", "id_conflict",
@@ -174,31 +169,96 @@ def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
     return IngestResult(results=answers)
 
 
-def _row(*, tenant: Tenant, clean: _Clean, rater: Rater, token: str, now) -> UsageRecord:
-    rating = rater.rate(customer_ref=clean.customer, kind=clean.kind, quantity=clean.quantity,
-                        occurred_at=clean.occurred_at, destination=clean.destination)
-    return UsageRecord(
-        tenant=tenant, external_id=clean.id, content_hash=clean.content_hash, ingest_token=token,
-        customer_ref=clean.customer, customer_id=rating.customer_id, kind=clean.kind, quantity=clean.quantity,
-        occurred_at=clean.occurred_at, period=rater.period_of(clean.occurred_at), destination=clean.destination,
-        attributes=clean.attributes, received_at=now, status=rating.status, unrated_reason=rating.reason,
-        plan_id=rating.plan_id, rate_id=rating.rate_id, rated_kind=rating.rated_kind,
-        billable_quantity=rating.billable_quantity, rate_snapshot=rating.snapshot or {},
+COLUMNS = (
+    "tenant_id", "external_id", "content_hash", "ingest_token", "customer_ref", "customer_id", "kind", "quantity",
+    "occurred_at", "period", "destination", "attributes", "received_at", "status", "unrated_reason", "plan_id",
+    "rated_kind", "billable_quantity", "snapshot_id", "summary_id",
+)
+SUMMARY_COLUMN = COLUMNS.index("summary_id")
+
+
+def _row(tenant, clean: _Clean, rating: Rating, period: str, summary_ids: dict, token: str, now) -> tuple:
+    return (
+        tenant.id, clean.id, clean.content_hash, token, clean.customer, rating.customer_id, clean.kind,
+        clean.quantity, clean.occurred_at, period, clean.destination, clean.attributes, now, rating.status,
+        rating.reason, rating.plan_id, rating.rated_kind, rating.billable_quantity,
+        rating.snapshot_id, summary_ids.get((rating.customer_id, period)) if rating.status == "rated" else None,
     )
 
 
-def _queue_full_batches(touched: set[tuple[int, str]]) -> None:
-    """Queue a fold for every (customer, period) with a full batch waiting; the sweep folds the rest."""
-    if not touched:
-        return
+def _stored_hashes(tenant: Tenant, external_ids: list[str]) -> dict[str, str]:
+    if not external_ids:
+        return {}
+    return dict(UsageRecord.objects.filter(tenant=tenant, external_id__in=external_ids)
+                .values_list("external_id", "content_hash"))
+
+
+def _insert(rows: list[tuple], *, token: str, tenant: Tenant) -> set[str]:
+    """Insert rows whose id is new; returns the ids this call stored (a concurrent call may win some)."""
+    if not rows:
+        return set()
+    if connection.vendor == "postgresql":
+        return _insert_by_copy(rows)
+    UsageRecord.objects.bulk_create([UsageRecord(**dict(zip(COLUMNS, row))) for row in rows], batch_size=500,
+                                    ignore_conflicts=True)
+    return set(UsageRecord.objects.filter(tenant=tenant, external_id__in=[r[1] for r in rows], ingest_token=token)
+               .values_list("external_id", flat=True))
+
+
+def _insert_by_copy(rows: list[tuple]) -> set[str]:
+    """COPY into a session temp table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
+    from psycopg.types.json import Jsonb
+
+    columns = ", ".join(COLUMNS)
+    attributes = COLUMNS.index("attributes")
+    table = UsageRecord._meta.db_table
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS usage_stage AS SELECT {columns} FROM {table} WITH NO DATA")
+        cursor.execute("TRUNCATE usage_stage")
+        with cursor.copy(f"COPY usage_stage ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row[:attributes] + (Jsonb(row[attributes]),) + row[attributes + 1:])
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM usage_stage "
+                       f"ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING external_id")
+        return {external_id for (external_id,) in cursor.fetchall()}
+
+
+def ensure_summaries(*, tenant: Tenant, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str], int]:
+    """Summary ids for (customer, period), creating the missing summaries (currency from the plan)."""
+    if not keys:
+        return {}
+    wanted = {(c, p) for c, p, _ in keys}
+
+    def existing() -> dict[tuple[int, str], int]:
+        found = Summary.objects.filter(customer_id__in={c for c, _ in wanted}, period__in={p for _, p in wanted})
+        return {(c, p): i for i, c, p in found.values_list("id", "customer_id", "period") if (c, p) in wanted}
+
+    ids = existing()
+    missing = [(c, p, cur) for c, p, cur in keys if (c, p) not in ids]
+    if missing:
+        Summary.objects.bulk_create([Summary(tenant=tenant, customer_id=c, period=p, currency=cur)
+                                     for c, p, cur in missing], ignore_conflicts=True)
+        ids = existing()
+    return ids
+
+
+def mark_pending(summary_ids: set[int]) -> None:
+    if summary_ids:
+        PendingSummary.objects.bulk_create([PendingSummary(summary_id=i) for i in summary_ids], ignore_conflicts=True)
+
+
+MAX_QUEUED_FOLDS = 16
+
+
+def queue_folds() -> int:
+    """Queue a fold job for every full batch waiting (the periodic sweep folds what is left)."""
     batch = settings.TARIFA_FOLD_BATCH_SIZE
-    waiting = (
-        UsageRecord.objects.filter(status=UsageRecord.Status.RATED, customer_id__in={c for c, _ in touched})
-        .values("customer_id", "period").annotate(n=Count("id"))
-    )
-    for row in waiting:
-        if (row["customer_id"], row["period"]) in touched and row["n"] >= batch:
-            enqueue("metering.fold", payload={"customer_id": row["customer_id"], "period": row["period"]})
+    waiting = UsageRecord.objects.filter(status=UsageRecord.Status.RATED)[: batch * MAX_QUEUED_FOLDS].count()
+    missing = min(MAX_QUEUED_FOLDS, waiting // batch) - queued_jobs(job_type="metering.fold")
+    if missing > 0:
+        enqueue_many("metering.fold", [{}] * missing)
+    return max(0, missing)
 
 
 def rerate_unrated(*, tenant: Tenant, reason: str | None = None, limit: int = 100_000) -> dict[str, int]:
@@ -206,31 +266,41 @@ def rerate_unrated(*, tenant: Tenant, reason: str | None = None, limit: int = 10
     records = UsageRecord.objects.filter(tenant=tenant, status=UsageRecord.Status.UNRATED)
     if reason:
         records = records.filter(unrated_reason=reason)
-    rater = Rater(tenant)
-    outcome = Counter()
     with transaction.atomic():
         batch = list(records.select_for_update().order_by("occurred_at", "id")[:limit])
-        rater.preload_customers({r.customer_ref for r in batch})
-        touched = set()
-        for record in batch:
-            rating = rater.rate(customer_ref=record.customer_ref, kind=record.kind, quantity=record.quantity,
-                                occurred_at=record.occurred_at, destination=record.destination)
-            apply_rating(record, rating)
-            outcome[rating.status] += 1
-            if rating.status == UsageRecord.Status.RATED:
-                touched.add((record.customer_id, record.period))
+        rerate_records(tenant=tenant, records=batch)
         UsageRecord.objects.bulk_update(batch, RATING_FIELDS, batch_size=500)
-        for customer_id, period in touched:
-            enqueue("metering.fold", payload={"customer_id": customer_id, "period": period})
-    return {"rated": outcome["rated"], "unrated": outcome["unrated"]}
+        mark_pending({r.summary_id for r in batch if r.summary_id})
+        queue_folds()
+    rated = sum(1 for r in batch if r.status == UsageRecord.Status.RATED)
+    return {"rated": rated, "unrated": len(batch) - rated}
 
 
-RATING_FIELDS = ["status", "unrated_reason", "customer", "plan", "rate", "rated_kind", "billable_quantity",
-                 "rate_snapshot"]
+RATING_FIELDS = ["status", "unrated_reason", "customer", "plan", "rated_kind", "billable_quantity", "snapshot",
+                 "summary"]
 
 
-def apply_rating(record: UsageRecord, rating) -> None:
-    record.status, record.unrated_reason = rating.status, rating.reason
-    record.customer_id, record.plan_id, record.rate_id = rating.customer_id, rating.plan_id, rating.rate_id
-    record.rated_kind, record.billable_quantity = rating.rated_kind, rating.billable_quantity
-    record.rate_snapshot = rating.snapshot or {}
+def rerate_records(*, tenant: Tenant, records: list[UsageRecord]) -> None:
+    """Rate `records` again against the current plans and point the rated ones at their summaries."""
+    rater = Rater(tenant)
+    rater.preload_customers({r.customer_ref for r in records})
+    ratings = [rater.rate(customer_ref=r.customer_ref, kind=r.kind, quantity=r.quantity,
+                          occurred_at=r.occurred_at, destination=r.destination) for r in records]
+    summary_ids = ensure_summaries(tenant=tenant, keys={
+        (rating.customer_id, record.period, rating.currency)
+        for record, rating in zip(records, ratings) if rating.status == UsageRecord.Status.RATED})
+    for record, rating in zip(records, ratings):
+        record.status, record.unrated_reason = rating.status, rating.reason
+        record.customer_id, record.plan_id = rating.customer_id, rating.plan_id
+        record.rated_kind, record.billable_quantity = rating.rated_kind, rating.billable_quantity
+        record.snapshot_id = rating.snapshot_id
+        record.summary_id = summary_ids.get((rating.customer_id, record.period)) if rating.status == "rated" else None
+
+
+def mark_waiting_summaries() -> int:
+    """Re-mark every summary with rated records waiting (a safety net for markers removed by a fold
+    that could not yet see records committed concurrently); returns how many summaries wait."""
+    waiting = set(UsageRecord.objects.filter(status=UsageRecord.Status.RATED, summary__isnull=False)
+                  .values_list("summary_id", flat=True).distinct())
+    mark_pending(waiting)
+    return len(waiting)

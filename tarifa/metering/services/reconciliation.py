@@ -9,11 +9,12 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from tarifa.events.services import emit_event
-from tarifa.metering.models import Allowance, AllowanceUsage, FoldBatch, Summary, SummaryLine, UsageRecord
-from tarifa.metering.pricing import Rater
-from tarifa.metering.services.folding import BILLING_FIELDS, apply_records, lock_summary
-from tarifa.metering.services.ingestion import RATING_FIELDS, apply_rating
+from tarifa.events.services import emit_events
+from tarifa.metering.models import (
+    Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
+)
+from tarifa.metering.services.folding import BILLING_FIELDS, apply_records, save_billing, summary_payload
+from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
 
 ZERO = Decimal(0)
@@ -78,18 +79,18 @@ def find_differences(*, tenant: Tenant | None = None, customer: Customer | None 
 def rebuild_summary(*, customer: Customer, period: str) -> Summary | None:
     """Recompute a summary, its lines and allowance usage from its billed records."""
     with transaction.atomic():
-        billed = list(UsageRecord.objects.filter(customer=customer, period=period, status=UsageRecord.Status.BILLED))
-        if not billed and not Summary.objects.filter(customer=customer, period=period).exists():
+        summary = Summary.objects.select_for_update().filter(customer=customer, period=period).first()
+        if summary is None:
             return None
-        summary = lock_summary(customer=customer, period=period,
-                               currency=billed[0].rate_snapshot["currency"] if billed else "BRL")
+        billed = list(UsageRecord.objects.filter(customer=customer, period=period, status=UsageRecord.Status.BILLED))
+        units = dict(RateSnapshot.objects.filter(id__in={r.snapshot_id for r in billed}).values_list("id", "data__unit"))
         summary.lines.all().delete()
         lines: dict[str, SummaryLine] = {}
         used: dict[int, Decimal] = defaultdict(lambda: ZERO)
-        allowances = {}
+        allowances: dict[int, list[Allowance]] = {}
         for record in billed:
             line = lines.setdefault(record.rated_kind, SummaryLine(summary=summary, kind=record.rated_kind,
-                                                                   unit=record.rate_snapshot["unit"]))
+                                                                   unit=units[record.snapshot_id]))
             line.record_count += 1
             line.quantity += record.quantity
             line.billable_quantity += record.billable_quantity
@@ -117,30 +118,23 @@ def rebuild_summary(*, customer: Customer, period: str) -> Summary | None:
 def rerate_period(*, tenant: Tenant, period: str, customer: Customer | None = None) -> dict[str, int]:
     """Re-rate and re-fold a whole period from scratch, chronologically, after a tariff correction.
 
-    Per customer, in one transaction: the summary is emptied, every record of the period is rated
-    again against the current plans and folded again in occurred_at order.
+    Per customer, in one transaction holding the summary lock: the summary is emptied, every
+    record of the period is rated again against the current plans and folded in occurred_at order.
     """
     counts = {"customers": 0, "records": 0, "billed": 0, "unrated": 0}
-    # Records whose customer was unknown may now belong to one.
+    # Records whose customer was unknown may belong to one now.
     unknown = UsageRecord.objects.filter(tenant=tenant, period=period, customer__isnull=True,
                                          status=UsageRecord.Status.UNRATED)
     if customer is not None:
         unknown = unknown.filter(customer_ref=customer.external_id)
     with transaction.atomic():
-        rater = Rater(tenant)
         batch = list(unknown.select_for_update())
-        rater.preload_customers({r.customer_ref for r in batch})
-        for record in batch:
-            apply_rating(record, rater.rate(customer_ref=record.customer_ref, kind=record.kind,
-                                            quantity=record.quantity, occurred_at=record.occurred_at,
-                                            destination=record.destination))
+        rerate_records(tenant=tenant, records=batch)
         UsageRecord.objects.bulk_update(batch, RATING_FIELDS, batch_size=500)
-    customers = Customer.objects.filter(tenant=tenant)
+    scope = UsageRecord.objects.filter(tenant=tenant, period=period, customer__isnull=False)
     if customer is not None:
-        customers = customers.filter(pk=customer.pk)
-    customer_ids = set(UsageRecord.objects.filter(tenant=tenant, period=period, customer__in=customers)
-                       .values_list("customer_id", flat=True).distinct())
-    for current in Customer.objects.filter(pk__in=customer_ids).order_by("id"):
+        scope = scope.filter(customer=customer)
+    for current in Customer.objects.filter(pk__in=scope.values("customer_id")).order_by("id"):
         result = _rerate_customer_period(tenant=tenant, customer=current, period=period)
         counts["customers"] += 1
         for key in ("records", "billed", "unrated"):
@@ -154,28 +148,25 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
             UsageRecord.objects.select_for_update().filter(customer=customer, period=period).exclude(
                 status=UsageRecord.Status.REVERSED).order_by("occurred_at", "id")
         )
-        rater = Rater(tenant)
+        rerate_records(tenant=tenant, records=records)
         for record in records:
-            apply_rating(record, rater.rate(customer_ref=record.customer_ref, kind=record.kind,
-                                            quantity=record.quantity, occurred_at=record.occurred_at,
-                                            destination=record.destination))
             record.batch_id = record.allowance_used = record.charged_amount = record.billed_at = None
+        summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(customer=customer, period=period)
+                     .select_related("customer")}
+        for summary in summaries.values():
+            summary.lines.all().delete()
+            summary.allowance_usage.all().delete()
+            summary.record_count, summary.total_amount = 0, ZERO
         rated = [r for r in records if r.status == UsageRecord.Status.RATED]
-        currency = rated[0].rate_snapshot["currency"] if rated else "BRL"
-        summary = lock_summary(customer=customer, period=period, currency=currency)
-        summary.lines.all().delete()
-        summary.allowance_usage.all().delete()
-        summary.record_count, summary.total_amount, summary.currency = 0, ZERO, currency
-        charged = apply_records(summary=summary, records=rated)
+        batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by="rerate",
+                                         summary_count=len(summaries))
+        charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id)
         billed = [r for r in rated if r.status == UsageRecord.Status.BILLED]
-        batch = FoldBatch.objects.create(tenant=tenant, customer=customer, period=period, record_count=len(billed),
-                                         charged_amount=charged, folded_by="rerate")
-        for record in billed:
-            record.batch_id = batch.id
-        UsageRecord.objects.bulk_update(records, list(dict.fromkeys(RATING_FIELDS + BILLING_FIELDS)), batch_size=500)
-        emit_event(tenant=tenant, type="summary.updated", payload={
-            "customer": customer.external_id, "period": period, "summary_id": summary.id,
-            "total_amount": str(summary.total_amount), "currency": summary.currency, "rerated": True,
-        })
+        FoldBatch.objects.filter(pk=batch.id).update(record_count=len(billed), charged_amount=charged)
+        UsageRecord.objects.bulk_update(records, RATING_FIELDS, batch_size=500)
+        save_billing(records)
+        PendingSummary.objects.filter(summary_id__in=list(summaries)).delete()
+        emit_events(events=[(tenant.id, "summary.updated", summary_payload(s, rerated=True))
+                            for s in summaries.values()])
     return {"records": len(records), "billed": len(billed),
             "unrated": sum(1 for r in records if r.status == UsageRecord.Status.UNRATED)}

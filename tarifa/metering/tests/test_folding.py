@@ -8,7 +8,7 @@ from django.core.management import call_command
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tarifa.metering.models import FoldBatch, Summary, SummaryLine, UsageRecord
-from tarifa.metering.services.folding import fold_pending
+from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_usage
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
 from tarifa.metering.tests.conftest import at, call
@@ -20,8 +20,7 @@ PRICES = {"33334444": Decimal("0.10"), "987654321": Decimal("0.30")}
 
 
 def fold_all(batch_size: int = 1000) -> None:
-    for customer_id, period in set(UsageRecord.objects.filter(status="rated").values_list("customer_id", "period")):
-        fold_pending(customer_id=customer_id, period=period, batch_size=batch_size)
+    fold_all_pending(batch_size=batch_size)
 
 
 def summary_of(customer: str, period: str = "2025-12") -> dict:
@@ -67,7 +66,7 @@ def test_known_month_with_allowance_boundary(customers):
     assert summary["allowance"] == {"minutes": Decimal(600)}
     record = UsageRecord.objects.get(external_id="c")
     assert (record.status, record.allowance_used, record.charged_amount) == ("billed", Decimal(204), Decimal("0.08"))
-    assert record.batch_id == FoldBatch.objects.get().id
+    assert record.batch_id == FoldBatch.objects.get().id and FoldBatch.objects.get().record_count == 5
     assert find_differences() == []
 
 
@@ -112,17 +111,21 @@ def test_full_batch_queues_a_fold_and_the_sweep_folds_the_rest(customers, settin
     ingest_usage(tenant=tenant, records=[call(f"x{i}", "c1", 30, at(1, i)) for i in range(4)])
     assert not Job.objects.filter(type="metering.fold").exists()  # not a full batch yet
     ingest_usage(tenant=tenant, records=[call(f"y{i}", "c1", 30, at(2, i)) for i in range(6)])
+    assert Job.objects.filter(type="metering.fold").count() == 2  # 10 waiting: two full batches
     ingest_usage(tenant=tenant, records=[call("z", "c2", 30, at(2))])
-    assert Job.objects.filter(type="metering.fold").count() == 1
+    assert Job.objects.filter(type="metering.fold").count() == 2  # 11 waiting: still two
     drain()
-    assert UsageRecord.objects.filter(customer__external_id="c1", status="billed").count() == 10
-    assert UsageRecord.objects.filter(customer__external_id="c2", status="rated").count() == 1
+    assert UsageRecord.objects.filter(status="billed").count() == 11
+    assert summary_of("c1")["count"] == 10 and summary_of("c2")["count"] == 1
+    # A lone record never fills a batch: the periodic sweep folds it.
+    ingest_usage(tenant=tenant, records=[call("lone", "c3", 30, at(3))])
+    assert not Job.objects.filter(type="metering.fold", status="queued").exists()
     from tarifa.runtime.services import enqueue
 
     enqueue("metering.sweep")
     drain()
     assert UsageRecord.objects.filter(status="rated").count() == 0
-    assert summary_of("c2")["count"] == 1
+    assert summary_of("c3")["count"] == 1
 
 
 def test_flush_batches_stats_then_flush(customers, capsys):

@@ -60,7 +60,9 @@ def test_rating_picks_rate_by_longest_prefix_and_applies_increments(api, custome
         "local": ("call.local", 36), "mobile": ("call.mobile", 36), "ld": ("call.long_distance", 36),
         "intl": ("call.international", 120), "tokens": ("llm.input_tokens", 1500),
     }
-    assert rated["mobile"].rate_snapshot["prefix"] == "9" and rated["mobile"].rate_snapshot["price"] == "0.300000"
+    assert rated["mobile"].snapshot.data["prefix"] == "9" and rated["mobile"].snapshot.data["price"] == "0.300000"
+    assert rated["mobile"].snapshot_id != rated["local"].snapshot_id
+    assert rated["local"].summary_id == rated["mobile"].summary_id  # same customer and month
 
 
 def test_unrated_records_are_kept_listed_and_rerated_after_a_fix(api, tenant, customers):
@@ -99,7 +101,7 @@ def test_plan_change_takes_effect_from_its_date(api, tenant, customers, plan):
                                                                      "unit": "second", "block_size": "60"}])
     api.post("/api/v1/customers/c1/subscriptions", {"plan": "cheap", "starts_on": "2025-12-15"})
     api.post("/api/v1/usage", {"records": [call("before", "c1", 60, at(14)), call("after", "c1", 60, at(15))]})
-    plans = dict(UsageRecord.objects.values_list("external_id", "rate_snapshot__plan"))
+    plans = dict(UsageRecord.objects.values_list("external_id", "snapshot__data__plan"))
     assert plans == {"before": "tel", "after": "cheap"}
 
 

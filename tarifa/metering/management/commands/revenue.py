@@ -4,7 +4,8 @@ from django.conf import settings
 
 from tarifa.core.commands import TarifaCommand
 from tarifa.metering.selectors import pending_groups
-from tarifa.metering.services.folding import fold_pending
+from tarifa.metering.services.folding import fold_all_pending
+from tarifa.metering.services.ingestion import mark_waiting_summaries
 from tarifa.tenants.models import Customer
 
 
@@ -27,9 +28,7 @@ class Command(TarifaCommand):
             self.stdout.write(f"total: {len(groups)} summaries, {sum(n for *_, n in groups)} records waiting, "
                               f"{sum(-(-n // size) for *_, n in groups)} batches of up to {size}")
             return
-        folded = charged = 0
-        for customer_id, period, _waiting in groups:
-            result = fold_pending(customer_id=customer_id, period=period, batch_size=size, folded_by="flush-batches")
-            folded += result.records
-            charged += result.charged
-        self.stdout.write(f"folded {folded} records into {len(groups)} summaries (charged {charged})")
+        mark_waiting_summaries()
+        result = fold_all_pending(batch_size=size, folded_by="flush-batches")
+        self.stdout.write(f"folded {result.records} records into {len(groups)} summaries in {result.batches} "
+                          f"batches (charged {result.charged})")
