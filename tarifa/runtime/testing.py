@@ -47,3 +47,31 @@ def spawn(command: list[str], *, env: dict | None = None, log_path: str | None =
     return subprocess.Popen(
         [sys.executable, "-m", "tarifa", *command], env=full_env, stdout=output, stderr=subprocess.STDOUT
     )
+
+
+def run_in_threads(fn, count: int, *, timeout: float = 60) -> list:
+    """Run `fn(index)` in `count` threads released together (each on its own database connection);
+    returns their results in index order and re-raises the first error."""
+    import threading
+
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait(timeout)
+            results[index] = fn(index)
+        except BaseException as exc:  # surfaced in the calling thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    return results

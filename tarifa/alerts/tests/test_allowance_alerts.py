@@ -82,25 +82,10 @@ def test_alerts_api_lists_and_filters(api, customers, make_api):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_checks_raise_each_alert_once_on_postgres(postgres, tenant, customers):
-    import threading
-
-    from django.db import connection
+    from tarifa.runtime.testing import run_in_threads
 
     _use(customers, [600], "a")
     summary = Summary.objects.get()
-    barrier = threading.Barrier(4)
-
-    def check():
-        try:
-            barrier.wait(10)
-            check_allowance_alerts(summary_id=summary.id)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=check) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_in_threads(lambda _i: check_allowance_alerts(summary_id=summary.id), 4)
     assert Alert.objects.count() == 3
     assert Event.objects.filter(type="alert.raised").count() == 3

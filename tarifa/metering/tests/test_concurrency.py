@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
@@ -18,7 +16,7 @@ from tarifa.metering.services.reconciliation import find_differences
 from tarifa.metering.tests.conftest import at, call, customers, plan  # noqa: F401 (fixtures)
 from tarifa.runtime.models import Job, WorkerHeartbeat
 from tarifa.runtime.services import enqueue
-from tarifa.runtime.testing import spawn
+from tarifa.runtime.testing import run_in_threads, spawn
 from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,23 +59,8 @@ def test_four_folding_workers_with_one_killed_bill_every_record_once(postgres, c
 def test_the_same_records_sent_concurrently_are_stored_once(postgres, customers):
     tenant = customers[0].tenant
     records = [call(f"dup-{i}", "c1", 30, at(1, i)) for i in range(300)]
-    barrier = threading.Barrier(4)
-    outcomes: list[Counter] = []
-
-    def send():
-        try:
-            barrier.wait(10)
-            result = ingest_usage(tenant=tenant, records=records)
-            outcomes.append(Counter((r.id, r.status) for r in result.results))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(outcomes) == 4
+    outcomes = run_in_threads(
+        lambda _i: Counter((r.id, r.status) for r in ingest_usage(tenant=tenant, records=records).results), 4)
     assert UsageRecord.objects.count() == 300
     merged = sum(outcomes, Counter())
     for i in range(300):

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
 
 from tarifa.runtime import registry
 from tarifa.runtime.models import Job, PeriodicSchedule
@@ -74,26 +72,20 @@ def test_two_schedulers_fire_each_tick_exactly_once_on_postgres(postgres, every_
     start = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
     sync_periodic_schedules(now=start)
     ticks = 40
-    barrier = threading.Barrier(2)
-    fired: list[list[str]] = [[], []]
-    errors: list[BaseException] = []
+    import threading
 
-    def scheduler(index: int) -> None:
-        try:
-            for minute in range(1, ticks + 1):
-                barrier.wait(timeout=30)  # both race for the same tick
-                fired[index] += fire_due_schedules(now=start + timedelta(minutes=minute))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+    from tarifa.runtime.testing import run_in_threads
 
-    threads = [threading.Thread(target=scheduler, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors
+    tick = threading.Barrier(2)
+
+    def scheduler(_index: int) -> list[str]:
+        fired = []
+        for minute in range(1, ticks + 1):
+            tick.wait(30)  # both race for every tick
+            fired += fire_due_schedules(now=start + timedelta(minutes=minute))
+        return fired
+
+    fired = run_in_threads(scheduler, 2)
     ours = [name for name in fired[0] + fired[1] if name == every_minute]
     assert len(ours) == ticks  # each tick fired by exactly one of the two schedulers
     keys = list(Job.objects.filter(type="runtime.noop").values_list("unique_key", flat=True))
