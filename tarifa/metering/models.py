@@ -175,6 +175,7 @@ class Summary(models.Model):
     record_count = models.PositiveIntegerField(default=0)
     total_amount = models.DecimalField(**MONEY, default=Decimal(0))
     updated_at = models.DateTimeField(auto_now=True)
+    last_event_at = models.DateTimeField(null=True, blank=True, help_text="When summary.updated was last emitted.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "period"], name="summary_one_per_period")]

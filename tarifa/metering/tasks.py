@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from tarifa.metering.services.folding import fold_next_batch
+from tarifa.metering.services.folding import emit_stale_summary_events, fold_next_batch
 from tarifa.metering.services.ingestion import mark_waiting_summaries, queue_folds
 from tarifa.runtime.registry import job, periodic
 from tarifa.runtime.services import enqueue
@@ -23,9 +23,10 @@ def fold(ctx, **_payload) -> None:
 
 @job("metering.sweep", queue="default", max_attempts=3)
 def sweep(ctx, scheduled_for: str | None = None) -> None:
-    """The periodic flush: fold whatever waits, however few records."""
+    """The periodic flush: fold whatever waits, however few records; emit debounced summary events."""
     if mark_waiting_summaries():
         enqueue("metering.fold", unique_key=f"fold:sweep:{scheduled_for or ctx.job_id}")
+    emit_stale_summary_events()
 
 
 periodic("metering.sweep", cron=settings.TARIFA_FOLD_SWEEP_CRON, job_type="metering.sweep")

@@ -13,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from tarifa.events.services import emit_events
@@ -24,7 +28,6 @@ from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 
 ZERO = Decimal(0)
-MAX_SUMMARIES_PER_BATCH = 100
 LINE_FIELDS = ["record_count", "quantity", "billable_quantity", "allowance_used", "chargeable_quantity",
                "charged_amount", "unit"]
 
@@ -42,7 +45,8 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         claims = PendingSummary.objects.select_for_update(skip_locked=True).order_by("summary_id")
         if summary_ids is not None:
             claims = claims.filter(summary_id__in=summary_ids)
-        claimed = list(claims.values_list("summary_id", flat=True)[:MAX_SUMMARIES_PER_BATCH])
+        # Every claimed summary has at least one record waiting, so batch_size summaries can fill a batch.
+        claimed = list(claims.values_list("summary_id", flat=True)[:batch_size])
         if not claimed:
             return FoldResult(0, ZERO)
         summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=claimed)
@@ -63,13 +67,35 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         still_waiting = set(UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
                             .values_list("summary_id", flat=True).distinct())
         PendingSummary.objects.filter(summary_id__in=set(claimed) - still_waiting).delete()
-        touched = {r.summary_id for r in records}
-        emit_events(events=[
-            (summaries[i].tenant_id, "summary.updated",
-             summary_payload(summaries[i], batch_id=batch.id, allowance_threshold_crossed=i in crossed))
-            for i in sorted(touched)
-        ])
+        touched = [summaries[i] for i in sorted({r.summary_id for r in records})]
+        emit_summary_events(summaries=touched, crossed=crossed, batch_id=batch.id)
     return FoldResult(billed, charged, 1)
+
+
+def emit_summary_events(*, summaries: list[Summary], crossed: set[int], force: bool = False, **extra) -> int:
+    """Emit `summary.updated`, debounced: at once when an allowance threshold was crossed (the alert
+    check listens for it), otherwise at most once per summary per TARIFA_SUMMARY_EVENT_SECONDS; the
+    periodic sweep emits for summaries changed since their last event. Without the debounce a month
+    of spread-out usage produced one event (and webhook call) per summary per fold batch."""
+    now = timezone.now()
+    quiet = timedelta(seconds=settings.TARIFA_SUMMARY_EVENT_SECONDS)
+    due = [s for s in summaries
+           if force or s.id in crossed or s.last_event_at is None or now - s.last_event_at >= quiet]
+    if not due:
+        return 0
+    emit_events(events=[
+        (s.tenant_id, "summary.updated", summary_payload(s, allowance_threshold_crossed=s.id in crossed, **extra))
+        for s in due
+    ])
+    Summary.objects.filter(id__in=[s.id for s in due]).update(last_event_at=now)
+    return len(due)
+
+
+def emit_stale_summary_events() -> int:
+    """Emit `summary.updated` for summaries changed since their last event (run by the sweep)."""
+    stale = list(Summary.objects.filter(last_event_at__isnull=False, updated_at__gt=F("last_event_at"))
+                 .select_related("customer"))
+    return emit_summary_events(summaries=stale, crossed=set(), force=True)
 
 
 def fold_all_pending(*, batch_size: int, folded_by: str = "", summary_ids: list[int] | None = None) -> FoldResult:

@@ -9,11 +9,10 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from tarifa.events.services import emit_events
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
-from tarifa.metering.services.folding import BILLING_FIELDS, apply_records, save_billing, summary_payload
+from tarifa.metering.services.folding import BILLING_FIELDS, apply_records, emit_summary_events, save_billing
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
 
@@ -23,6 +22,7 @@ LINE_FIELDS = ("record_count", "quantity", "billable_quantity", "allowance_used"
 
 @dataclass(frozen=True)
 class Difference:
+    customer_id: int
     customer: str
     period: str
     kind: str
@@ -62,16 +62,18 @@ def find_differences(*, tenant: Tenant | None = None, customer: Customer | None 
             records_value = want.get(field) or ZERO
             summary_value = getattr(have, field) if have else ZERO
             if records_value != summary_value:
-                differences.append(Difference(names.get(key[0], str(key[0])), key[1], key[2], field,
+                differences.append(Difference(key[0], names.get(key[0], str(key[0])), key[1], key[2], field,
                                               Decimal(summary_value), Decimal(records_value)))
     for summary in summaries.prefetch_related("lines").select_related("customer"):
         line_total = sum((l.charged_amount for l in summary.lines.all()), ZERO)
         line_count = sum(l.record_count for l in summary.lines.all())
         if summary.total_amount != line_total:
-            differences.append(Difference(summary.customer.external_id, summary.period, "*", "total_amount",
+            differences.append(Difference(summary.customer_id, summary.customer.external_id, summary.period, "*",
+                                          "total_amount",
                                           summary.total_amount, line_total))
         if summary.record_count != line_count:
-            differences.append(Difference(summary.customer.external_id, summary.period, "*", "record_count",
+            differences.append(Difference(summary.customer_id, summary.customer.external_id, summary.period, "*",
+                                          "record_count",
                                           Decimal(summary.record_count), Decimal(line_count)))
     return differences
 
@@ -166,7 +168,6 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         UsageRecord.objects.bulk_update(records, RATING_FIELDS, batch_size=500)
         save_billing(records)
         PendingSummary.objects.filter(summary_id__in=list(summaries)).delete()
-        emit_events(events=[(tenant.id, "summary.updated", summary_payload(s, rerated=True))
-                            for s in summaries.values()])
+        emit_summary_events(summaries=list(summaries.values()), crossed=set(summaries), force=True, rerated=True)
     return {"records": len(records), "billed": len(billed),
             "unrated": sum(1 for r in records if r.status == UsageRecord.Status.UNRATED)}

@@ -194,3 +194,29 @@ def test_summaries_api_explains_the_charge(api, customers):
     assert Decimal(record["billable_quantity"]) == 36 and Decimal(record["allowance_used"]) == 0
     assert Decimal(record["charged_amount"]) == Decimal("0.18") and record["batch_id"]
     assert api.get("/api/v1/customers/zz/summaries").status_code == 404
+
+
+def test_summary_events_are_debounced_and_the_sweep_catches_up(customers, settings):
+    from tarifa.events.models import Event
+    from tarifa.metering.services.folding import emit_stale_summary_events
+
+    tenant = customers[0].tenant
+    events = lambda: Event.objects.filter(type="summary.updated").count()  # noqa: E731
+    ingest_usage(tenant=tenant, records=[call("a", "c1", 30, at(1))])
+    fold_all()
+    assert events() == 1  # first change: at once
+    ingest_usage(tenant=tenant, records=[call("b", "c1", 30, at(1, 1))])
+    fold_all()
+    assert events() == 1  # within the quiet period: held back
+    assert emit_stale_summary_events() == 1  # the sweep sends the latest state
+    latest = Event.objects.filter(type="summary.updated").latest("id").payload
+    assert latest["record_count"] == 2
+    assert emit_stale_summary_events() == 0  # nothing changed since
+    ingest_usage(tenant=tenant, records=[call("c", "c1", 600, at(1, 2))])
+    fold_all()
+    crossed = Event.objects.filter(type="summary.updated").latest("id").payload
+    assert crossed["allowance_threshold_crossed"] is True  # a threshold crossing is never held back
+    settings.TARIFA_SUMMARY_EVENT_SECONDS = 0
+    ingest_usage(tenant=tenant, records=[call("d", "c2", 30, at(1))])
+    fold_all()
+    assert Event.objects.filter(type="summary.updated", payload__customer="c2").count() == 1

@@ -4,7 +4,7 @@ import sys
 
 from tarifa.core.commands import TarifaCommand
 from tarifa.metering.services.reconciliation import find_differences, rebuild_summary
-from tarifa.tenants.models import Customer, Tenant
+from tarifa.tenants.models import Customer
 from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
 
 
@@ -29,9 +29,8 @@ class Command(TarifaCommand):
         self.table(["customer", "period", "kind", "field", "summary", "records"],
                    [[d.customer, d.period, d.kind, d.field, d.summary_value, d.records_value] for d in differences])
         if fix:
-            scope = Customer.objects.filter(tenant__in=[owner] if owner else Tenant.objects.all())
-            for external_id, period_ in sorted({(d.customer, d.period) for d in differences}):
-                rebuild_summary(customer=scope.get(external_id=external_id), period=period_)
+            for customer_id, period_ in sorted({(d.customer_id, d.period) for d in differences}):
+                rebuild_summary(customer=Customer.objects.get(pk=customer_id), period=period_)
             remaining = find_differences(tenant=owner, customer=who, period=period)
             self.stdout.write(f"rebuilt {len({(d.customer, d.period) for d in differences})} summaries; "
                               f"{len(remaining)} difference(s) remain")
