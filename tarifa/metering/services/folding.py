@@ -45,8 +45,8 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         claims = PendingSummary.objects.select_for_update(skip_locked=True).order_by("summary_id")
         if summary_ids is not None:
             claims = claims.filter(summary_id__in=summary_ids)
-        # Every claimed summary has at least one record waiting, so batch_size summaries can fill a batch.
-        claimed = list(claims.values_list("summary_id", flat=True)[:batch_size])
+        # Few enough summaries that the other workers find their own to claim.
+        claimed = list(claims.values_list("summary_id", flat=True)[:max(10, batch_size // 10)])
         if not claimed:
             return FoldResult(0, ZERO)
         summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=claimed)
@@ -58,15 +58,19 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
                   *BILLING_FIELDS)
             [:batch_size]
         )
+        if not records:  # stale markers (folded meanwhile, or re-rated away): drop them
+            PendingSummary.objects.filter(summary_id__in=claimed).delete()
+            return FoldResult(0, ZERO, 1)
         batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
                                          summary_count=len({r.summary_id for r in records}))
         charged, crossed = apply_records(summaries=summaries, records=records, batch_id=batch.id)
         save_billing(records)
         billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
         FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
-        still_waiting = set(UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
-                            .values_list("summary_id", flat=True).distinct())
-        PendingSummary.objects.filter(summary_id__in=set(claimed) - still_waiting).delete()
+        # Records came ordered by summary: a batch that was not full drained every claimed summary;
+        # a full one drained those before its last summary, which (with the later ones) may hold more.
+        drained = claimed if len(records) < batch_size else [i for i in claimed if i < records[-1].summary_id]
+        PendingSummary.objects.filter(summary_id__in=drained).delete()
         touched = [summaries[i] for i in sorted({r.summary_id for r in records})]
         emit_summary_events(summaries=touched, crossed=crossed, batch_id=batch.id)
     return FoldResult(billed, charged, 1)

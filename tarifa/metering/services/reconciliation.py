@@ -12,7 +12,7 @@ from django.db.models import Count, Sum
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
-from tarifa.metering.services.folding import BILLING_FIELDS, apply_records, emit_summary_events, save_billing
+from tarifa.metering.services.folding import apply_records, emit_summary_events, save_billing
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
 

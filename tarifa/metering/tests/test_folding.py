@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tarifa.metering.models import FoldBatch, Summary, SummaryLine, UsageRecord
 from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_usage
-from tarifa.metering.services.reconciliation import find_differences, rerate_period
+from tarifa.metering.services.reconciliation import find_differences
 from tarifa.metering.tests.conftest import at, call
 from tarifa.runtime.models import Job
 from tarifa.runtime.testing import drain
