@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
@@ -72,3 +73,14 @@ def test_the_same_records_sent_concurrently_are_stored_once(postgres, customers)
     for i in range(300):
         assert merged[(f"dup-{i}", "accepted")] == 1  # exactly one sender stored it
         assert merged[(f"dup-{i}", "duplicate")] == 3
+
+
+def test_churning_tables_are_vacuumed_early_on_postgres(postgres):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                       "('metering_usagerecord', 'metering_pendingsummary', 'runtime_job')")
+        options = dict(cursor.fetchall())
+    assert set(options) == {"metering_usagerecord", "metering_pendingsummary", "runtime_job"}
+    for table, reloptions in options.items():
+        assert "autovacuum_vacuum_scale_factor=0.01" in reloptions, table
+        assert "autovacuum_analyze_scale_factor=0.005" in reloptions, table
