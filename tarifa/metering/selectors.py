@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 
 from tarifa.core.errors import NotFound
-from tarifa.metering.models import PricePlan, Summary, UsageRecord
+from tarifa.metering.models import Allowance, PricePlan, Summary, UsageRecord
 from tarifa.tenants.models import Customer, Tenant
 
 
@@ -45,3 +45,15 @@ def usage_records(*, tenant: Tenant, customer: Customer | None = None, status: s
     if period:
         records = records.filter(period=period)
     return records
+
+
+def allowances_by_plan(*, plan_ids) -> dict[int, list[Allowance]]:
+    """Each plan's allowances, in code order (the first that covers a kind is the one it consumes)."""
+    result: dict[int, list[Allowance]] = {}
+    for allowance in Allowance.objects.filter(plan_id__in=set(plan_ids)).select_related("plan").order_by("code"):
+        result.setdefault(allowance.plan_id, []).append(allowance)
+    return result
+
+
+def covering_allowance(allowances: list[Allowance], kind: str) -> Allowance | None:
+    return next((a for a in allowances if a.covers(kind)), None)

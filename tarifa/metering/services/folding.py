@@ -11,9 +11,8 @@ depend on how many workers run; a crash leaves either the whole batch applied or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
-
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -22,10 +21,11 @@ from django.utils import timezone
 
 from tarifa.events.services import emit_events
 from tarifa.metering.models import (
-    Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
+    AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
+from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 
 ZERO = Decimal(0)
 LINE_FIELDS = ["record_count", "quantity", "billable_quantity", "allowance_used", "chargeable_quantity",
@@ -132,10 +132,7 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord],
     snapshots = {i: d for i, d in RateSnapshot.objects.filter(id__in={r.snapshot_id for r in records})
                  .values_list("id", "data")}
     terms = {i: terms_of(d) for i, d in snapshots.items()}
-    allowances: dict[int, list[Allowance]] = {}
-    for allowance in (Allowance.objects.filter(plan_id__in={r.plan_id for r in records}).select_related("plan")
-                      .order_by("code")):
-        allowances.setdefault(allowance.plan_id, []).append(allowance)
+    allowances = allowances_by_plan(plan_ids={r.plan_id for r in records})
     now = timezone.now()
     charged_total = ZERO
     for record in records:
@@ -146,7 +143,7 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord],
             continue
         kind = record.rated_kind
         billable, covered = record.billable_quantity, ZERO
-        allowance = next((a for a in allowances.get(record.plan_id, ()) if a.covers(kind)), None)
+        allowance = covering_allowance(allowances.get(record.plan_id, []), kind)
         if allowance is not None:
             used = usage.get((summary.id, allowance.id))
             if used is None:
@@ -157,14 +154,8 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord],
         line = lines.get((summary.id, kind))
         if line is None:
             line = lines[(summary.id, kind)] = SummaryLine(summary_id=summary.id, kind=kind, unit=snapshot["unit"])
-        chargeable = billable - covered
-        amount = charge(chargeable, already=line.chargeable_quantity, terms=terms[record.snapshot_id])
-        line.record_count += 1
-        line.quantity += record.quantity
-        line.billable_quantity += billable
-        line.allowance_used += covered
-        line.chargeable_quantity += chargeable
-        line.charged_amount += amount
+        amount = charge(billable - covered, already=line.chargeable_quantity, terms=terms[record.snapshot_id])
+        add_to_line(line, quantity=record.quantity, billable=billable, covered=covered, amount=amount)
         summary.record_count += 1
         summary.total_amount += amount
         charged_total += amount
@@ -185,6 +176,17 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord],
                     thresholds=by_id[allowance_id].plan.thresholds if allowance_id in by_id else [])
     }
     return charged_total, crossed
+
+
+def add_to_line(line: SummaryLine, *, quantity: Decimal, billable: Decimal, covered: Decimal,
+                amount: Decimal) -> None:
+    """Count one billed record into its summary line (folding and rebuilding share this)."""
+    line.record_count += 1
+    line.quantity += quantity
+    line.billable_quantity += billable
+    line.allowance_used += covered
+    line.chargeable_quantity += billable - covered
+    line.charged_amount += amount
 
 
 def _crosses(*, before: Decimal, after: Decimal, included: Decimal, thresholds: list[int]) -> bool:

@@ -144,15 +144,15 @@ def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
         stored = _stored_hashes(tenant, list(fresh))
         rater = Rater(tenant)
         rater.preload_customers({clean.customer for _, clean in fresh.values()})
-        rated = [(clean, rater.rate(customer_ref=clean.customer, kind=clean.kind, quantity=clean.quantity,
-                                    occurred_at=clean.occurred_at, destination=clean.destination))
+        rated = [(clean, rater.period_of(clean.occurred_at),
+                  rater.rate(customer_ref=clean.customer, kind=clean.kind, quantity=clean.quantity,
+                             occurred_at=clean.occurred_at, destination=clean.destination))
                  for external_id, (_, clean) in fresh.items() if external_id not in stored]
         summary_ids = ensure_summaries(tenant=tenant, keys={
-            (rating.customer_id, rater.period_of(clean.occurred_at), rating.currency)
-            for clean, rating in rated if rating.status == UsageRecord.Status.RATED})
+            (rating.customer_id, period, rating.currency)
+            for _clean, period, rating in rated if rating.status == UsageRecord.Status.RATED})
         now, token = timezone.now(), uuid.uuid4().hex
-        rows = [_row(tenant, clean, rating, rater.period_of(clean.occurred_at), summary_ids, token, now)
-                for clean, rating in rated]
+        rows = [_row(tenant, clean, rating, period, summary_ids, token, now) for clean, period, rating in rated]
         inserted = _insert(rows, token=token, tenant=tenant)
         mark_pending({row[SUMMARY_COLUMN] for row in rows if row[1] in inserted and row[SUMMARY_COLUMN]})
         lost_races = [row[1] for row in rows if row[1] not in inserted]

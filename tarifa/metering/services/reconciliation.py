@@ -12,7 +12,8 @@ from django.db.models import Count, Sum
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
-from tarifa.metering.services.folding import apply_records, emit_summary_events, save_billing
+from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.metering.services.folding import add_to_line, apply_records, emit_summary_events, save_billing
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
 
@@ -81,36 +82,32 @@ def find_differences(*, tenant: Tenant | None = None, customer: Customer | None 
 def rebuild_summary(*, customer: Customer, period: str) -> Summary | None:
     """Recompute a summary, its lines and allowance usage from its billed records."""
     with transaction.atomic():
-        summary = Summary.objects.select_for_update().filter(customer=customer, period=period).first()
+        # NO KEY UPDATE, like the fold: plain FOR UPDATE deadlocks with the ingestion's FK checks.
+        summary = Summary.objects.select_for_update(no_key=True).filter(customer=customer, period=period).first()
         if summary is None:
             return None
         billed = list(UsageRecord.objects.filter(customer=customer, period=period, status=UsageRecord.Status.BILLED))
         units = dict(RateSnapshot.objects.filter(id__in={r.snapshot_id for r in billed}).values_list("id", "data__unit"))
+        allowances = allowances_by_plan(plan_ids={r.plan_id for r in billed})
         summary.lines.all().delete()
         lines: dict[str, SummaryLine] = {}
-        used: dict[int, Decimal] = defaultdict(lambda: ZERO)
-        allowances: dict[int, list[Allowance]] = {}
+        used: dict[Allowance, Decimal] = defaultdict(lambda: ZERO)
         for record in billed:
             line = lines.setdefault(record.rated_kind, SummaryLine(summary=summary, kind=record.rated_kind,
                                                                    unit=units[record.snapshot_id]))
-            line.record_count += 1
-            line.quantity += record.quantity
-            line.billable_quantity += record.billable_quantity
-            line.allowance_used += record.allowance_used
-            line.chargeable_quantity += record.billable_quantity - record.allowance_used
-            line.charged_amount += record.charged_amount
-            if record.plan_id not in allowances:
-                allowances[record.plan_id] = list(Allowance.objects.filter(plan_id=record.plan_id).order_by("code"))
-            allowance = next((a for a in allowances[record.plan_id] if a.covers(record.rated_kind)), None)
+            add_to_line(line, quantity=record.quantity, billable=record.billable_quantity,
+                        covered=record.allowance_used, amount=record.charged_amount)
+            allowance = covering_allowance(allowances.get(record.plan_id, []), record.rated_kind)
             if allowance is not None:
-                used[allowance.id] += record.allowance_used
+                used[allowance] += record.allowance_used
         SummaryLine.objects.bulk_create(lines.values())
-        for usage in summary.allowance_usage.all():
-            usage.used = used.pop(usage.allowance_id, ZERO)
+        for usage in summary.allowance_usage.select_related("allowance"):
+            usage.used = used.pop(usage.allowance, ZERO)
             usage.save(update_fields=["used"])
-        for allowance_id, amount in used.items():
-            allowance = Allowance.objects.get(pk=allowance_id)
-            AllowanceUsage.objects.create(summary=summary, allowance=allowance, included=allowance.quantity, used=amount)
+        AllowanceUsage.objects.bulk_create([
+            AllowanceUsage(summary=summary, allowance=allowance, included=allowance.quantity, used=amount)
+            for allowance, amount in used.items()
+        ])
         summary.record_count = sum(l.record_count for l in lines.values())
         summary.total_amount = sum((l.charged_amount for l in lines.values()), ZERO)
         summary.save()
