@@ -51,8 +51,10 @@ def _mount_routers() -> None:
     from tarifa.events.api import router as webhooks_router
     from tarifa.metering.api import router as metering_router
     from tarifa.tenants.api import router as customers_router
+    from tarifa.wallets.api import router as wallets_router
 
     api.add_router("/v1/customers", customers_router)
+    api.add_router("/v1/customers", wallets_router)
     api.add_router("/v1/webhooks", webhooks_router)
     api.add_router("/v1/alerts", alerts_router)
     api.add_router("/v1", metering_router)

@@ -100,6 +100,16 @@ def api(tenant_and_key):
 
 
 @pytest.fixture
+def operator(db):
+    """A test client logged in to the admin as a superuser."""
+    from django.contrib.auth.models import User
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("ana", "ana@example.com", "pw"))
+    return client
+
+
+@pytest.fixture
 def make_api(db):
     def factory(name: str):
         from tarifa.tenants.services import create_tenant

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "tarifa.runtime",
     "tarifa.events",
     "tarifa.metering",
+    "tarifa.wallets",
     "tarifa.alerts",
     "tarifa.ops",
 ]
@@ -135,6 +136,10 @@ TARIFA_WEBHOOK_TIMEOUT_SECONDS = _env_float("TARIFA_WEBHOOK_TIMEOUT_SECONDS", 10
 TARIFA_METRICS_DIR = metrics_dir()
 TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 TARIFA_FOLD_SWEEP_CRON = _env("TARIFA_FOLD_SWEEP_CRON", "* * * * *")
+# Monthly grants: every quarter hour at :05 UTC-wise, i.e. 00:05 on the 1st in every real time zone.
+TARIFA_GRANT_CRON = _env("TARIFA_GRANT_CRON", "5,20,35,50 * * * *")
+# X-Cron-Secret for POST /api/v1/cron/process-billing; empty disables the endpoint.
+TARIFA_CRON_SECRET = _env("TARIFA_CRON_SECRET", "")
 TARIFA_SUMMARY_EVENT_SECONDS = _env_float("TARIFA_SUMMARY_EVENT_SECONDS", 60.0)
 TARIFA_BIND = _env("TARIFA_BIND", "127.0.0.1:8000")
 

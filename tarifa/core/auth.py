@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from django.conf import settings
 from ninja.security.base import AuthBase
 
@@ -33,3 +35,12 @@ class ApiKeyAuth(AuthBase):
         request.tenant = api_key.tenant
         request.api_key = api_key
         return api_key
+
+
+def check_cron_secret(*, given: str | None) -> None:
+    """Authorise an external cron call: X-Cron-Secret against TARIFA_CRON_SECRET, in constant time."""
+    expected = settings.TARIFA_CRON_SECRET or ""
+    if not expected:
+        raise DomainError("cron_disabled", "The cron endpoint is disabled: TARIFA_CRON_SECRET is not set.", status=403)
+    if not hmac.compare_digest((given or "").encode(), expected.encode()):
+        raise DomainError("invalid_cron_secret", "Missing or wrong X-Cron-Secret header.", status=401)

@@ -1,4 +1,5 @@
-"""Metering API: price plans, subscriptions, usage ingestion and reading, monthly summaries."""
+"""Metering API: price plans, subscriptions, usage ingestion, reading and reversal, monthly summaries,
+on-demand billing."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Schema, Status
+from ninja import Field, Router, Schema, Status
 
+from tarifa.core.auth import check_cron_secret
 from tarifa.core.errors import DomainError
 from tarifa.core.pagination import paginate
 from tarifa.core.schemas import ErrorOut
 from tarifa.metering import selectors
-from tarifa.metering.services import ingestion, plans
+from tarifa.metering.services import ingestion, plans, processing, reversal
 from tarifa.tenants.selectors import customer_by_external_id
 
 router = Router()
@@ -62,6 +64,8 @@ class PlanIn(Schema):
     rates: list[RateIO]
     allowances: list[AllowanceIO] = []
     alert_thresholds: list[int] = []
+    monthly_grant: Decimal | None = None
+    grant_expiry_days: int | None = None
 
 
 class PlanTermsIn(Schema):
@@ -69,6 +73,8 @@ class PlanTermsIn(Schema):
     rates: list[RateIO]
     allowances: list[AllowanceIO] = []
     alert_thresholds: list[int] | None = None
+    monthly_grant: Decimal | None = None
+    grant_expiry_days: int | None = None
 
 
 class PlanOut(Schema):
@@ -79,6 +85,8 @@ class PlanOut(Schema):
     alert_thresholds: list[int]
     rates: list[RateIO]
     allowances: list[AllowanceIO]
+    monthly_grant: Decimal | None
+    grant_expiry_days: int | None
     updated_at: datetime
 
     @staticmethod
@@ -198,6 +206,11 @@ class UsageOut(Schema):
     allowance_used: Decimal | None
     charged_amount: Decimal | None
     billed_at: datetime | None
+    wallet_entry_id: int | None = Field(None, description="The usage_debit that paid for it (prepaid).")
+    failure_code: str
+    amount_due: Decimal | None
+    reversed_at: datetime | None
+    reversal_reason: str
 
     @staticmethod
     def resolve_id(obj) -> str:
@@ -223,6 +236,27 @@ def list_usage(request: HttpRequest, customer: str | None = None, status: str | 
     owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
     records = selectors.usage_records(tenant=request.tenant, customer=owner, status=status, period=_period(period))
     return paginate(records, cursor=cursor, limit=limit)
+
+
+class ReverseIn(Schema):
+    reason: str = Field(..., min_length=1, max_length=200)
+
+
+class ReverseOut(Schema):
+    reversed: bool = Field(..., description="False when it had been reversed before (nothing changed).")
+    refund_entry_id: int | None
+    usage: UsageOut
+
+
+@router.post("/usage/{usage_id}/reverse", response={200: ReverseOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
+             tags=["usage"])
+def reverse_usage(request: HttpRequest, usage_id: str, payload: ReverseIn):
+    """Take a charged record out of its summary and refund a prepaid wallet; repeating changes nothing."""
+    result = reversal.reverse_usage(tenant=request.tenant, external_id=usage_id, reason=payload.reason,
+                                    caused_by=f"api-key:{request.api_key.prefix}")
+    record = selectors.usage_records(tenant=request.tenant).get(pk=result.record.pk)
+    return {"reversed": result.changed, "refund_entry_id": result.refund.id if result.refund else None,
+            "usage": record}
 
 
 class RerateOut(Schema):
@@ -296,3 +330,85 @@ class SummaryOut(Schema):
 def list_summaries(request: HttpRequest, external_id: str, period: str | None = None):
     customer = customer_by_external_id(tenant=request.tenant, external_id=external_id)
     return list(selectors.summaries(customer=customer, period=_period(period)).select_related("customer"))
+
+
+# --- on-demand billing -----------------------------------------------------------------
+
+
+class ProcessIn(Schema):
+    all: bool = False
+    customer: str | None = None
+    usage_ids: list[str] | None = Field(None, max_length=5000)
+    run_async: bool = Field(False, alias="async")
+
+
+class ProcessOut(Schema):
+    processed: int
+    charged: int
+    failed: int
+    amount_charged: Decimal
+
+
+class QueuedOut(Schema):
+    job_id: int
+    status: str = "queued"
+
+
+@router.post("/billing/process", response={200: ProcessOut, 202: QueuedOut, 404: ErrorOut, 422: ErrorOut},
+             tags=["billing"])
+def process_billing(request: HttpRequest, payload: ProcessIn):
+    """Charge waiting (and failed) usage now: everything, one customer's, or the listed records."""
+    chosen = [bool(payload.all), payload.customer is not None, payload.usage_ids is not None]
+    if sum(chosen) != 1:
+        raise DomainError("invalid_scope", 'Give exactly one of "all": true, "customer" or "usage_ids".')
+    customer = (customer_by_external_id(tenant=request.tenant, external_id=payload.customer)
+                if payload.customer is not None else None)
+    if payload.run_async:
+        job_id = processing.queue_processing(tenant=request.tenant, customer=customer, usage_ids=payload.usage_ids)
+        return Status(202, {"job_id": job_id})
+    return processing.process_usage(tenant=request.tenant, customer=customer, usage_ids=payload.usage_ids).as_dict()
+
+
+class StatusFiguresOut(Schema):
+    count: int
+    amount: Decimal | None = Field(None, description="Charged (charged, reversed) or due (failed); pending is "
+                                                      "priced when folded.")
+
+
+class BillingFiguresOut(Schema):
+    pending: StatusFiguresOut
+    charged: StatusFiguresOut
+    failed: StatusFiguresOut
+    reversed: StatusFiguresOut
+    unrated: StatusFiguresOut
+
+
+class CustomerFiguresOut(BillingFiguresOut):
+    customer: str
+
+
+class BillingStatsOut(Schema):
+    overall: BillingFiguresOut
+    customers: list[CustomerFiguresOut]
+
+
+@router.get("/billing/stats", response={200: BillingStatsOut, 404: ErrorOut}, tags=["billing"])
+def billing_stats(request: HttpRequest, customer: str | None = None):
+    owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
+    return selectors.billing_stats(tenant=request.tenant, customer=owner)
+
+
+class CronOut(Schema):
+    tenants: int
+    processed: int
+    charged: int
+    failed: int
+    amount_charged: Decimal
+
+
+@router.post("/cron/process-billing", auth=None, response={200: CronOut, 401: ErrorOut, 403: ErrorOut},
+             tags=["billing"])
+def cron_process_billing(request: HttpRequest):
+    """For an external cron: the same processing for every tenant, authorised by `X-Cron-Secret`."""
+    check_cron_secret(given=request.headers.get("X-Cron-Secret"))
+    return processing.process_all_tenants().as_dict()

@@ -5,10 +5,9 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import Q
 
+from tarifa.core.money import MONEY, QUANTITY
 from tarifa.tenants.models import Customer, Tenant
 
-QUANTITY = dict(max_digits=24, decimal_places=6)
-MONEY = dict(max_digits=20, decimal_places=6)
 DEFAULT_THRESHOLDS = [50, 80, 100]
 
 
@@ -16,9 +15,13 @@ class PricePlan(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="plans")
     code = models.SlugField(max_length=64)
     name = models.CharField(max_length=200)
-    currency = models.CharField(max_length=3, default="BRL")
+    currency = models.CharField(max_length=16, default="BRL", help_text="ISO 4217 code or a named credit unit.")
     currency_places = models.PositiveSmallIntegerField(default=2)
     alert_thresholds = models.JSONField(default=list, blank=True, help_text="Percentages of each allowance.")
+    monthly_grant = models.DecimalField(**MONEY, null=True, blank=True,
+                                        help_text="Credit granted to each prepaid wallet on the 1st of each month.")
+    grant_expiry_days = models.PositiveIntegerField(null=True, blank=True,
+                                                    help_text="Unused granted credit is removed after this many days.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -110,8 +113,9 @@ class UsageRecord(models.Model):
     class Status(models.TextChoices):
         RATED = "rated"  # priced, waiting to be folded
         UNRATED = "unrated"  # could not be priced; see unrated_reason
-        BILLED = "billed"  # folded into its summary
-        REVERSED = "reversed"
+        BILLED = "billed"  # folded into its summary (and debited, for prepaid customers)
+        FAILED = "failed"  # prepaid and not covered by the wallet; see failure_code, retried on top-up
+        REVERSED = "reversed"  # was billed; taken out of its summary (and refunded)
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
     external_id = models.CharField(max_length=128, help_text="The client's idempotency key.")
@@ -143,6 +147,14 @@ class UsageRecord(models.Model):
     allowance_used = models.DecimalField(**QUANTITY, null=True, blank=True)
     charged_amount = models.DecimalField(**MONEY, null=True, blank=True)
     billed_at = models.DateTimeField(null=True, blank=True)
+    # prepaid charging and reversal
+    wallet_entry = models.ForeignKey("wallets.LedgerEntry", on_delete=models.DO_NOTHING, null=True, blank=True,
+                                     related_name="records", db_constraint=False, db_index=False,
+                                     help_text="The usage_debit that paid for it.")
+    failure_code = models.CharField(max_length=32, blank=True, default="", db_default="")  # COPY omits it
+    amount_due = models.DecimalField(**MONEY, null=True, blank=True, help_text="What it cost when it last failed.")
+    reversed_at = models.DateTimeField(null=True, blank=True)
+    reversal_reason = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
@@ -154,6 +166,7 @@ class UsageRecord(models.Model):
                          condition=Q(status="rated")),
             models.Index(fields=["tenant", "status", "period"], name="usage_status_idx"),
             models.Index(fields=["customer", "period", "status"], name="usage_customer_period_idx"),
+            models.Index(fields=["wallet_entry"], name="usage_wallet_entry_idx", condition=Q(wallet_entry__isnull=False)),
         ]
 
 
@@ -171,7 +184,7 @@ class Summary(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="summaries")
     period = models.CharField(max_length=7)
-    currency = models.CharField(max_length=3)
+    currency = models.CharField(max_length=16)
     record_count = models.PositiveIntegerField(default=0)
     total_amount = models.DecimalField(**MONEY, default=Decimal(0))
     updated_at = models.DateTimeField(auto_now=True)

@@ -15,7 +15,7 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 
 from tarifa.metering.models import PricePlan, Rate, RateSnapshot, Subscription
-from tarifa.metering.rating import RateTerms, Tier, billable_quantity, longest_prefix, normalize_destination
+from tarifa.metering.rating import RateTerms, Tier, billable_quantity, longest_prefix, rate_key
 from tarifa.tenants.models import Customer, Tenant
 
 
@@ -127,14 +127,15 @@ class Rater:
     def period_of(self, occurred_at: datetime) -> str:
         return occurred_at.astimezone(self.tz).strftime("%Y-%m")
 
-    def rate(self, *, customer_ref: str, kind: str, quantity: Decimal, occurred_at: datetime, destination: str) -> Rating:
+    def rate(self, *, customer_ref: str, kind: str, quantity: Decimal, occurred_at: datetime, destination: str,
+             attributes: dict | None = None) -> Rating:
         customer = self.customer(customer_ref)
         if customer is None:
             return Rating(status="unrated", reason="unknown_customer")
         table = self.plan_on(customer.id, occurred_at.astimezone(self.tz).date())
         if table is None:
             return Rating(status="unrated", reason="no_plan", customer_id=customer.id)
-        rate = table.rate_for(kind, normalize_destination(destination))
+        rate = table.rate_for(kind, rate_key(kind=kind, destination=destination, attributes=attributes))
         if rate is None:
             return Rating(status="unrated", reason="no_rate_for_kind", customer_id=customer.id, plan_id=table.plan.id)
         snapshot_id = self._snapshots.get(rate.id)

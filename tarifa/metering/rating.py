@@ -97,3 +97,12 @@ def normalize_destination(raw: str) -> str:
     raw = (raw or "").strip()
     digits = "".join(ch for ch in raw if ch.isdigit())
     return ("+" + digits) if raw.startswith("+") else digits
+
+
+def rate_key(*, kind: str, destination: str, attributes: dict | None = None) -> str:
+    """What rates' destination prefixes are matched against: the dialled number for calls; for token
+    usage (`llm.*`) the model name (`destination`, else `attributes.model`), so a plan can price
+    models apart ("gpt-4o" and "gpt-4o-mini": the longest match wins)."""
+    if kind.startswith("llm."):
+        return (destination or str((attributes or {}).get("model") or "")).strip().lower()
+    return normalize_destination(destination)

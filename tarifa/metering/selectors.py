@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
+
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from tarifa.core.errors import NotFound
-from tarifa.metering.models import Allowance, PricePlan, Summary, UsageRecord
+from tarifa.core.money import DecimalSum
+from tarifa.metering.models import Allowance, PricePlan, Subscription, Summary, UsageRecord
 from tarifa.tenants.models import Customer, Tenant
 
 
@@ -57,3 +62,49 @@ def allowances_by_plan(*, plan_ids) -> dict[int, list[Allowance]]:
 
 def covering_allowance(allowances: list[Allowance], kind: str) -> Allowance | None:
     return next((a for a in allowances if a.covers(kind)), None)
+
+
+def plans_on(*, customer_ids, day: date) -> dict[int, PricePlan]:
+    """Each customer's plan on `day`: its latest subscription starting on or before it."""
+    found: dict[int, PricePlan] = {}
+    for sub in (Subscription.objects.filter(customer_id__in=customer_ids, starts_on__lte=day)
+                .select_related("plan").order_by("customer_id", "starts_on")):
+        found[sub.customer_id] = sub.plan  # later starts overwrite earlier ones
+    return found
+
+
+def current_plan(*, customer: Customer) -> PricePlan | None:
+    """The plan a customer is on today in the tenant's time zone."""
+    day = timezone.now().astimezone(customer.tenant.tzinfo).date()
+    return plans_on(customer_ids=[customer.id], day=day).get(customer.id)
+
+
+STAT_STATUSES = {"pending": UsageRecord.Status.RATED, "charged": UsageRecord.Status.BILLED,
+                 "failed": UsageRecord.Status.FAILED, "reversed": UsageRecord.Status.REVERSED,
+                 "unrated": UsageRecord.Status.UNRATED}
+
+
+def billing_stats(*, tenant: Tenant, customer: Customer | None = None) -> dict:
+    """Counts and amounts by billing status, overall and per customer (charged/reversed: the
+    amount charged; failed: what it would have cost; pending: priced when folded)."""
+    records = UsageRecord.objects.filter(tenant=tenant)
+    if customer is not None:
+        records = records.filter(customer=customer)
+    rows = (records.values("customer_ref", "status")
+            .annotate(count=Count("id"), charged=DecimalSum("charged_amount"), due=DecimalSum("amount_due"))
+            .order_by("customer_ref"))
+
+    def empty() -> dict:
+        return {name: {"count": 0, "amount": None if name in ("pending", "unrated") else Decimal(0)}
+                for name in STAT_STATUSES}
+
+    overall, per_customer = empty(), {}
+    names = {status: name for name, status in STAT_STATUSES.items()}
+    for row in rows:
+        name = names[row["status"]]
+        amount = row["due"] if name == "failed" else row["charged"]
+        for figures in (overall, per_customer.setdefault(row["customer_ref"], empty())):
+            figures[name]["count"] += row["count"]
+            if figures[name]["amount"] is not None:
+                figures[name]["amount"] += amount or 0
+    return {"overall": overall, "customers": [{"customer": ref, **figures} for ref, figures in per_customer.items()]}

@@ -6,8 +6,10 @@ from django.conf import settings
 
 from tarifa.metering.services.folding import emit_stale_summary_events, fold_next_batch
 from tarifa.metering.services.ingestion import mark_waiting_summaries, queue_folds
+from tarifa.metering.services.processing import process_usage
 from tarifa.runtime.registry import job, periodic
 from tarifa.runtime.services import enqueue
+from tarifa.tenants.models import Customer, Tenant
 
 BATCHES_PER_JOB = 20
 
@@ -30,3 +32,11 @@ def sweep(ctx, scheduled_for: str | None = None) -> None:
 
 
 periodic("metering.sweep", cron=settings.TARIFA_FOLD_SWEEP_CRON, job_type="metering.sweep")
+
+
+@job("billing.process", queue="default", max_attempts=5)
+def process(ctx, *, tenant_id: int, customer_id: int | None = None, usage_ids: list[str] | None = None) -> None:
+    """`POST /api/v1/billing/process` with "async": true."""
+    tenant = Tenant.objects.get(pk=tenant_id)
+    customer = Customer.objects.get(pk=customer_id) if customer_id else None
+    process_usage(tenant=tenant, customer=customer, usage_ids=usage_ids)

@@ -21,6 +21,7 @@ class CustomerIn(Schema):
     email: str = ""
     phone: str = ""
     metadata: dict[str, Any] = {}
+    billing_mode: str | None = None
 
 
 class CustomerPatch(Schema):
@@ -28,6 +29,7 @@ class CustomerPatch(Schema):
     email: str | None = None
     phone: str | None = None
     metadata: dict[str, Any] | None = None
+    billing_mode: str | None = None
 
 
 class CustomerOut(Schema):
@@ -36,6 +38,7 @@ class CustomerOut(Schema):
     email: str
     phone: str
     metadata: dict[str, Any]
+    billing_mode: str
     created_at: datetime
     updated_at: datetime
 

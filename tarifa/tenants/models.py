@@ -43,12 +43,17 @@ class ApiKey(models.Model):
 
 
 class Customer(models.Model):
+    class BillingMode(models.TextChoices):
+        POSTPAID = "postpaid"  # usage folds into the monthly summary, invoiced later
+        PREPAID = "prepaid"  # usage is also debited from the wallet in the fold's transaction
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers")
     external_id = models.CharField(max_length=128)
     name = models.CharField(max_length=200, blank=True, default="")
     email = models.EmailField(max_length=254, blank=True, default="")
     phone = models.CharField(max_length=20, blank=True, default="", help_text="E.164")
     metadata = models.JSONField(default=dict, blank=True)
+    billing_mode = models.CharField(max_length=8, choices=BillingMode.choices, default=BillingMode.POSTPAID)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,7 +16,7 @@ from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.tenants.models import ApiKey, Customer, Tenant
 from tarifa.tenants.selectors import KEY_SCHEME, hash_api_key
 
-CUSTOMER_FIELDS = ("name", "email", "phone", "metadata")
+CUSTOMER_FIELDS = ("name", "email", "phone", "metadata", "billing_mode")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,8 @@ def _clean_customer_fields(*, tenant: Tenant, fields: dict) -> dict:
         cleaned["email"] = normalize_email(raw=cleaned["email"])
     if "metadata" in cleaned and not isinstance(cleaned["metadata"], dict):
         raise DomainError("invalid_metadata", "metadata must be a JSON object.", field="metadata")
+    if "billing_mode" in cleaned and cleaned["billing_mode"] not in Customer.BillingMode.values:
+        raise DomainError("invalid_billing_mode", "billing_mode is 'postpaid' or 'prepaid'.", field="billing_mode")
     return cleaned
 
 

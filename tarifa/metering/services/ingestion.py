@@ -146,7 +146,8 @@ def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
         rater.preload_customers({clean.customer for _, clean in fresh.values()})
         rated = [(clean, rater.period_of(clean.occurred_at),
                   rater.rate(customer_ref=clean.customer, kind=clean.kind, quantity=clean.quantity,
-                             occurred_at=clean.occurred_at, destination=clean.destination))
+                             occurred_at=clean.occurred_at, destination=clean.destination,
+                             attributes=clean.attributes))
                  for external_id, (_, clean) in fresh.items() if external_id not in stored]
         summary_ids = ensure_summaries(tenant=tenant, keys={
             (rating.customer_id, period, rating.currency)
@@ -285,7 +286,8 @@ def rerate_records(*, tenant: Tenant, records: list[UsageRecord]) -> None:
     rater = Rater(tenant)
     rater.preload_customers({r.customer_ref for r in records})
     ratings = [rater.rate(customer_ref=r.customer_ref, kind=r.kind, quantity=r.quantity,
-                          occurred_at=r.occurred_at, destination=r.destination) for r in records]
+                          occurred_at=r.occurred_at, destination=r.destination, attributes=r.attributes)
+               for r in records]
     summary_ids = ensure_summaries(tenant=tenant, keys={
         (rating.customer_id, record.period, rating.currency)
         for record, rating in zip(records, ratings) if rating.status == UsageRecord.Status.RATED})

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from tarifa.core.errors import Conflict, DomainError
 from tarifa.metering.models import Allowance, PricePlan, Rate, Subscription
-from tarifa.metering.rating import ROUNDING_MODES, normalize_destination
+from tarifa.metering.rating import ROUNDING_MODES, normalize_destination, rate_key
 from tarifa.tenants.models import Customer, Tenant
 
 KIND_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
@@ -53,7 +53,9 @@ def _clean_rate(index: int, rate: dict) -> dict:
     if unit not in Rate.Unit.values:
         raise DomainError("invalid_unit", f"unit must be one of {', '.join(Rate.Unit.values)}.", field=f"{where}.unit")
     prefix = rate.get("destination_prefix") or ""
-    if prefix and normalize_destination(prefix) != prefix:
+    if str(rate.get("kind", "")).startswith("llm."):  # token usage: the prefix is a model name
+        prefix = rate_key(kind=rate["kind"], destination=prefix)
+    elif prefix and normalize_destination(prefix) != prefix:
         raise DomainError("invalid_prefix", "A destination prefix holds digits and an optional leading +.",
                           field=f"{where}.destination_prefix")
     return dict(
@@ -114,6 +116,7 @@ def _write_terms(plan: PricePlan, rates: list[dict], allowances: list[dict]) -> 
 def create_plan(
     *, tenant: Tenant, code: str, name: str, currency: str | None = None, currency_places: int = 2,
     rates: list[dict], allowances: list[dict] | None = None, alert_thresholds: list[int] | None = None,
+    monthly_grant: Decimal | None = None, grant_expiry_days: int | None = None,
 ) -> PricePlan:
     if not re.match(r"^[a-z0-9][a-z0-9_-]*$", code or ""):
         raise DomainError("invalid_code", "A plan code holds lowercase letters, digits, - and _.", field="code")
@@ -121,8 +124,9 @@ def create_plan(
         if PricePlan.objects.filter(tenant=tenant, code=code).exists():
             raise Conflict("plan_exists", f"Plan '{code}' already exists; use PUT to change its terms.", field="code")
         plan = PricePlan.objects.create(
-            tenant=tenant, code=code, name=name or code, currency=(currency or tenant.default_currency).upper(),
+            tenant=tenant, code=code, name=name or code, currency=_clean_currency(currency or tenant.default_currency),
             currency_places=currency_places, alert_thresholds=_clean_thresholds(alert_thresholds),
+            **_clean_grant(monthly_grant, grant_expiry_days),
         )
         _write_terms(plan, rates, allowances or [])
     return plan
@@ -130,17 +134,36 @@ def create_plan(
 
 def replace_plan_terms(
     *, plan: PricePlan, name: str | None = None, rates: list[dict], allowances: list[dict] | None = None,
-    alert_thresholds: list[int] | None = None,
+    alert_thresholds: list[int] | None = None, monthly_grant: Decimal | None = None,
+    grant_expiry_days: int | None = None,
 ) -> PricePlan:
-    """Replace a plan's rates and allowances. Usage already rated keeps its snapshot until re-rated."""
+    """Replace a plan's rates, allowances and grant. Usage already rated keeps its snapshot until re-rated."""
     with transaction.atomic():
         if name:
             plan.name = name
+        for key, value in _clean_grant(monthly_grant, grant_expiry_days).items():
+            setattr(plan, key, value)
         if alert_thresholds is not None:
             plan.alert_thresholds = _clean_thresholds(alert_thresholds)
         plan.save()
         _write_terms(plan, rates, allowances or [])
     return plan
+
+
+def _clean_currency(currency: str) -> str:
+    currency = currency.strip().upper()
+    if not re.match(r"^[A-Z][A-Z0-9_]{2,15}$", currency):
+        raise DomainError("invalid_currency", "currency is an ISO 4217 code (BRL) or a named credit unit "
+                          "(3-16 letters, digits or _).", field="currency")
+    return currency
+
+
+def _clean_grant(amount: Decimal | None, expiry_days: int | None) -> dict:
+    if amount is not None and amount < 0:
+        raise DomainError("invalid_grant", "monthly_grant must be zero or positive.", field="monthly_grant")
+    if expiry_days is not None and expiry_days < 1:
+        raise DomainError("invalid_grant_expiry", "grant_expiry_days must be at least 1.", field="grant_expiry_days")
+    return {"monthly_grant": amount or None, "grant_expiry_days": expiry_days}
 
 
 def subscribe(*, customer: Customer, plan: PricePlan, starts_on: date) -> Subscription:

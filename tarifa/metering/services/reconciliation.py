@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count
 
+from tarifa.core.money import DecimalSum
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
@@ -16,6 +17,7 @@ from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.metering.services.folding import add_to_line, apply_records, emit_summary_events, save_billing
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
+from tarifa.wallets.services.ledger import refund_debits
 
 ZERO = Decimal(0)
 LINE_FIELDS = ("record_count", "quantity", "billable_quantity", "allowance_used", "charged_amount")
@@ -34,8 +36,8 @@ class Difference:
 
 def _expected_lines(records) -> dict[tuple[int, str, str], dict]:
     rows = records.filter(status=UsageRecord.Status.BILLED).values("customer_id", "period", "rated_kind").annotate(
-        record_count=Count("id"), quantity=Sum("quantity"), billable_quantity=Sum("billable_quantity"),
-        allowance_used=Sum("allowance_used"), charged_amount=Sum("charged_amount"),
+        record_count=Count("id"), quantity=DecimalSum("quantity"), billable_quantity=DecimalSum("billable_quantity"),
+        allowance_used=DecimalSum("allowance_used"), charged_amount=DecimalSum("charged_amount"),
     )
     return {(r["customer_id"], r["period"], r["rated_kind"]): r for r in rows}
 
@@ -141,15 +143,26 @@ def rerate_period(*, tenant: Tenant, period: str, customer: Customer | None = No
     return counts
 
 
+def _debited_charges(records: list[UsageRecord]) -> dict[int, Decimal]:
+    """What each usage_debit paid for these records (before re-rating forgets it)."""
+    paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for record in records:
+        if record.status == UsageRecord.Status.BILLED and record.wallet_entry_id and record.charged_amount:
+            paid[record.wallet_entry_id] += record.charged_amount
+    return paid
+
+
 def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) -> dict[str, int]:
     with transaction.atomic():
         records = list(
             UsageRecord.objects.select_for_update().filter(customer=customer, period=period).exclude(
                 status=UsageRecord.Status.REVERSED).order_by("occurred_at", "id")
         )
+        debited = _debited_charges(records)
         rerate_records(tenant=tenant, records=records)
         for record in records:
             record.batch_id = record.allowance_used = record.charged_amount = record.billed_at = None
+            record.wallet_entry_id, record.failure_code, record.amount_due = None, "", None
         summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(customer=customer, period=period)
                      .select_related("customer")}
         for summary in summaries.values():
@@ -159,7 +172,8 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         rated = [r for r in records if r.status == UsageRecord.Status.RATED]
         batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by="rerate",
                                          summary_count=len(summaries))
-        charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id)
+        refund_debits(charges=debited, key=f"rerate:{batch.id}", reason=f"re-rating of {period}")
+        charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id, caused_by="rerate")
         billed = [r for r in rated if r.status == UsageRecord.Status.BILLED]
         FoldBatch.objects.filter(pk=batch.id).update(record_count=len(billed), charged_amount=charged)
         UsageRecord.objects.bulk_update(records, RATING_FIELDS, batch_size=500)

@@ -45,3 +45,29 @@ def at(day: int, minute: int = 0, month: int = 12) -> datetime:
 def call(record_id: str, customer: str, seconds, when: datetime, destination: str = "33334444", kind: str = "call") -> dict:
     return {"id": record_id, "customer": customer, "kind": kind, "quantity": seconds,
             "occurred_at": when.isoformat(), "destination": destination}
+
+
+def fold_with_a_worker_killed(tmp_path, *, batch_size: int, started_after: int, workers: int = 4) -> None:
+    """Fold everything waiting with `workers` worker processes on PostgreSQL, `kill -9` one of them
+    once `started_after` records are billed, and wait for the others to finish its work."""
+    import os
+    import signal
+
+    from tarifa.metering.models import UsageRecord
+    from tarifa.runtime.models import Job, WorkerHeartbeat
+    from tarifa.runtime.testing import spawn
+    from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
+
+    env = {**FAST, "TARIFA_FOLD_BATCH_SIZE": str(batch_size)}
+    processes = [spawn(["worker"], env=env, log_path=str(tmp_path / f"w{i}.log")) for i in range(workers)]
+    victim = processes[0]
+    try:
+        _wait(lambda: UsageRecord.objects.filter(status="billed").count() >= started_after
+              and WorkerHeartbeat.objects.filter(pid=victim.pid).exists(), 60, "folding never started")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        _wait(lambda: not UsageRecord.objects.filter(status="rated").exists()
+              and not Job.objects.filter(type="metering.fold", status__in=["queued", "leased"]).exists(),
+              120, "folding did not finish after the kill")
+    finally:
+        _stop(processes)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections import Counter
 
 import pytest
@@ -13,11 +11,9 @@ from django.db.models import Sum
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
 from tarifa.metering.services.ingestion import ingest_usage
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
-from tarifa.metering.tests.conftest import at, call, customers, plan  # noqa: F401 (fixtures)
-from tarifa.runtime.models import Job, WorkerHeartbeat
+from tarifa.metering.tests.conftest import at, call, fold_with_a_worker_killed
 from tarifa.runtime.services import enqueue
-from tarifa.runtime.testing import run_in_threads, spawn
-from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
+from tarifa.runtime.testing import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,19 +29,7 @@ def test_four_folding_workers_with_one_killed_bill_every_record_once(postgres, c
     for customer in customers:  # several fold jobs per summary: workers contend for the same rows
         for _ in range(4):
             enqueue("metering.fold", payload={"customer_id": customer.id, "period": "2025-12"})
-    env = {**FAST, "TARIFA_FOLD_BATCH_SIZE": "40"}
-    workers = [spawn(["worker"], env=env, log_path=str(tmp_path / f"w{i}.log")) for i in range(4)]
-    victim = workers[0]
-    try:
-        _wait(lambda: UsageRecord.objects.filter(status="billed").count() >= 400
-              and WorkerHeartbeat.objects.filter(pid=victim.pid).exists(), 60, "folding never started")
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(10)
-        _wait(lambda: not UsageRecord.objects.filter(status="rated").exists()
-              and not Job.objects.filter(type="metering.fold", status__in=["queued", "leased"]).exists(),
-              120, "folding did not finish after the kill")
-    finally:
-        _stop(workers)
+    fold_with_a_worker_killed(tmp_path, batch_size=40, started_after=400)
     assert UsageRecord.objects.filter(status="billed").count() == 4500
     # Exactly once: every record points at one batch, and the batches count each record once.
     assert FoldBatch.objects.aggregate(n=Sum("record_count"))["n"] == 4500

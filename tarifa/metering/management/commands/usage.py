@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import getpass
+
 import sys
 from pathlib import Path
 
@@ -7,6 +9,7 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from tarifa.core.commands import TarifaCommand
+from tarifa.metering.services.reversal import reverse_usage
 from tarifa.metering import importers
 from tarifa.metering.models import UsageRecord
 from tarifa.metering.services.importing import import_usage
@@ -37,6 +40,11 @@ class Command(TarifaCommand):
         rerate.add_argument("--tenant", required=True)
         rerate.add_argument("--period", required=True, help="YYYY-MM")
         rerate.add_argument("--customer", help="Customer external_id (default: every customer).")
+        reverse = sub.add_parser("reverse", help="Reverse a charged record (refund for prepaid); repeating is a no-op.")
+        reverse.add_argument("--tenant", required=True)
+        reverse.add_argument("id", help="The record's id (the client's idempotency key).")
+        reverse.add_argument("--reason", required=True)
+        reverse.add_argument("--operator", default=getpass.getuser(), help="Who asks (default: the OS user).")
 
     def handle(self, *args, action, **options):
         getattr(self, "_" + action)(**options)
@@ -89,3 +97,12 @@ class Command(TarifaCommand):
         result = rerate_period(tenant=owner, period=period, customer=who)
         self.stdout.write(f"re-rated {period}: customers={result['customers']} records={result['records']} "
                           f"billed={result['billed']} unrated={result['unrated']}")
+
+    def _reverse(self, *, tenant, id, reason, operator, **_):
+        result = reverse_usage(tenant=tenant_by_slug(slug=tenant), external_id=id, reason=reason,
+                               caused_by=f"operator:{operator}")
+        if not result.changed:
+            self.stdout.write(f"{id} was already reversed; nothing changed")
+            return
+        refund = f", refunded {result.refund.amount} (entry {result.refund.id})" if result.refund else ""
+        self.stdout.write(f"reversed {id}: {result.record.charged_amount} out of its summary{refund}")

@@ -1,0 +1,1 @@
+"""Wallet use cases: ledger writes (ledger), prepaid debits inside a fold (charging), monthly grants (grants)."""

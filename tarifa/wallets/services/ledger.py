@@ -1,0 +1,242 @@
+"""Every balance change goes through `post_entry` (or, for a fold's debits, `charging.post_debits`),
+under the wallet's row lock, as one append-only ledger entry with an idempotency key."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from tarifa.core.errors import Conflict, DomainError, NotFound
+from tarifa.core.pgarrays import array_literal
+from tarifa.metering.selectors import current_plan
+from tarifa.runtime.services import enqueue
+from tarifa.tenants.models import Customer
+from tarifa.wallets.models import AuditEntry, GrantLot, LedgerEntry, Wallet
+
+ZERO = Decimal(0)
+Kind = LedgerEntry.Kind
+UNIT = re.compile(r"^[A-Z][A-Z0-9_]{2,15}$")
+
+
+@dataclass(frozen=True)
+class Posted:
+    entry: LedgerEntry
+    created: bool  # False: the idempotency key had been used, `entry` is the stored one
+
+
+def lock_wallet(*, customer: Customer) -> Wallet:
+    wallet = Wallet.objects.select_for_update().filter(customer=customer).first()
+    if wallet is None:
+        raise NotFound("wallet", customer.external_id)
+    return wallet
+
+
+def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limit: Decimal | None = None,
+                     low_balance_threshold: Decimal | None = None, clear_threshold: bool = False,
+                     actor: str = "") -> tuple[Wallet, bool]:
+    """Create the customer's wallet or change its settings. The unit is fixed once money moved."""
+    with transaction.atomic():
+        wallet = Wallet.objects.select_for_update().filter(customer=customer).first()
+        created = wallet is None
+        if created:
+            wallet = Wallet(tenant_id=customer.tenant_id, customer=customer,
+                            unit=_clean_unit(unit or _plan_currency(customer)))
+        elif unit is not None and _clean_unit(unit) != wallet.unit:
+            if wallet.entries.exists():
+                raise Conflict("wallet_unit_fixed", f"This wallet already holds {wallet.unit}; its unit cannot change.",
+                               field="unit")
+            wallet.unit = _clean_unit(unit)
+        before = _settings_of(wallet)
+        if credit_limit is not None:
+            if credit_limit < 0:
+                raise DomainError("invalid_credit_limit", "credit_limit must be zero or positive.", field="credit_limit")
+            wallet.credit_limit = credit_limit
+        if clear_threshold:
+            wallet.low_balance_threshold = None
+        elif low_balance_threshold is not None:
+            wallet.low_balance_threshold = low_balance_threshold
+        wallet.save()
+        if not created and _settings_of(wallet) != before:
+            AuditEntry.objects.create(wallet=wallet, actor=actor or "api", action="configure", before=before,
+                                      after=_settings_of(wallet), reason="settings changed")
+    return wallet, created
+
+
+def top_up(*, customer: Customer, amount: Decimal, idempotency_key: str, caused_by: str,
+           reason: str = "") -> Posted:
+    """Credit a wallet once per idempotency key, then retry its usage that failed for lack of credit."""
+    if amount <= 0:
+        raise DomainError("invalid_amount", "A top-up amount must be positive.", field="amount")
+    with transaction.atomic():
+        wallet = lock_wallet(customer=customer)
+        posted = post_entry(wallet=wallet, kind=Kind.TOP_UP, amount=amount, idempotency_key=f"top_up:{idempotency_key}",
+                            caused_by=caused_by, reason=reason or "top-up")
+        if posted.created:
+            queue_failed_usage_retry(wallet=wallet, entry=posted.entry)
+    return posted
+
+
+def adjust_balance(*, customer: Customer, amount: Decimal, reason: str, actor: str,
+                   idempotency_key: str | None = None) -> Posted:
+    """An operator's correction (CLI or admin), written to the audit log with before and after."""
+    if not (reason or "").strip():
+        raise DomainError("reason_required", "An adjustment needs a reason.", field="reason")
+    if not (actor or "").strip():
+        raise DomainError("actor_required", "An adjustment needs the operator's name.", field="actor")
+    if amount == 0:
+        raise DomainError("invalid_amount", "An adjustment amount must not be zero.", field="amount")
+    with transaction.atomic():
+        wallet = lock_wallet(customer=customer)
+        before = {"balance": str(wallet.balance)}
+        key = f"adjustment:{idempotency_key or timezone.now().isoformat()}"
+        posted = post_entry(wallet=wallet, kind=Kind.ADJUSTMENT, amount=amount, idempotency_key=key,
+                            caused_by=f"operator:{actor}", reason=reason)
+        if posted.created:
+            AuditEntry.objects.create(wallet=wallet, entry=posted.entry, actor=actor, action="adjustment",
+                                      before=before, after={"balance": str(wallet.balance)}, reason=reason)
+            if amount > 0:
+                queue_failed_usage_retry(wallet=wallet, entry=posted.entry)
+    return posted
+
+
+def post_entry(*, wallet: Wallet, kind: str, amount: Decimal, idempotency_key: str, caused_by: str,
+               reason: str = "", expires_at: datetime | None = None, record_count: int = 0,
+               reverses: LedgerEntry | None = None) -> Posted:
+    """Append one entry to a wallet the caller holds locked (select_for_update) and move its balance.
+
+    A used idempotency key returns the stored entry untouched, or raises if it moved a different amount.
+    """
+    existing = LedgerEntry.objects.filter(wallet=wallet, idempotency_key=idempotency_key).first()
+    if existing is not None:
+        if existing.amount != amount or existing.kind != kind:
+            raise Conflict("idempotency_conflict",
+                           f"Idempotency key '{idempotency_key}' was already used for {existing.kind} {existing.amount}.",
+                           field="idempotency_key")
+        return Posted(existing, False)
+    if kind in (Kind.USAGE_DEBIT, Kind.ADJUSTMENT) and not covers(wallet=wallet, amount=-amount):
+        raise DomainError("insufficient_credits",
+                          f"The balance {wallet.balance} {wallet.unit} (credit limit {wallet.credit_limit}) "
+                          f"does not cover {-amount}.", field="amount", status=409)
+    granted_before = wallet.granted_remaining
+    alerts = move_balance(wallet=wallet, kind=kind, amount=amount)
+    entry = LedgerEntry.objects.create(wallet=wallet, kind=kind, amount=amount, balance_after=wallet.balance,
+                                       reason=reason[:200], caused_by=caused_by[:200], idempotency_key=idempotency_key,
+                                       expires_at=expires_at, record_count=record_count, reverses=reverses)
+    if kind == Kind.GRANT:
+        GrantLot.objects.create(wallet=wallet, entry=entry, remaining=wallet.granted_remaining - granted_before,
+                                expires_at=expires_at)
+    elif amount < 0 and kind != Kind.GRANT_EXPIRY:
+        spend_grants(wallets=[wallet], amounts={wallet.id: -amount})
+    save_wallets([wallet])
+    queue_balance_alerts(wallet=wallet, alerts=alerts)
+    return Posted(entry, True)
+
+
+def covers(*, wallet: Wallet, amount: Decimal, spent: Decimal = ZERO) -> bool:
+    """Whether the wallet can pay `amount` on top of `spent`: never below -credit_limit."""
+    return amount <= 0 or wallet.balance - spent - amount >= -wallet.credit_limit
+
+
+def save_wallets(wallets: list[Wallet]) -> None:
+    """Write the balances of locked wallets: one UPDATE … FROM unnest() on PostgreSQL."""
+    now = timezone.now()
+    if connection.vendor != "postgresql":
+        for wallet in wallets:
+            wallet.updated_at = now
+        Wallet.objects.bulk_update(wallets, ["balance", "granted_remaining", "alert_generation", "updated_at"])
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Wallet._meta.db_table} AS w SET balance = v.balance, granted_remaining = v.granted,
+                    alert_generation = v.generation, updated_at = %s
+                FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::integer[]) AS v(id, balance, granted, generation)
+                WHERE w.id = v.id""",
+            [now, array_literal(w.id for w in wallets), array_literal(w.balance for w in wallets),
+             array_literal(w.granted_remaining for w in wallets), array_literal(w.alert_generation for w in wallets)],
+        )
+
+
+def move_balance(*, wallet: Wallet, kind: str, amount: Decimal) -> list[str]:
+    """Move the in-memory balance and say which balance alerts this crossing raises.
+
+    Low balance: from above the threshold to at or below it; depleted: from above zero to zero or
+    below. A rise above the threshold (above zero without one) re-arms both for the next crossing.
+    """
+    before = wallet.balance
+    after = wallet.balance = before + amount
+    if kind == Kind.GRANT:  # a grant first settles what the credit limit lent; the rest is granted credit
+        wallet.granted_remaining += amount - min(amount, max(ZERO, -before))
+    line = wallet.low_balance_threshold
+    raised = []
+    if line is not None and before > line >= after:
+        raised.append("wallet.low_balance")
+    if before > 0 >= after:
+        raised.append("wallet.depleted")
+    rearm_at = line if line is not None else ZERO
+    if before <= rearm_at < after:
+        wallet.alert_generation += 1
+    return raised
+
+
+def spend_grants(*, wallets: list[Wallet], amounts: dict[int, Decimal]) -> None:
+    """Granted credit is spent first, the earliest-expiring grant first (wallets are locked)."""
+    holders = {w.id: w for w in wallets if w.granted_remaining > 0 and amounts.get(w.id, ZERO) > 0}
+    if not holders:
+        return
+    left = {i: min(amounts[i], w.granted_remaining) for i, w in holders.items()}
+    changed = []
+    for lot in GrantLot.objects.filter(wallet_id__in=list(holders), remaining__gt=0).order_by("expires_at", "id"):
+        take = min(lot.remaining, left[lot.wallet_id])
+        if take > 0:
+            lot.remaining -= take
+            left[lot.wallet_id] -= take
+            holders[lot.wallet_id].granted_remaining -= take
+            changed.append(lot)
+    GrantLot.objects.bulk_update(changed, ["remaining"])
+
+
+def queue_balance_alerts(*, wallet: Wallet, alerts: list[str]) -> None:
+    """The alerts are raised by their own job (never in the billing path); the unique key names the
+    crossing, so a crossing seen twice (retried fold) queues one job."""
+    for alert_type in alerts:
+        enqueue("wallets.raise_balance_alert", unique_key=f"wallet-alert:{wallet.id}:{alert_type}:{wallet.alert_generation}",
+                payload={"wallet_id": wallet.id, "type": alert_type, "generation": wallet.alert_generation,
+                         "balance": str(wallet.balance)})
+
+
+def queue_failed_usage_retry(*, wallet: Wallet, entry: LedgerEntry) -> None:
+    enqueue("wallets.retry_failed_usage", unique_key=f"wallet-retry:{entry.id}",
+            payload={"customer_id": wallet.customer_id})
+
+
+def _clean_unit(unit: str) -> str:
+    unit = (unit or "").strip().upper()
+    if not UNIT.match(unit):
+        raise DomainError("invalid_unit", "A wallet unit is an ISO 4217 code (BRL) or a named credit unit "
+                          "(3-16 letters, digits or _).", field="unit")
+    return unit
+
+
+def _plan_currency(customer: Customer) -> str:
+    plan = current_plan(customer=customer)
+    return plan.currency if plan else customer.tenant.default_currency
+
+
+def _settings_of(wallet: Wallet) -> dict:
+    return {"unit": wallet.unit, "credit_limit": str(wallet.credit_limit),
+            "low_balance_threshold": None if wallet.low_balance_threshold is None else str(wallet.low_balance_threshold)}
+
+
+def refund_debits(*, charges: dict[int, Decimal], key: str, reason: str) -> int:
+    """Give back what usage_debits paid (re-rating re-charges the records afterwards): one refund per
+    debit, reversing it. The caller's transaction holds the records and summaries."""
+    for debit in LedgerEntry.objects.filter(id__in=list(charges)).order_by("wallet_id", "id"):
+        wallet = Wallet.objects.select_for_update().get(pk=debit.wallet_id)
+        post_entry(wallet=wallet, kind=Kind.REFUND, amount=charges[debit.id], idempotency_key=f"{key}:{debit.id}",
+                   caused_by="system:rerate", reason=reason, reverses=debit)
+    return len(charges)

@@ -1,0 +1,135 @@
+"""Reversal, balance alerts and monthly grants."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+
+import pytest
+
+from tarifa.alerts.models import Alert
+from tarifa.core.errors import Conflict
+from tarifa.events.models import Event
+from tarifa.metering.models import Summary, SummaryLine, UsageRecord
+from tarifa.metering.services.reconciliation import find_differences
+from tarifa.metering.services.reversal import reverse_usage
+from tarifa.metering.tests.conftest import at as call_at, call, customers, plan  # noqa: F401
+from tarifa.metering.services.ingestion import ingest_usage
+from tarifa.metering.services.folding import fold_all_pending
+from tarifa.runtime.testing import drain
+from tarifa.wallets.models import GrantLot, LedgerEntry, Wallet
+from tarifa.wallets.services.grants import expire_grants, grant_monthly_credits
+from tarifa.wallets.services.ledger import top_up
+from tarifa.wallets.services.reconciliation import find_wallet_differences
+from tarifa.wallets.tests.conftest import at, prepaid_customer, tokens, use  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+def _balance(customer) -> Decimal:
+    return Wallet.objects.get(customer=customer).balance
+
+
+def test_reversing_prepaid_usage_refunds_it_once(tenant, wallet_customer):
+    use(tenant, [tokens("r1", "org-1", 2000), tokens("r2", "org-1", 1000, at(2))])
+    assert _balance(wallet_customer) == Decimal("7.00")
+    first = reverse_usage(tenant=tenant, external_id="r1", reason="duplicate answer", caused_by="test")
+    again = reverse_usage(tenant=tenant, external_id="r1", reason="duplicate answer", caused_by="test")
+    assert first.changed and not again.changed
+    assert first.refund.amount == Decimal("2.00") and first.refund.reverses.kind == "usage_debit"
+    assert _balance(wallet_customer) == Decimal("9.00")
+    record = UsageRecord.objects.get(external_id="r1")
+    assert (record.status, record.reversal_reason) == ("reversed", "duplicate answer")
+    summary = Summary.objects.get(customer=wallet_customer)
+    assert (summary.record_count, summary.total_amount) == (1, Decimal("1.00"))
+    assert Event.objects.filter(type="usage.reversed").count() == 1
+    assert find_differences() == [] and find_wallet_differences() == []
+
+
+def test_reversing_postpaid_usage_corrects_the_summary_and_its_allowance(tenant, customers):
+    ingest_usage(tenant=tenant, records=[call("p1", "c1", 500, call_at(1, 1)), call("p2", "c1", 200, call_at(1, 2))])
+    fold_all_pending(batch_size=1000)
+    summary = Summary.objects.get(customer__external_id="c1")
+    assert summary.allowance_usage.get().used == Decimal(600)
+    covered = UsageRecord.objects.get(external_id="p1").allowance_used  # 504 s: 500 s in 30/6 steps
+    reverse_usage(tenant=tenant, external_id="p1", reason="test call", caused_by="test")
+    summary.refresh_from_db()
+    line = SummaryLine.objects.get(summary=summary)
+    assert (summary.record_count, line.record_count, line.quantity) == (1, 1, Decimal(200))
+    assert summary.allowance_usage.get().used == Decimal(600) - covered
+    assert not LedgerEntry.objects.exists()
+    assert find_differences() == []
+
+
+def test_only_charged_usage_can_be_reversed(tenant, wallet_customer):
+    use(tenant, [tokens("w1", "org-1", 1000)], fold=False)
+    with pytest.raises(Conflict) as refused:
+        reverse_usage(tenant=tenant, external_id="w1", reason="x", caused_by="test")
+    assert refused.value.code == "usage_not_charged"
+
+
+def test_balance_alerts_fire_once_per_crossing_and_rearm_after_a_top_up(tenant, wallet_customer):
+    # 10.00 with a threshold of 3.00
+    use(tenant, [tokens("a1", "org-1", 6000, at(1, 1))])  # 4.00: above the threshold
+    drain()
+    assert not Alert.objects.exists()
+    use(tenant, [tokens("a2", "org-1", 2000, at(1, 2))])  # 2.00: low
+    use(tenant, [tokens("a3", "org-1", 1000, at(1, 3))])  # 1.00: still low, no second alert
+    drain()
+    assert list(Alert.objects.values_list("type", flat=True)) == ["wallet.low_balance"]
+    use(tenant, [tokens("a4", "org-1", 1000, at(1, 4))])  # 0.00: depleted
+    drain()
+    assert sorted(Alert.objects.values_list("type", flat=True)) == ["wallet.depleted", "wallet.low_balance"]
+    top_up(customer=wallet_customer, amount=Decimal("2"), idempotency_key="small", caused_by="t")  # 2.00: not re-armed
+    use(tenant, [tokens("a5", "org-1", 2000, at(1, 5))])
+    drain()
+    assert Alert.objects.count() == 2
+    top_up(customer=wallet_customer, amount=Decimal("10"), idempotency_key="big", caused_by="t")  # 10.00: re-armed
+    use(tenant, [tokens("a6", "org-1", 9000, at(1, 6))])  # 1.00: low again
+    drain()
+    assert Alert.objects.filter(type="wallet.low_balance").count() == 2
+    raised = Event.objects.filter(type="alert.raised").values_list("payload__type", flat=True)
+    assert sorted(raised) == ["wallet.depleted", "wallet.low_balance", "wallet.low_balance"]
+
+
+def test_monthly_grant_runs_at_0005_on_the_first_once_per_wallet_and_expires_unused(tenant, wallet_customer):
+    # São Paulo is UTC-3: 00:05 on 1 Jan local is 03:05 UTC.
+    before = datetime(2026, 1, 1, 3, 4, tzinfo=dt_timezone.utc)
+    due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    Wallet.objects.filter(customer=wallet_customer).update(created_at=before - timedelta(days=40))
+    LedgerEntry.objects.create(wallet=Wallet.objects.get(customer=wallet_customer), kind="grant", amount=0,
+                               balance_after=Decimal("10"), caused_by="x", idempotency_key="grant:2025-12")
+    assert grant_monthly_credits(now=before) == 0  # 00:04 local: December's grant exists, January's not due
+    assert grant_monthly_credits(now=due) == 1
+    assert grant_monthly_credits(now=due) == 0  # a second run (or a second scheduler) grants nothing
+    assert grant_monthly_credits(now=due + timedelta(days=3)) == 0
+    assert _balance(wallet_customer) == Decimal("40")
+    grant = LedgerEntry.objects.get(idempotency_key="grant:2026-01")
+    assert grant.expires_at == due + timedelta(days=10)
+    # Granted credit is spent first: 12.00 of usage leaves 18.00 of the grant.
+    use(tenant, [tokens("g1", "org-1", 12000, datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc))])
+    assert Wallet.objects.get(customer=wallet_customer).granted_remaining == Decimal("18")
+    assert expire_grants(now=due + timedelta(days=9)) == 0
+    assert expire_grants(now=due + timedelta(days=10)) == Decimal("18")
+    assert expire_grants(now=due + timedelta(days=11)) == 0
+    assert _balance(wallet_customer) == Decimal("10")  # 40 - 12 - 18: the paid credit is untouched
+    assert GrantLot.objects.get().remaining == 0
+    assert LedgerEntry.objects.filter(kind="grant_expiry").get().amount == Decimal("-18")
+    assert find_wallet_differences() == []
+
+
+def test_grants_skip_plans_without_one_and_honour_each_tenants_time_zone(tenant, token_plan):
+    from tarifa.metering.services.plans import create_plan
+    from tarifa.tenants.models import Tenant
+
+    Tenant.objects.filter(pk=tenant.pk).update(timezone="Asia/Tokyo")  # UTC+9: 00:05 on 1 Jan is 15:05 on 31 Dec UTC
+    tenant.refresh_from_db()
+    prepaid_customer(tenant, token_plan, "jp", balance="1")
+    no_grant = create_plan(tenant=tenant, code="plain", name="No grant", rates=[
+        {"kind": "llm.input_tokens", "unit": "token", "price": "1", "block_size": "1000"}])
+    prepaid_customer(tenant, no_grant, "plain", balance="1")
+    assert grant_monthly_credits(now=datetime(2025, 12, 30, 15, 3, tzinfo=dt_timezone.utc)) == 1  # December's
+    assert grant_monthly_credits(now=datetime(2025, 12, 31, 15, 4, tzinfo=dt_timezone.utc)) == 0  # 00:04 local
+    assert grant_monthly_credits(now=datetime(2025, 12, 31, 15, 5, tzinfo=dt_timezone.utc)) == 1  # January's
+    assert set(LedgerEntry.objects.filter(kind="grant").values_list("idempotency_key", flat=True)) == {
+        "grant:2025-12", "grant:2026-01"}
