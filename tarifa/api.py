@@ -50,6 +50,7 @@ def _mount_routers() -> None:
     from tarifa.alerts.api import router as alerts_router
     from tarifa.events.api import router as webhooks_router
     from tarifa.metering.api import router as metering_router
+    from tarifa.payments.api import router as payments_router
     from tarifa.tenants.api import router as customers_router
     from tarifa.wallets.api import router as wallets_router
 
@@ -58,6 +59,7 @@ def _mount_routers() -> None:
     api.add_router("/v1/webhooks", webhooks_router)
     api.add_router("/v1/alerts", alerts_router)
     api.add_router("/v1", metering_router)
+    api.add_router("/v1", payments_router)
 
 
 _mount_routers()

@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "tarifa.events",
     "tarifa.metering",
     "tarifa.wallets",
+    "tarifa.payments",
     "tarifa.alerts",
     "tarifa.ops",
 ]
@@ -138,6 +139,12 @@ TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 TARIFA_FOLD_SWEEP_CRON = _env("TARIFA_FOLD_SWEEP_CRON", "* * * * *")
 # Monthly grants: every quarter hour at :05 UTC-wise, i.e. 00:05 on the 1st in every real time zone.
 TARIFA_GRANT_CRON = _env("TARIFA_GRANT_CRON", "5,20,35,50 * * * *")
+# Payment checks: how often due checks are looked for, how many a worker claims at once, how many
+# gateway calls of a batch run at the same time, and how long a claimed check stays leased.
+TARIFA_PAYMENT_CHECK_CRON = _env("TARIFA_PAYMENT_CHECK_CRON", "* * * * *")
+TARIFA_PAYMENT_CHECK_BATCH = _env_int("TARIFA_PAYMENT_CHECK_BATCH", 100)
+TARIFA_PAYMENT_CHECK_CONCURRENCY = _env_int("TARIFA_PAYMENT_CHECK_CONCURRENCY", 32)
+TARIFA_PAYMENT_CHECK_LEASE_SECONDS = _env_int("TARIFA_PAYMENT_CHECK_LEASE_SECONDS", 120)
 # X-Cron-Secret for POST /api/v1/cron/process-billing; empty disables the endpoint.
 TARIFA_CRON_SECRET = _env("TARIFA_CRON_SECRET", "")
 TARIFA_SUMMARY_EVENT_SECONDS = _env_float("TARIFA_SUMMARY_EVENT_SECONDS", 60.0)

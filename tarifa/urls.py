@@ -3,10 +3,12 @@ from django.urls import path
 
 from tarifa.api import api
 from tarifa.ops import views as ops_views
+from tarifa.payments import views as payment_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("health", ops_views.health, name="health"),
     path("metrics", ops_views.metrics, name="metrics"),
+    path("webhooks/pagseguro/<slug:tenant>", payment_views.pagseguro_notification, name="pagseguro-webhook"),
 ]

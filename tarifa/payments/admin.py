@@ -1,0 +1,47 @@
+from django.contrib import admin
+
+from tarifa.payments.models import CheckLog, GatewayCredential, Invoice, PaymentCheck, PaymentTransaction
+
+
+class CheckInline(admin.StackedInline):
+    model = PaymentCheck
+    can_delete = False
+    readonly_fields = ("status", "attempts", "last_checked_at", "next_check_at", "interval_seconds", "expires_at",
+                       "last_error", "consecutive_failures", "leased_by")
+    exclude = ("tenant",)
+
+
+class TransactionInline(admin.TabularInline):
+    model = PaymentTransaction
+    extra = 0
+    can_delete = False
+    readonly_fields = ("code", "status", "gross_amount", "fee_amount", "net_amount", "payment_method", "source", "seen_at")
+
+
+class CheckLogInline(admin.TabularInline):
+    model = CheckLog
+    extra = 0
+    can_delete = False
+    readonly_fields = ("checked_at", "source", "outcome", "statuses", "error", "duration_ms")
+    ordering = ("-checked_at",)
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin):
+    list_display = ("reference", "tenant", "customer", "amount", "currency", "status", "due_date", "paid_at")
+    list_filter = ("tenant", "status", "gateway")
+    search_fields = ("reference", "customer__external_id", "transaction_code")
+    readonly_fields = ("status", "paid_at", "gross_amount", "fee_amount", "net_amount", "payment_method",
+                       "transaction_code", "paid_via", "reversed_at", "cancelled_at", "content_hash")
+    inlines = [CheckInline, TransactionInline, CheckLogInline]
+
+
+@admin.register(GatewayCredential)
+class GatewayCredentialAdmin(admin.ModelAdmin):
+    list_display = ("tenant", "gateway", "base_url", "status", "consecutive_failures", "last_error")
+    list_filter = ("status", "gateway")
+    exclude = ("token",)  # write-only: set through PUT /api/v1/payments/gateways/{gateway}
+    readonly_fields = ("status", "consecutive_failures", "last_error")
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,50 @@
+"""Per-tenant gateway credentials and check settings."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from tarifa.core.errors import DomainError
+from tarifa.payments.models import GatewayCredential, PaymentCheck, PaymentSettings
+from tarifa.payments.services.invoices import GATEWAYS
+from tarifa.payments.services.schedule import parse_intervals
+from tarifa.tenants.models import Tenant
+
+SETTINGS_FIELDS = ("progression", "first_interval_seconds", "max_interval_seconds", "intervals", "expire_after_days",
+                   "invoice_due_days", "default_gateway", "failure_alert_after")
+
+
+def set_credential(*, tenant: Tenant, gateway: str, base_url: str, email: str, token: str,
+                   requests_per_minute: int = 300, timeout_seconds: float = 10.0) -> GatewayCredential:
+    """Store (or replace) a gateway credential; checks paused by a refused credential resume now."""
+    if gateway not in GATEWAYS:
+        raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
+    if not base_url.startswith(("https://", "http://")):
+        raise DomainError("invalid_base_url", "base_url must be an http(s) URL.", field="base_url")
+    if requests_per_minute < 1 or not 0 < timeout_seconds <= 120:
+        raise DomainError("invalid_limits", "requests_per_minute >= 1 and 0 < timeout_seconds <= 120.")
+    with transaction.atomic():
+        credential, _ = GatewayCredential.objects.update_or_create(
+            tenant=tenant, gateway=gateway, defaults=dict(
+                base_url=base_url, email=email, token=token, requests_per_minute=requests_per_minute,
+                timeout_seconds=timeout_seconds, status=GatewayCredential.Status.ACTIVE, consecutive_failures=0,
+                last_error=""))
+        PaymentCheck.objects.filter(tenant=tenant, invoice__gateway=gateway, status=PaymentCheck.Status.PAUSED).update(
+            status=PaymentCheck.Status.PENDING, next_check_at=timezone.now(), last_error="")
+    return credential
+
+
+def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
+    config, _ = PaymentSettings.objects.get_or_create(tenant=tenant)
+    for key, value in fields.items():
+        if key in SETTINGS_FIELDS and value is not None:
+            setattr(config, key, value)
+    if config.progression not in PaymentSettings.Progression.values:
+        raise DomainError("invalid_progression", "progression is 'exponential' or 'list'.", field="progression")
+    if config.progression == PaymentSettings.Progression.LIST and not parse_intervals(config.intervals):
+        raise DomainError("invalid_intervals", "A list progression needs intervals like 30m,1h,2h.", field="intervals")
+    if config.first_interval_seconds < 1 or config.max_interval_seconds < config.first_interval_seconds:
+        raise DomainError("invalid_intervals", "0 < first_interval_seconds <= max_interval_seconds.")
+    config.save()
+    return config

@@ -1,0 +1,116 @@
+"""Invoices: created by the API (idempotent on reference) or the monthly close; cancelled on request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tarifa.core.errors import Conflict, DomainError, NotFound
+from tarifa.events.services import emit_event
+from tarifa.metering.models import Summary
+from tarifa.payments.models import Invoice, PaymentCheck
+from tarifa.payments.services.schedule import interval_after, settings_for
+from tarifa.tenants.models import Customer, Tenant
+
+GATEWAYS = {"pagseguro"}
+
+
+def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount: Decimal, currency: str,
+                   due_date: date, gateway: str, payment_link: str = "", description: str = "",
+                   summary: Summary | None = None, now: datetime | None = None) -> tuple[Invoice, bool]:
+    """Create an open invoice and its check row (first check after the first interval).
+
+    Repeating the request returns the stored invoice; the same reference with other content is a
+    conflict."""
+    reference = (reference or "").strip()
+    if not reference or len(reference) > 200:
+        raise DomainError("invalid_reference", "reference must be 1-200 characters.", field="reference")
+    if amount is None or amount <= 0:
+        raise DomainError("invalid_amount", "amount must be positive.", field="amount")
+    if gateway not in GATEWAYS:
+        raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
+    currency = (currency or tenant.default_currency).strip().upper()
+    digest = hashlib.sha256(json.dumps([customer.id, str(amount.normalize()), currency, due_date.isoformat(), gateway,
+                                        payment_link, description]).encode()).hexdigest()
+    existing = Invoice.objects.filter(tenant=tenant, reference=reference).first()
+    if existing is None:
+        now = now or timezone.now()
+        config = settings_for(tenant)
+        try:
+            with transaction.atomic():
+                invoice = Invoice.objects.create(
+                    tenant=tenant, customer=customer, reference=reference, content_hash=digest, amount=amount,
+                    currency=currency, due_date=due_date, gateway=gateway, payment_link=payment_link,
+                    description=description, summary=summary, created_at=now)
+                first = interval_after(config, 0)
+                expires_at = now + timedelta(days=config.expire_after_days)
+                PaymentCheck.objects.create(invoice=invoice, tenant=tenant, interval_seconds=first,
+                                            next_check_at=min(now + timedelta(seconds=first), expires_at),
+                                            expires_at=expires_at)
+                emit_event(tenant=tenant, type="invoice.created", payload=invoice_payload(invoice))
+                return invoice, True
+        except IntegrityError:  # created concurrently
+            existing = Invoice.objects.get(tenant=tenant, reference=reference)
+    if existing.content_hash != digest:
+        raise Conflict("invoice_exists", f"Invoice '{reference}' already exists with different content.",
+                       field="reference")
+    return existing, False
+
+
+def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple[Invoice, bool]:
+    """Cancel an open invoice and stop its checks; cancelling again changes nothing."""
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().filter(tenant=tenant, reference=reference).first()
+        if invoice is None:
+            raise NotFound("invoice", reference)
+        if invoice.status == Invoice.Status.CANCELLED:
+            return invoice, False
+        if invoice.status != Invoice.Status.OPEN:
+            raise Conflict("invoice_not_open", f"Invoice '{reference}' is {invoice.status}; only open invoices "
+                                               "can be cancelled.")
+        invoice.status, invoice.cancelled_at = Invoice.Status.CANCELLED, timezone.now()
+        invoice.save(update_fields=["status", "cancelled_at", "updated_at"])
+        PaymentCheck.objects.filter(invoice=invoice).update(status=PaymentCheck.Status.CANCELLED, leased_by="")
+        emit_event(tenant=tenant, type="invoice.cancelled", payload={**invoice_payload(invoice), "reason": reason})
+    return invoice, True
+
+
+def close_month(*, now: datetime | None = None) -> int:
+    """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
+    summary of the month just ended with a non-zero total becomes one invoice (the summary is unique
+    on the invoice, so running twice creates nothing more). Returns how many were created."""
+    now = now or timezone.now()
+    created = 0
+    for tenant in Tenant.objects.all():
+        local = now.astimezone(tenant.tzinfo)
+        if local.day == 1 and (local.hour, local.minute) < (0, 5):
+            continue
+        first_of_month = local.date().replace(day=1)
+        previous = (first_of_month - timedelta(days=1)).strftime("%Y-%m")
+        config = settings_for(tenant)
+        summaries = (Summary.objects.filter(tenant=tenant, period=previous, total_amount__gt=0, invoice__isnull=True,
+                                            customer__billing_mode=Customer.BillingMode.POSTPAID)
+                     .select_related("customer"))
+        for summary in summaries:
+            try:
+                _invoice, made = create_invoice(
+                    tenant=tenant, reference=f"TRF-{summary.period}-{summary.customer.external_id}", customer=summary.customer,
+                    amount=summary.total_amount, currency=summary.currency, gateway=config.default_gateway,
+                    due_date=first_of_month + timedelta(days=config.invoice_due_days),
+                    description=f"Usage {summary.period}", summary=summary, now=now)
+            except (IntegrityError, Conflict):  # another close run took it
+                continue
+            created += made
+    return created
+
+
+def invoice_payload(invoice: Invoice) -> dict:
+    return {"reference": invoice.reference, "customer": invoice.customer.external_id, "status": invoice.status,
+            "amount": str(invoice.amount), "currency": invoice.currency, "due_date": invoice.due_date.isoformat(),
+            "transaction_code": invoice.transaction_code or None,
+            "paid_at": invoice.paid_at.isoformat() if invoice.paid_at else None}

@@ -1,0 +1,83 @@
+"""Invoices API, webhook endpoint, stats and the CLI."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from tarifa.payments.models import Invoice
+from tarifa.runtime.testing import drain
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def shop_api(api, fake):
+    assert api.put("/api/v1/payments/gateways/pagseguro", {"base_url": fake.url, "email": fake.email,
+                                                           "token": fake.token}).status_code == 200
+    assert api.post("/api/v1/customers", {"external_id": "c-1"}).status_code == 201
+    return api
+
+
+BODY = {"reference": "ORD-1", "customer": "c-1", "amount": "150.00", "currency": "BRL", "due_date": "2025-12-20",
+        "payment_link": "https://pag.ae/abc", "description": "Plan Pro"}
+
+
+def test_invoices_are_idempotent_on_reference_and_show_their_checks(shop_api):
+    api = shop_api
+    first, again = api.post("/api/v1/invoices", BODY), api.post("/api/v1/invoices", BODY)
+    assert (first.status_code, again.status_code) == (201, 200)
+    body = first.json()
+    assert body["status"] == "open" and body["check"]["status"] == "pending" and body["checks"] == []
+    clash = api.post("/api/v1/invoices", {**BODY, "amount": "151.00"})
+    assert clash.status_code == 409 and clash.json()["code"] == "invoice_exists"
+    assert api.post("/api/v1/invoices", {**BODY, "reference": "X", "customer": "nobody"}).status_code == 404
+    bad = api.post("/api/v1/invoices", {**BODY, "reference": "Y", "amount": "-1"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_amount"
+    assert api.post("/api/v1/invoices", {**BODY, "reference": "Z", "gateway": "paypal"}).json()["code"] == "unknown_gateway"
+    listed = api.get("/api/v1/invoices", status="open").json()
+    assert [i["reference"] for i in listed["items"]] == ["ORD-1"]
+
+
+def test_check_now_webhook_and_history(shop_api, fake, tenant):
+    api = shop_api
+    api.post("/api/v1/invoices", BODY)
+    assert api.post("/api/v1/invoices/ORD-1/check").json() == {"checked": 1, "paid": 0, "failed": 0, "expired": 0}
+    fake.add("ORD-1", code="TX-1", status=3, gross="150.00", fee="5.00", notification="N-77")
+    response = Client().post(f"/webhooks/pagseguro/{tenant.slug}",
+                             {"notificationCode": "N-77", "notificationType": "transaction"})
+    assert response.status_code == 200
+    drain()
+    invoice = api.get("/api/v1/invoices/ORD-1").json()
+    assert invoice["status"] == "paid" and invoice["paid_via"] == "webhook" and invoice["transaction_code"] == "TX-1"
+    assert Decimal(invoice["net_amount"]) == Decimal("145.00") and invoice["check"]["status"] == "paid"
+    assert [c["outcome"] for c in invoice["checks"]] == ["paid", "not_found"]
+    assert invoice["transactions"][0]["status"] == 3
+    assert api.post("/api/v1/invoices/ORD-1/cancel", {}).json()["code"] == "invoice_not_open"
+    assert Client().post("/webhooks/pagseguro/nobody", {"notificationCode": "x"}).status_code == 404
+    assert Client().post(f"/webhooks/pagseguro/{tenant.slug}", {}).status_code == 400
+
+
+def test_cancel_and_stats(shop_api):
+    api = shop_api
+    api.post("/api/v1/invoices", BODY)
+    api.post("/api/v1/invoices", {**BODY, "reference": "ORD-2"})
+    assert api.post("/api/v1/invoices/ORD-2/cancel", {"reason": "dup"}).json()["status"] == "cancelled"
+    assert api.post("/api/v1/invoices/ORD-2/cancel", {"reason": "dup"}).status_code == 200
+    stats = api.get("/api/v1/payments/stats").json()
+    assert stats["invoices"] == {"open": 1, "cancelled": 1} and stats["checks"] == {"pending": 1, "cancelled": 1}
+    assert stats["due_now"] == 0 and len(stats["next_checks"]) == 1 and stats["failing_credentials"] == []
+    assert api.put("/api/v1/payments/settings", {"progression": "list", "intervals": "5x"}).json()["code"] == "invalid_intervals"
+    assert api.put("/api/v1/payments/settings", {"progression": "list", "intervals": "30m,1h"}).status_code == 200
+
+
+def test_cli_stats_and_check(shop_api, tenant, capsys):
+    shop_api.post("/api/v1/invoices", BODY)
+    call_command("payments", "check", "--tenant", tenant.slug, "--reference", "ORD-1")
+    call_command("payments", "stats")
+    out = capsys.readouterr().out
+    assert "ORD-1: not paid yet" in out and "due now: 0" in out and "failing credentials: none" in out
+    assert Invoice.objects.get().payment_check.attempts == 1

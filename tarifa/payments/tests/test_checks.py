@@ -1,0 +1,199 @@
+"""Payment checks: growing intervals, stop at payment and expiry, webhook + poll, reversals, failures."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+
+from tarifa.alerts.models import Alert
+from tarifa.events.models import Event
+from tarifa.metering.models import Summary
+from tarifa.payments.models import CheckLog, GatewayCredential, InboundNotification, Invoice, PaymentCheck
+from tarifa.payments.services.checking import (
+    apply_transactions, claim_due_checks, resolve_notification, run_due_checks,
+)
+from tarifa.payments.services.credentials import set_credential, update_settings
+from tarifa.payments.services.invoices import cancel_invoice, close_month
+from tarifa.payments.gateways import GatewayTransaction
+from tarifa.payments.tests.conftest import T0, open_invoice
+from tarifa.runtime.testing import drain
+
+pytestmark = pytest.mark.django_db
+MIN, HOUR = 60, 3600
+
+
+def _check(invoice) -> PaymentCheck:
+    return PaymentCheck.objects.get(invoice=invoice)
+
+
+def _run(at: datetime):
+    return run_due_checks(worker_id="test", now=at)
+
+
+def test_checks_start_after_the_first_interval_and_grow_exponentially_to_the_cap(shop, fake):
+    invoice = open_invoice(shop, "INV-1")
+    assert _check(invoice).next_check_at == T0 + timedelta(minutes=15)
+    assert _run(T0 + timedelta(minutes=14)).checked == 0  # younger than the first interval: not checked
+    now, gaps = T0 + timedelta(minutes=15), []
+    for _ in range(9):
+        assert _run(now).checked == 1
+        check = _check(invoice)
+        gaps.append(int((check.next_check_at - now).total_seconds()))
+        now = check.next_check_at
+    assert gaps == [30 * MIN, HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, 16 * HOUR, 24 * HOUR, 24 * HOUR, 24 * HOUR]
+    assert _check(invoice).attempts == 9 and CheckLog.objects.filter(invoice=invoice, outcome="not_found").count() == 9
+
+
+def test_an_explicit_list_progression_repeats_its_last_interval(shop, fake):
+    update_settings(tenant=shop[0], progression="list", intervals="30m,1h,2h")
+    invoice = open_invoice(shop, "INV-L")
+    now, gaps = T0 + timedelta(minutes=30), []
+    for _ in range(4):
+        _run(now)
+        gaps.append(int((_check(invoice).next_check_at - now).total_seconds()))
+        now = _check(invoice).next_check_at
+    assert gaps == [HOUR, 2 * HOUR, 2 * HOUR, 2 * HOUR]
+
+
+def test_checks_stop_when_paid(shop, fake):
+    invoice = open_invoice(shop, "INV-P")
+    fake.add("INV-P", code="T-1", status=1)
+    _run(T0 + timedelta(minutes=15))
+    assert Invoice.objects.get(pk=invoice.pk).status == "open"
+    fake.add("INV-P", code="T-2", status=3, gross="100.00", fee="4.99", method=1)
+    assert _run(T0 + timedelta(minutes=45)).paid == 1
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.transaction_code, invoice.gross_amount, invoice.fee_amount, invoice.net_amount,
+            invoice.payment_method, invoice.paid_via) == (
+        "paid", "T-2", Decimal("100.00"), Decimal("4.99"), Decimal("95.01"), "credit_card", "poll")
+    assert _check(invoice).status == "paid"
+    assert _run(T0 + timedelta(days=5)).checked == 0
+    assert Event.objects.filter(type="invoice.paid").count() == 1
+
+
+def test_open_invoices_expire_after_their_age(shop, fake):
+    update_settings(tenant=shop[0], expire_after_days=2)
+    invoice = open_invoice(shop, "INV-E")
+    now = T0 + timedelta(minutes=15)
+    while _check(invoice).status == "pending":
+        _run(now)
+        now = _check(invoice).next_check_at
+    assert _check(invoice).status == "expired" and Invoice.objects.get(pk=invoice.pk).status == "expired"
+    assert _check(invoice).last_checked_at == T0 + timedelta(days=2)  # a last look at expiry
+    assert Event.objects.filter(type="invoice.expired").count() == 1
+
+
+def test_cancelled_invoices_are_not_checked(shop, fake):
+    invoice = open_invoice(shop, "INV-C")
+    cancel_invoice(tenant=shop[0], reference="INV-C", reason="duplicate")
+    assert _run(T0 + timedelta(hours=1)).checked == 0
+    assert _check(invoice).status == "cancelled"
+
+
+def test_webhook_and_poll_apply_the_payment_once(shop, fake):
+    invoice = open_invoice(shop, "INV-W")
+    fake.add("INV-W", code="T-9", status=4, notification="NC-1")
+    response = Client().post(f"/webhooks/pagseguro/{shop[0].slug}",
+                             {"notificationCode": "NC-1", "notificationType": "transaction"})
+    assert response.status_code == 200
+    again = Client().post(f"/webhooks/pagseguro/{shop[0].slug}",
+                          {"notificationCode": "NC-1", "notificationType": "transaction"})
+    assert again.status_code == 200 and InboundNotification.objects.count() == 1
+    note = InboundNotification.objects.get()
+    tx = GatewayTransaction(code="T-9", reference="INV-W", status=4, gross_amount=Decimal("100"))
+    results = [resolve_notification(notification_id=note.id),
+               apply_transactions(invoice_id=invoice.id, transactions=[tx], source="poll")]
+    assert sorted(results) == ["applied", "unpaid"]  # the second found it paid
+    assert Event.objects.filter(type="invoice.paid").count() == 1
+    assert Invoice.objects.get(pk=invoice.pk).paid_via == "webhook"
+    drain()  # the queued resolution finds the notification done
+    assert Event.objects.filter(type="invoice.paid").count() == 1
+
+
+def test_a_later_refund_raises_payment_reversed_instead_of_unpaying(shop, fake):
+    invoice = open_invoice(shop, "INV-R")
+    fake.add("INV-R", code="T-5", status=3)
+    _run(T0 + timedelta(minutes=15))
+    fake.add("INV-R", code="T-5", status=6)
+    tx = GatewayTransaction(code="T-5", reference="INV-R", status=6)
+    assert apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook") == "reversed"
+    assert apply_transactions(invoice_id=invoice.id, transactions=[tx], source="poll") == "unpaid"  # once
+    invoice.refresh_from_db()
+    assert invoice.status == "paid" and invoice.reversed_at is not None
+    assert Event.objects.filter(type="payment.reversed").count() == 1
+
+
+def test_bad_xml_or_unknown_status_never_pays_and_is_the_last_error(shop, fake):
+    invoice = open_invoice(shop, "INV-X")
+    fake.fail_next("malformed")
+    _run(T0 + timedelta(minutes=15))
+    check = _check(invoice)
+    assert Invoice.objects.get(pk=invoice.pk).status == "open"
+    assert check.last_error.startswith("malformed_xml") and check.consecutive_failures == 1
+    assert check.attempts == 0 and check.interval_seconds == 15 * MIN  # the schedule itself did not move
+    assert check.next_check_at == T0 + timedelta(minutes=16)  # tried again soon
+    fake.add("INV-X", code="T-7", status=99)
+    _run(T0 + timedelta(minutes=16))
+    assert _check(invoice).last_error.startswith("unknown_status") and Invoice.objects.get(pk=invoice.pk).status == "open"
+    fake.transactions.clear()
+    _run(T0 + timedelta(minutes=18))
+    check = _check(invoice)
+    assert (check.last_error, check.consecutive_failures, check.attempts) == ("", 0, 1)
+
+
+def test_repeated_failures_raise_an_alert_for_the_invoice_and_the_credential(shop, fake):
+    update_settings(tenant=shop[0], failure_alert_after=3)
+    invoice = open_invoice(shop, "INV-F")
+    now = T0 + timedelta(minutes=15)
+    for _ in range(3):
+        fake.fail_next(500, 500, 500)
+        _run(now)
+        now = _check(invoice).next_check_at
+    raised = {(a.type, a.data.get("reference") or a.data.get("gateway")) for a in Alert.objects.all()}
+    assert raised == {("payment_check.failing", "pagseguro"), ("payment_check.failing", "INV-F")}
+    assert GatewayCredential.objects.get().consecutive_failures == 3
+    _run(now)
+    assert GatewayCredential.objects.get().consecutive_failures == 0
+
+
+def test_a_401_pauses_the_tenants_checks_until_the_credential_is_replaced(shop, fake):
+    first, second = open_invoice(shop, "INV-A"), open_invoice(shop, "INV-B")
+    fake.fail_next(401)
+    _run(T0 + timedelta(minutes=15))
+    assert {_check(first).status, _check(second).status} == {"paused"}
+    assert GatewayCredential.objects.get().status == "unauthorized"
+    assert Alert.objects.filter(type="payment_credential.unauthorized").count() == 1
+    assert _run(T0 + timedelta(hours=2)).checked == 0
+    set_credential(tenant=shop[0], gateway="pagseguro", base_url=fake.url, email=fake.email, token=fake.token)
+    assert {_check(first).status, _check(second).status} == {"pending"}
+    assert run_due_checks(worker_id="test").checked == 2
+
+
+def test_a_killed_checkers_claims_return_after_the_lease(shop, fake):
+    invoice = open_invoice(shop, "INV-K")
+    due = T0 + timedelta(minutes=15)
+    assert len(claim_due_checks(worker_id="dead", limit=10, lease_seconds=120, now=due)) == 1
+    assert claim_due_checks(worker_id="other", limit=10, lease_seconds=120, now=due) == []
+    assert _run(due + timedelta(seconds=121)).checked == 1
+    assert _check(invoice).attempts == 1
+
+
+def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
+    tenant, customer = shop
+    Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                           total_amount=Decimal("87.30"), record_count=3)
+    from tarifa.tenants.services import create_customer
+
+    idle, _ = create_customer(tenant=tenant, external_id="idle")
+    Summary.objects.create(tenant=tenant, customer=idle, period="2025-12", currency="BRL")  # zero: no invoice
+    before = datetime(2026, 1, 1, 3, 4, tzinfo=dt_timezone.utc)  # 00:04 in São Paulo
+    due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=before) == 0
+    assert close_month(now=due) == 1
+    assert close_month(now=due) == 0  # twice: still one
+    invoice = Invoice.objects.get()
+    assert (invoice.reference, invoice.amount, invoice.due_date, invoice.summary.period) == (
+        "TRF-2025-12-cust-1", Decimal("87.30"), date(2026, 1, 11), "2025-12")

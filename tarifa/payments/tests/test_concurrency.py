@@ -1,0 +1,54 @@
+"""Payment checks under real concurrency on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from tarifa.events.models import Event
+from tarifa.payments.gateways import GatewayTransaction
+from tarifa.payments.models import CheckLog, Invoice, PaymentCheck
+from tarifa.payments.services.checking import apply_transactions
+from tarifa.payments.tests.conftest import open_invoice
+from tarifa.runtime.services import enqueue
+from tarifa.runtime.testing import run_in_threads, spawn
+from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_webhook_and_polls_racing_pay_once(postgres, shop, fake):
+    invoice = open_invoice(shop, "RACE-1", now=timezone.now())
+    tx = GatewayTransaction(code="T-1", reference="RACE-1", status=3, gross_amount=Decimal("100"))
+    sources = ["webhook", "poll", "poll", "webhook", "poll", "poll"]
+    results = run_in_threads(lambda i: apply_transactions(invoice_id=invoice.id, transactions=[tx],
+                                                          source=sources[i]), len(sources))
+    assert sorted(results).count("paid") == 1
+    assert Event.objects.filter(type="invoice.paid").count() == 1
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+
+
+def test_two_worker_processes_check_every_due_invoice_once(postgres, shop, fake, tmp_path):
+    fake.delay = 0.02
+    past = timezone.now() - timedelta(hours=1)
+    for i in range(300):
+        open_invoice(shop, f"W-{i}", now=past)
+        if i % 10 == 0:
+            fake.add(f"W-{i}", code=f"T-{i}", status=3)
+    for _ in range(4):
+        enqueue("payments.check_due")
+    env = {**FAST, "TARIFA_PAYMENT_CHECK_BATCH": "25"}
+    workers = [spawn(["worker"], env=env, log_path=str(tmp_path / f"w{i}.log")) for i in range(2)]
+    try:
+        _wait(lambda: not PaymentCheck.objects.filter(status__in=["pending", "processing"],
+                                                      next_check_at__lte=timezone.now()).exists(),
+              60, "the due checks were not all run")
+    finally:
+        _stop(workers)
+    assert Invoice.objects.filter(status="paid").count() == 30
+    assert PaymentCheck.objects.filter(status="pending", attempts=1).count() == 270
+    assert CheckLog.objects.count() == 300  # each due invoice checked exactly once
+    assert Event.objects.filter(type="invoice.paid").count() == 30
