@@ -3,6 +3,11 @@
 Queues are durable with x-max-priority, messages persistent, publishes confirmed. The robust
 connection re-opens channels and consumers after a broker restart; while the broker is away,
 enqueued jobs are safe in the database and workers keep polling it.
+
+Publishing never blocks the caller on the broker: wake-ups are merged into a pending set that one
+flusher on the loop thread publishes, and keeps retrying with backoff while the connection is down
+or being restored. A wake-up therefore survives a dropped connection instead of waiting for the
+workers' next poll, and a broker outage costs enqueuers nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from typing import Iterable
 
 import aio_pika
@@ -21,6 +27,12 @@ log = get_logger(__name__)
 MAX_PRIORITY = 10
 QUEUE_PREFIX = "tarifa."
 PUBLISH_TIMEOUT = 5.0
+# A wake-up only says "look at the database", so piling up more than this per queue and
+# priority while the broker is away wakes nobody extra.
+MAX_PENDING_WAKES = 64
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 5.0
+CLOSE_FLUSH_SECONDS = 2.0
 
 
 class RabbitMQTransport:
@@ -38,6 +50,11 @@ class RabbitMQTransport:
         self._consuming: set[str] = set()
         self._wake = threading.Event()
         self._connect_lock = asyncio.Lock()
+        self._pending: dict[tuple[str, int], int] = {}
+        self._pending_lock = threading.Lock()
+        self._flushing = False
+        self._closed = False
+        self._flusher: asyncio.Task | None = None
 
     # -- sync facade -------------------------------------------------------------
 
@@ -45,12 +62,18 @@ class RabbitMQTransport:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def notify(self, wakes) -> None:
-        if not wakes:
+        if not wakes or self._closed:
             return
-        try:
-            self._call(self._publish(wakes), PUBLISH_TIMEOUT)
-        except Exception as exc:  # the jobs are committed; workers will find them by polling
-            log.warning("broker.publish_failed", error=repr(exc))
+        with self._pending_lock:
+            self._merge_pending(wakes)
+            if self._flushing:
+                return  # the running flusher picks these up
+            self._flushing = True
+        asyncio.run_coroutine_threadsafe(self._flush(), self._loop)
+
+    def _merge_pending(self, wakes) -> None:
+        for key, count in wakes.items():
+            self._pending[key] = min(self._pending.get(key, 0) + count, MAX_PENDING_WAKES)
 
     def wait(self, *, queues: Iterable[str], timeout: float) -> None:
         missing = set(queues) - self._consuming
@@ -71,9 +94,13 @@ class RabbitMQTransport:
             return False, f"rabbitmq unreachable: {exc!r}"
 
     def close(self) -> None:
+        # Give wake-ups of jobs committed just before exit a moment to leave (a CLI enqueue).
+        deadline = time.monotonic() + CLOSE_FLUSH_SECONDS
+        while self._flushing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._closed = True
         try:
-            if self._connection is not None:
-                self._call(self._connection.close(), PUBLISH_TIMEOUT)
+            self._call(self._shutdown(), PUBLISH_TIMEOUT)
         except Exception:
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -92,6 +119,41 @@ class RabbitMQTransport:
         return await channel.declare_queue(
             QUEUE_PREFIX + queue, durable=True, arguments={"x-max-priority": MAX_PRIORITY}
         )
+
+    async def _shutdown(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()  # still retrying an unreachable broker
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _flush(self) -> None:
+        self._flusher = asyncio.current_task()
+        delay, failing = RETRY_FIRST_DELAY, False
+        while True:
+            with self._pending_lock:
+                if not self._pending or self._closed:
+                    self._pending.clear()
+                    self._flushing = False
+                    return
+                wakes, self._pending = self._pending, {}
+            try:
+                await asyncio.wait_for(self._publish(wakes), PUBLISH_TIMEOUT)
+            except Exception as exc:  # the jobs are committed; keep the wake-ups and try again
+                if not failing:
+                    log.warning("broker.publish_failed", error=repr(exc), retry="background")
+                failing = True
+                with self._pending_lock:
+                    self._merge_pending(wakes)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                continue
+            if failing:
+                log.info("broker.publish_recovered")
+            delay, failing = RETRY_FIRST_DELAY, False
 
     async def _publish(self, wakes) -> None:
         await self._ensure_connection()
