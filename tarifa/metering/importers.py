@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime
+from datetime import datetime, timezone as dt_timezone
 from typing import Iterator, TextIO
 from zoneinfo import ZoneInfo
 
@@ -28,28 +28,47 @@ def _bad(line_no: int, message: str) -> dict:
     return {"id": f"line-{line_no}", "_error": message}
 
 
-def read_asterisk_csv(stream: TextIO, *, tz: ZoneInfo, kind: str = "call") -> Iterator[dict]:
+def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
+    """Answered calls of an Asterisk Master.csv as (line, uniqueid, accountcode, billsec, start as
+    local "YYYY-MM-DD HH:MM:SS", dst, attributes); Skipped for the others and an error record for
+    lines that cannot be read. Values are stripped, not yet validated."""
     for line_no, row in enumerate(csv.reader(stream), start=1):
         if not row:
             continue
         if len(row) < len(ASTERISK_COLUMNS) - 1:  # userfield may be absent
             yield _bad(line_no, f"expected {len(ASTERISK_COLUMNS)} columns, found {len(row)}")
             continue
-        cdr = dict(zip(ASTERISK_COLUMNS, row))
-        if cdr["disposition"].strip().upper() != "ANSWERED":
-            yield Skipped(id=cdr["uniqueid"], disposition=cdr["disposition"])
+        if row[14].strip().upper() != "ANSWERED":
+            yield Skipped(id=row[16], disposition=row[14])
             continue
-        try:
-            start = _local_time(cdr["start"], tz)
-        except ValueError:
-            yield _bad(line_no, f"start '{cdr['start']}' is not YYYY-MM-DD HH:MM:SS")
+        start = row[9].strip()
+        if not _is_local_time(start):
+            yield _bad(line_no, f"start '{row[9]}' is not YYYY-MM-DD HH:MM:SS")
             continue
-        yield {
-            "id": cdr["uniqueid"].strip(), "customer": cdr["accountcode"].strip(), "kind": kind,
-            "quantity": cdr["billsec"].strip(), "occurred_at": start, "destination": cdr["dst"].strip(),
-            "attributes": {"src": cdr["src"], "dcontext": cdr["dcontext"], "channel": cdr["channel"],
-                           "duration": cdr["duration"], **({"userfield": cdr["userfield"]} if cdr.get("userfield") else {})},
-        }
+        attributes = {"src": row[1], "dcontext": row[3], "channel": row[5], "duration": row[12]}
+        if len(row) > 17 and row[17]:
+            attributes["userfield"] = row[17]
+        yield (line_no, row[16].strip(), row[0].strip(), row[13].strip(), start, row[2].strip(), attributes)
+
+
+def read_asterisk_csv(stream: TextIO, *, tz: ZoneInfo, kind: str = "call") -> Iterator[dict]:
+    for cdr in asterisk_cdrs(stream):
+        if isinstance(cdr, dict):  # skipped or unreadable
+            yield cdr
+            continue
+        _line, uniqueid, account, billsec, start, dst, attributes = cdr
+        yield {"id": uniqueid, "customer": account, "kind": kind, "quantity": billsec,
+               "occurred_at": _local_time(start, tz), "destination": dst, "attributes": attributes}
+
+
+def _is_local_time(text: str) -> bool:
+    if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":" or text[16] != ":":
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _local_time(text: str, tz: ZoneInfo) -> datetime:
@@ -57,8 +76,21 @@ def _local_time(text: str, tz: ZoneInfo) -> datetime:
     text = text.strip()
     if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":" or text[16] != ":":
         raise ValueError(text)
-    return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                    int(text[17:19]), tzinfo=tz)
+    local = datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                     int(text[17:19]), tzinfo=tz)
+    return resolve_local(local)
+
+
+def resolve_local(local: datetime) -> datetime:
+    """A wall-clock time that a DST change repeats takes the offset after the change; one that it
+    skips, the offset before it — PostgreSQL's rule for `timestamp AT TIME ZONE`, so both
+    databases place such a CDR at the same instant."""
+    later = local.replace(fold=1)
+    if local.utcoffset() == later.utcoffset():
+        return local
+    round_trip = local.astimezone(dt_timezone.utc).astimezone(local.tzinfo)
+    repeated = round_trip.replace(tzinfo=None, fold=0) == local.replace(tzinfo=None, fold=0)
+    return later if repeated else local
 
 
 def read_csv(stream: TextIO) -> Iterator[dict]:

@@ -40,17 +40,28 @@ def snapshot_of(rate: Rate, plan: PricePlan) -> dict:
     }
 
 
+def _digest(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def snapshot_id_for(data: dict) -> int:
     """The id of the stored snapshot with this content, storing it the first time."""
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    found = RateSnapshot.objects.filter(digest=digest).values_list("id", flat=True).first()
-    if found is not None:
-        return found
-    try:
-        with transaction.atomic():
-            return RateSnapshot.objects.create(digest=digest, data=data).id
-    except IntegrityError:  # stored concurrently
-        return RateSnapshot.objects.get(digest=digest).id
+    return snapshot_ids_for([data])[0]
+
+
+def snapshot_ids_for(datas: list[dict]) -> list[int]:
+    """The ids of the stored snapshots with these contents (in order), storing missing ones."""
+    digests = [_digest(d) for d in datas]
+    found = dict(RateSnapshot.objects.filter(digest__in=set(digests)).values_list("digest", "id"))
+    for digest, data in zip(digests, datas):
+        if digest in found:
+            continue
+        try:
+            with transaction.atomic():
+                found[digest] = RateSnapshot.objects.create(digest=digest, data=data).id
+        except IntegrityError:  # stored concurrently
+            found[digest] = RateSnapshot.objects.get(digest=digest).id
+    return [found[d] for d in digests]
 
 
 def terms_of(snapshot: dict) -> RateTerms:

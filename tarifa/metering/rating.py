@@ -5,11 +5,13 @@ Before pricing, a quantity is rounded up to the billing increment with a minimum
 at least 30 s, then 6 s steps). Graduated tiers price each unit by the tier that the period's
 cumulative chargeable quantity has reached. Each record's charge is rounded once, to the
 currency's places with the rate's rounding mode; summaries add rounded charges, so a summary
-always equals the sum of its records.
+always equals the sum of its records. Prices are multiplied before dividing by the block, so a
+charge is inexact only when the division does not terminate (as PostgreSQL computes it too).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
 
@@ -58,14 +60,14 @@ def unrounded_price(quantity: Decimal, *, already: Decimal, terms: RateTerms) ->
     if quantity <= 0:
         return ZERO
     if not terms.tiers:
-        return quantity / terms.block_size * terms.price
+        return quantity * terms.price / terms.block_size
     # Tiers are sorted by `up_to` and the last one is unbounded (checked when a plan is saved).
     total, position, remaining = ZERO, already, quantity
     for tier in terms.tiers:
         if tier.up_to is not None and position >= tier.up_to:
             continue
         room = remaining if tier.up_to is None else min(remaining, tier.up_to - position)
-        total += room / terms.block_size * tier.price
+        total += room * tier.price / terms.block_size
         position += room
         remaining -= room
         if remaining <= 0:
@@ -92,10 +94,14 @@ def longest_prefix(number: str, prefixes: dict[str, object]) -> object | None:
     return None
 
 
+NOT_DIGITS = re.compile(r"[^0-9]")
+ASCII_SPACE = " \t\n\r\f\v"  # what PostgreSQL's rating (metering.services.bulk) trims too
+
+
 def normalize_destination(raw: str) -> str:
-    """Keep the digits (and a leading +) of a dialled number, as prefixes are written."""
-    raw = (raw or "").strip()
-    digits = "".join(ch for ch in raw if ch.isdigit())
+    """Keep the ASCII digits (and a leading +) of a dialled number, as prefixes are written."""
+    raw = (raw or "").strip(ASCII_SPACE)
+    digits = NOT_DIGITS.sub("", raw)
     return ("+" + digits) if raw.startswith("+") else digits
 
 
@@ -104,5 +110,5 @@ def rate_key(*, kind: str, destination: str, attributes: dict | None = None) -> 
     usage (`llm.*`) the model name (`destination`, else `attributes.model`), so a plan can price
     models apart ("gpt-4o" and "gpt-4o-mini": the longest match wins)."""
     if kind.startswith("llm."):
-        return (destination or str((attributes or {}).get("model") or "")).strip().lower()
+        return (destination or str((attributes or {}).get("model") or "")).strip(ASCII_SPACE).lower()
     return normalize_destination(destination)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from tarifa.metering.importers import read_asterisk_csv
 from tarifa.metering.services.folding import fold_all_pending
-from tarifa.metering.services.importing import ImportReport, import_usage
+from tarifa.metering.services.importing import ImportReport, import_asterisk
 from tarifa.metering.services.plans import create_plan, subscribe
 from tarifa.tenants.models import Tenant
 from tarifa.tenants.services import IssuedKey, create_customer, create_tenant
@@ -81,6 +80,6 @@ def create_demo(*, var_dir: Path, calls: int = 3000) -> tuple[Tenant, IssuedKey,
     path = write_master_csv(path=var_dir / "demo" / "Master.csv", start=month_start,
                             end=max(now_local, month_start + timedelta(hours=1)), calls=calls)
     with path.open(newline="") as stream:
-        report = import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=tenant.tzinfo))
+        report = import_asterisk(tenant=tenant, stream=stream)
     fold_all_pending(batch_size=1000, folded_by="demo")
     return tenant, issued, report, path

@@ -22,7 +22,7 @@ from django.utils import timezone
 from tarifa.core.pgarrays import array_literal
 from tarifa.events.services import emit_events
 from tarifa.metering.models import (
-    AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
+    Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
@@ -73,7 +73,7 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         if not claimed:
             return FoldResult(0, ZERO)
         summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=claimed)
-                     .select_related("customer")}
+                     .select_related("customer").order_by("id")}  # id order, as bulk ingestion locks them
         waiting = UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
         if record_ids is not None:
             waiting = waiting.filter(id__in=record_ids)
@@ -212,12 +212,10 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
     AllowanceUsage.objects.bulk_create(usage.values(), update_conflicts=True, unique_fields=["summary", "allowance"],
                                        update_fields=["used", "included"])
     save_totals(touched)
-    by_id = {a.id: a for plan_allowances in allowances.values() for a in plan_allowances}
-    crossed = {
-        summary_id for (summary_id, allowance_id), u in usage.items()
-        if _crosses(before=used_before.get((summary_id, allowance_id), ZERO), after=u.used, included=u.included,
-                    thresholds=by_id[allowance_id].plan.thresholds if allowance_id in by_id else [])
-    }
+    thresholds = {a.id: a.plan.thresholds for plan_allowances in allowances.values() for a in plan_allowances}
+    crossed = crossed_thresholds(
+        [(summary_id, allowance_id, used_before.get((summary_id, allowance_id), ZERO), u.used, u.included)
+         for (summary_id, allowance_id), u in usage.items()], thresholds=thresholds)
     return charged_total, crossed
 
 
@@ -232,8 +230,17 @@ def add_to_line(line: SummaryLine, *, quantity: Decimal, billable: Decimal, cove
     line.charged_amount += amount
 
 
-def _crosses(*, before: Decimal, after: Decimal, included: Decimal, thresholds: list[int]) -> bool:
-    return included > 0 and any(before * 100 < t * included <= after * 100 for t in thresholds)
+def crossed_thresholds(moves, *, thresholds: dict[int, list[int]] | None = None) -> set[int]:
+    """Summaries whose allowance use crossed an alert threshold; `moves` holds (summary id,
+    allowance id, used before, used after, included). Thresholds are loaded when not given."""
+    moves = list(moves)
+    if thresholds is None:
+        thresholds = {a.id: a.plan.thresholds for a in Allowance.objects.filter(
+            id__in={m[1] for m in moves}).select_related("plan")}
+    return {
+        summary_id for summary_id, allowance_id, before, after, included in moves
+        if included > 0 and any(before * 100 < t * included <= after * 100 for t in thresholds.get(allowance_id, []))
+    }
 
 
 def save_totals(summaries: list[Summary]) -> None:

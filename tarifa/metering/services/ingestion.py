@@ -69,7 +69,10 @@ class _Rejected(Exception):
 
 
 def _text(record: dict, key: str, *, required: bool = True, limit: int = 128) -> str:
-    value = record.get(key)
+    return text_value(record.get(key), key, required=required, limit=limit)
+
+
+def text_value(value, key: str, *, required: bool = True, limit: int = 128) -> str:
     if value is None or value == "":
         if required:
             raise _Rejected(f"missing_{key}", f"'{key}' is required.")
@@ -82,7 +85,7 @@ def _text(record: dict, key: str, *, required: bool = True, limit: int = 128) ->
     return value
 
 
-def clean_record(record) -> _Clean:
+def clean_record(record, *, with_hash: bool = True) -> _Clean:
     if not isinstance(record, dict):
         raise _Rejected("invalid_record", "A usage record must be a JSON object.")
     record_id = _text(record, "id")
@@ -92,15 +95,7 @@ def clean_record(record) -> _Clean:
     kind = _text(record, "kind", limit=64)
     if not KIND_PATTERN.match(kind):
         raise _Rejected("invalid_kind", f"'{kind}' is not a usage kind (lowercase words joined by dots).")
-    raw_quantity = record.get("quantity")
-    try:
-        if isinstance(raw_quantity, bool) or raw_quantity is None:
-            raise InvalidOperation
-        quantity = Decimal(str(raw_quantity))
-    except (InvalidOperation, ValueError):
-        raise _Rejected("invalid_quantity", "'quantity' must be a number.")
-    if not quantity.is_finite() or quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= Decimal(10) ** 17:
-        raise _Rejected("invalid_quantity", "'quantity' must be >= 0 with at most 6 decimal places.")
+    quantity = parse_quantity(record.get("quantity"))
     raw_time = record.get("occurred_at")
     occurred_at = raw_time if isinstance(raw_time, datetime) else (
         parse_datetime(raw_time) if isinstance(raw_time, str) else None)
@@ -112,6 +107,8 @@ def clean_record(record) -> _Clean:
     attributes = record.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise _Rejected("invalid_attributes", "'attributes' must be a JSON object.")
+    if not with_hash:  # PostgreSQL hashes staged records itself (bulk.py)
+        return _Clean(record_id, customer, kind, quantity, occurred_at, destination, attributes, "")
     canonical = json.dumps(
         [customer, kind, str(quantity.normalize()), occurred_at.astimezone(dt_timezone.utc).isoformat(), destination,
          attributes], sort_keys=True, separators=(",", ":"), default=str,
@@ -120,23 +117,45 @@ def clean_record(record) -> _Clean:
                   hashlib.sha256(canonical.encode()).hexdigest())
 
 
+def parse_quantity(raw) -> Decimal:
+    try:
+        if isinstance(raw, bool) or raw is None:
+            raise InvalidOperation
+        quantity = Decimal(str(raw))
+    except (InvalidOperation, ValueError):
+        raise _Rejected("invalid_quantity", "'quantity' must be a number.")
+    if not quantity.is_finite() or quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= Decimal(10) ** 17:
+        raise _Rejected("invalid_quantity", "'quantity' must be >= 0 with at most 6 decimal places.")
+    return quantity
+
+
+CONFLICT = "This id was already used with different content."
+
+
 def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
     """Store and rate up to MAX_RECORDS_PER_CALL records; answer per record, in input order."""
     if len(records) > MAX_RECORDS_PER_CALL:
         raise DomainError("too_many_records", f"At most {MAX_RECORDS_PER_CALL} records per call.", field="records")
+    if connection.vendor == "postgresql":
+        return ingest_in_sql(tenant=tenant, records=records)
+    return ingest_in_python(tenant=tenant, records=records)
+
+
+def ingest_in_python(*, tenant: Tenant, records: list) -> IngestResult:
+    """Record by record with the Python rater: SQLite's path, and the reference that the
+    PostgreSQL path (`ingest_in_sql`) is tested against."""
     answers: list[RecordResult | None] = [None] * len(records)
     fresh: dict[str, tuple[int, _Clean]] = {}
     for index, record in enumerate(records):
         try:
             clean = clean_record(record)
         except _Rejected as rejected:
-            raw_id = record.get("id") if isinstance(record, dict) else None
-            answers[index] = RecordResult(str(raw_id or ""), "rejected", rejected.code, rejected.message)
+            answers[index] = rejection(record, rejected)
             continue
         if clean.id in fresh:  # the same id twice in one call
             same = fresh[clean.id][1].content_hash == clean.content_hash
             answers[index] = RecordResult(clean.id, "duplicate") if same else RecordResult(
-                clean.id, "conflict", "id_conflict", "This id was already sent with different content.")
+                clean.id, "conflict", "id_conflict", CONFLICT)
             continue
         fresh[clean.id] = (index, clean)
 
@@ -165,8 +184,40 @@ def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
         elif stored[external_id] == clean.content_hash:
             answers[index] = RecordResult(external_id, "duplicate")
         else:
-            answers[index] = RecordResult(external_id, "conflict", "id_conflict",
-                                          "This id was already stored with different content.")
+            answers[index] = RecordResult(external_id, "conflict", "id_conflict", CONFLICT)
+    return IngestResult(results=answers)
+
+
+def rejection(record, rejected: _Rejected) -> RecordResult:
+    raw_id = record.get("id") if isinstance(record, dict) else None
+    return RecordResult(str(raw_id or ""), "rejected", rejected.code, rejected.message)
+
+
+def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
+    """PostgreSQL: validate here, then deduplicate, rate and store in SQL (bulk.store_stage)."""
+    from psycopg.types.json import Jsonb
+
+    from tarifa.metering.services import bulk
+
+    answers: list[RecordResult | None] = [None] * len(records)
+    staged: list[tuple[int, str]] = []
+    rows = []
+    for index, record in enumerate(records):
+        try:
+            clean = clean_record(record, with_hash=False)
+        except _Rejected as rejected:
+            answers[index] = rejection(record, rejected)
+            continue
+        staged.append((index, clean.id))
+        rows.append((index, clean.id, clean.customer, clean.kind, clean.quantity, clean.occurred_at, None,
+                     clean.destination, Jsonb(clean.attributes)))
+    with transaction.atomic():
+        bulk.create_stage()
+        bulk.copy_rows(rows)
+        outcomes = bulk.store_stage(tenant=tenant, fold=False).outcomes
+    for index, external_id in staged:
+        outcome = outcomes.get(index, "accepted")
+        answers[index] = RecordResult(external_id, outcome, *(("id_conflict", CONFLICT) if outcome == "conflict" else ()))
     return IngestResult(results=answers)
 
 
@@ -195,34 +246,14 @@ def _stored_hashes(tenant: Tenant, external_ids: list[str]) -> dict[str, str]:
 
 
 def _insert(rows: list[tuple], *, token: str, tenant: Tenant) -> set[str]:
-    """Insert rows whose id is new; returns the ids this call stored (a concurrent call may win some)."""
+    """Insert rows whose id is new; returns the ids this call stored (a concurrent call may win some).
+    SQLite only: PostgreSQL stores through bulk.store_stage."""
     if not rows:
         return set()
-    if connection.vendor == "postgresql":
-        return _insert_by_copy(rows)
     UsageRecord.objects.bulk_create([UsageRecord(**dict(zip(COLUMNS, row))) for row in rows], batch_size=500,
                                     ignore_conflicts=True)
     return set(UsageRecord.objects.filter(tenant=tenant, external_id__in=[r[1] for r in rows], ingest_token=token)
                .values_list("external_id", flat=True))
-
-
-def _insert_by_copy(rows: list[tuple]) -> set[str]:
-    """COPY into a session temp table, then one INSERT … ON CONFLICT DO NOTHING RETURNING."""
-    from psycopg.types.json import Jsonb
-
-    columns = ", ".join(COLUMNS)
-    attributes = COLUMNS.index("attributes")
-    table = UsageRecord._meta.db_table
-    with connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS usage_stage AS SELECT {columns} FROM {table} WITH NO DATA")
-        cursor.execute("TRUNCATE usage_stage")
-        with cursor.copy(f"COPY usage_stage ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row[:attributes] + (Jsonb(row[attributes]),) + row[attributes + 1:])
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM usage_stage "
-                       f"ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING external_id")
-        return {external_id for (external_id,) in cursor.fetchall()}
 
 
 def ensure_summaries(*, tenant: Tenant, keys: set[tuple[int, str, str]]) -> dict[tuple[int, str], int]:
@@ -236,7 +267,9 @@ def ensure_summaries(*, tenant: Tenant, keys: set[tuple[int, str, str]]) -> dict
         return {(c, p): i for i, c, p in found.values_list("id", "customer_id", "period") if (c, p) in wanted}
 
     ids = existing()
-    missing = [(c, p, cur) for c, p, cur in keys if (c, p) not in ids]
+    # Created in (customer, period) order, as in SQL (bulk): workers claim summaries in id order,
+    # which decides, say, which month's usage a prepaid wallet pays first.
+    missing = sorted((c, p, cur) for c, p, cur in keys if (c, p) not in ids)
     if missing:
         Summary.objects.bulk_create([Summary(tenant=tenant, customer_id=c, period=p, currency=cur)
                                      for c, p, cur in missing], ignore_conflicts=True)

@@ -12,7 +12,7 @@ from tarifa.core.commands import TarifaCommand
 from tarifa.metering.services.reversal import reverse_usage
 from tarifa.metering import importers
 from tarifa.metering.models import UsageRecord
-from tarifa.metering.services.importing import import_usage
+from tarifa.metering.services.importing import import_asterisk, import_usage
 from tarifa.metering.services.ingestion import rerate_unrated
 from tarifa.metering.services.reconciliation import rerate_period
 from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
@@ -55,15 +55,13 @@ class Command(TarifaCommand):
         if not path.is_file():
             raise CommandError(f"no such file: {file}")
         with path.open(newline="", encoding="utf-8", errors="replace") as stream:
-            if format == "asterisk-csv":
-                records = importers.read_asterisk_csv(stream, tz=owner.tzinfo, kind=kind)
-            elif format == "csv":
-                records = importers.read_csv(stream)
-            else:
-                records = importers.read_jsonl(stream)
             bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
             try:
-                report = import_usage(tenant=owner, records=records, on_progress=bar.update)
+                if format == "asterisk-csv":
+                    report = import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=bar.update)
+                else:
+                    records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
+                    report = import_usage(tenant=owner, records=records, on_progress=bar.update)
             except ValueError as exc:
                 raise CommandError(str(exc))
             finally:

@@ -1,0 +1,419 @@
+"""Set-based ingestion on PostgreSQL: COPY records into a staging table, then deduplicate, rate,
+store — and, for bulk imports, fold — them with a handful of SQL statements per chunk.
+
+It applies the rules of the Python path (`pricing.Rater`, `folding.apply_records`), which SQLite
+uses and which stays the reference; `tests/test_bulk.py` runs both on the same random records and
+requires the same ratings, charges and summaries. Per record Python only parses and validates;
+what made ingestion slow was rating and storing record by record.
+
+A chunk, in one transaction:
+1. `usage_work` gets every staged record with its content hash, period, outcome (new, duplicate
+   or conflict, against stored records and earlier lines of the chunk) and rating: customer, the
+   plan on that local day, the longest-prefix rate (`bulk_rates`, built from the tenant's plans).
+2. Summaries of rated records are created where missing.
+3. With `fold`, the chunk's records of a summary are charged here when none of them needs a
+   wallet or graduated tiers and no earlier record of that summary is still waiting: the summaries
+   are locked (FOR NO KEY UPDATE, id order, as the fold workers lock them), the allowance is taken
+   in time order by a running sum, and each charge is rounded once. They are stored billed, with
+   the chunk's batch id, and their lines, allowance use and totals are added in the same
+   transaction. Everything else is stored `rated` and folded by the workers as usual.
+4. The new records are inserted with ON CONFLICT DO NOTHING; if a concurrent call stored one of
+   the same ids first, the chunk is redone from a savepoint so nobody's allowance is misspent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from tarifa.metering.models import (
+    AllowanceUsage, FoldBatch, PricePlan, Summary, SummaryLine, UsageRecord,
+)
+from tarifa.metering.pricing import snapshot_ids_for, snapshot_of
+from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.tenants.models import Customer, Tenant
+
+ZERO = Decimal(0)
+STAGE_COLUMNS = ("seq", "external_id", "customer_ref", "kind", "quantity", "occurred_at", "occurred_local",
+                 "destination", "attributes")
+USAGE = UsageRecord._meta.db_table
+SUMMARY = Summary._meta.db_table
+LINE = SummaryLine._meta.db_table
+ALLOWANCE_USAGE = AllowanceUsage._meta.db_table
+CUSTOMER = Customer._meta.db_table
+SUBSCRIPTION = "metering_subscription"
+
+
+@dataclass
+class ChunkResult:
+    outcomes: dict[int, str] = field(default_factory=dict)  # seq -> duplicate | conflict (new ones omitted)
+    counts: Counter = field(default_factory=Counter)  # accepted / duplicate / conflict
+    folded: int = 0
+    charged: Decimal = ZERO
+    pending_summaries: set[int] = field(default_factory=set)
+    conflict_ids: list[str] = field(default_factory=list)  # the first few, to show
+
+
+class _LostRace(Exception):
+    """A concurrent call stored some of this chunk's ids between our check and our insert."""
+
+
+def create_stage() -> None:
+    """(Re)create this session's staging tables, empty."""
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE TEMP TABLE IF NOT EXISTS usage_stage (
+                seq integer, external_id text, customer_ref text, kind text, quantity numeric,
+                occurred_at timestamptz, occurred_local timestamp, destination text, attributes jsonb)""")
+        cursor.execute("""
+            CREATE TEMP TABLE IF NOT EXISTS usage_work (
+                seq integer, external_id text, customer_ref text, kind text, quantity numeric,
+                occurred_at timestamptz, destination text, attributes jsonb, content_hash text, period text,
+                outcome text, status text, unrated_reason text, customer_id bigint, prepaid boolean,
+                plan_id bigint, rate_id bigint, rated_kind text, unit text, billable numeric, snapshot_id bigint,
+                currency text, price numeric, block_size numeric, places integer, rounding text, tiered boolean,
+                allowance_id bigint, included numeric, summary_id bigint, covered numeric, charged numeric)""")
+        cursor.execute("CREATE INDEX IF NOT EXISTS usage_work_seq ON usage_work (seq)")
+        cursor.execute("""
+            CREATE TEMP TABLE IF NOT EXISTS bulk_rates (
+                plan_id bigint, lookup_kind text, prefix text, rate_id bigint, rated_kind text, unit text,
+                price numeric, block_size numeric, minimum numeric, increment numeric, places integer,
+                rounding text, tiered boolean, currency text, snapshot_id bigint)""")
+        cursor.execute("""
+            CREATE TEMP TABLE IF NOT EXISTS bulk_allowances (
+                plan_id bigint, rated_kind text, allowance_id bigint, included numeric)""")
+        cursor.execute("TRUNCATE usage_stage, usage_work")
+
+
+def copy_rows(rows) -> None:
+    """COPY (seq, external_id, customer_ref, kind, quantity, occurred_at, occurred_local, destination,
+    attributes-as-Jsonb) tuples into the stage."""
+    with connection.cursor() as wrapper:
+        with wrapper.cursor.copy(f"COPY usage_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def copy_csv(chunks) -> None:
+    """COPY CSV text (already in STAGE_COLUMNS order, attributes as JSON) into the stage."""
+    with connection.cursor() as wrapper:
+        with wrapper.cursor.copy(f"COPY usage_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+
+
+def load_rate_tables(*, tenant: Tenant) -> None:
+    """Fill `bulk_rates` with every (plan, kind looked up, destination prefix) the Python rater
+    would match — the exact kinds, and for a family ("call") its members' prefixes, the first
+    member in name order winning a prefix — and `bulk_allowances` with the allowance that covers
+    each (plan, rated kind)."""
+    plans = list(PricePlan.objects.filter(tenant=tenant).prefetch_related("rates"))
+    pairs = [(plan, rate) for plan in plans for rate in plan.rates.all()]
+    snapshot_ids = snapshot_ids_for([snapshot_of(rate, plan) for plan, rate in pairs])
+    snapshot_by_rate = {rate.id: snapshot_ids[i] for i, (_plan, rate) in enumerate(pairs)}
+    rate_rows, allowance_rows = [], []
+    allowances = allowances_by_plan(plan_ids=[p.id for p in plans])
+    for plan in plans:
+        by_kind: dict[str, dict[str, object]] = {}
+        for rate in plan.rates.all():
+            by_kind.setdefault(rate.kind, {})[rate.destination_prefix] = rate
+        lookups = {kind: table for kind, table in by_kind.items()}
+        families = {kind.rsplit(".", n)[0] for kind in by_kind for n in range(1, kind.count(".") + 1)}
+        for family in sorted(families - set(by_kind)):
+            table: dict[str, object] = {}
+            for member in sorted(k for k in by_kind if k.startswith(family + ".")):
+                for prefix, rate in by_kind[member].items():
+                    table.setdefault(prefix, rate)
+            lookups[family] = table
+        for lookup_kind, table in lookups.items():
+            for prefix, rate in table.items():
+                rate_rows.append((plan.id, lookup_kind, prefix, rate.id, rate.kind, rate.unit, rate.price,
+                                  rate.block_size, rate.minimum, rate.increment, plan.currency_places, rate.rounding,
+                                  bool(rate.tiers), plan.currency, snapshot_by_rate[rate.id]))
+        for kind in by_kind:
+            allowance = covering_allowance(allowances.get(plan.id, []), kind)
+            if allowance is not None:
+                allowance_rows.append((plan.id, kind, allowance.id, allowance.quantity))
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor
+        cursor.execute("TRUNCATE bulk_rates, bulk_allowances")
+        with cursor.copy("COPY bulk_rates FROM STDIN") as copy:
+            for row in rate_rows:
+                copy.write_row(row)
+        with cursor.copy("COPY bulk_allowances FROM STDIN") as copy:
+            for row in allowance_rows:
+                copy.write_row(row)
+
+
+# What makes two sends of one id the same record (PostgreSQL's counterpart of the Python path's
+# hash in ingestion.clean_record; migration 0006 rehashed records stored before it).
+CONTENT_HASH = """encode(sha256(convert_to(concat_ws(E'\\x1f', {t}.customer_ref, {t}.kind, trim_scale({t}.quantity)::text,
+    to_char({t}.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), {t}.destination,
+    {t}.attributes::text), 'UTF8')), 'hex')"""
+
+# The rate key (rating.rate_key): the model name for token usage, else the dialled number's digits.
+RATE_KEY = """CASE WHEN s.kind LIKE 'llm.%%'
+        THEN lower(btrim(coalesce(nullif(s.destination, ''), s.attributes->>'model', ''), E' \\t\\n\\r\\f\\v'))
+        ELSE (CASE WHEN btrim(s.destination, E' \\t\\n\\r\\f\\v') LIKE '+%%' THEN '+' ELSE '' END)
+             || regexp_replace(s.destination, '[^0-9]', '', 'g') END"""
+
+# rating.billable_quantity: round up to the increment, at least the minimum; zero stays zero.
+BILLABLE = """CASE WHEN s.quantity <= 0 THEN 0 WHEN s.quantity <= r.minimum THEN r.minimum
+        ELSE r.minimum + ceil((s.quantity - r.minimum) / r.increment) * r.increment END"""
+
+# rating.round_money for non-negative amounts, the rate's rounding mode at the currency's places.
+ROUNDED = """CASE w.rounding
+        WHEN 'down' THEN trunc(x.amount, w.places)
+        WHEN 'up' THEN ceil(x.amount * power(10::numeric, w.places)) / power(10::numeric, w.places)
+        WHEN 'half_even' THEN CASE
+            WHEN x.amount * power(10::numeric, w.places) - floor(x.amount * power(10::numeric, w.places)) = 0.5
+                 AND mod(floor(x.amount * power(10::numeric, w.places)), 2) = 0
+            THEN floor(x.amount * power(10::numeric, w.places)) / power(10::numeric, w.places)
+            ELSE round(x.amount, w.places) END
+        ELSE round(x.amount, w.places) END"""
+
+
+def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
+    """Step 1: usage_work gets each staged record's hash, period, outcome and rating."""
+    cursor.execute(
+        f"""
+        INSERT INTO usage_work (seq, external_id, customer_ref, kind, quantity, occurred_at, destination, attributes,
+            content_hash, period, outcome, status, unrated_reason, customer_id, prepaid, plan_id, rate_id, rated_kind,
+            unit, billable, snapshot_id, currency, price, block_size, places, rounding, tiered, allowance_id,
+            included)
+        SELECT s.seq, s.external_id, s.customer_ref, s.kind, s.quantity, s.occurred_at, s.destination, s.attributes,
+            s.content_hash, s.period,
+            CASE WHEN u.content_hash IS NOT NULL THEN
+                     CASE WHEN u.content_hash = s.content_hash THEN 'duplicate' ELSE 'conflict' END
+                 WHEN s.occurrence > 1 THEN
+                     CASE WHEN s.first_hash = s.content_hash THEN 'duplicate' ELSE 'conflict' END
+                 ELSE 'new' END,
+            CASE WHEN r.rate_id IS NULL THEN 'unrated' ELSE 'rated' END,
+            CASE WHEN c.id IS NULL THEN 'unknown_customer' WHEN p.plan_id IS NULL THEN 'no_plan'
+                 WHEN r.rate_id IS NULL THEN 'no_rate_for_kind' ELSE '' END,
+            c.id, c.billing_mode = 'prepaid', p.plan_id, r.rate_id, coalesce(r.rated_kind, ''), r.unit,
+            CASE WHEN r.rate_id IS NOT NULL THEN {BILLABLE} END, r.snapshot_id, r.currency, r.price, r.block_size, r.places, r.rounding, r.tiered,
+            a.allowance_id, a.included
+        FROM (
+            SELECT t.*, h.content_hash, h.period, h.local_day,
+                   first_value(h.content_hash) OVER same_id AS first_hash, row_number() OVER same_id AS occurrence
+            FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
+                         coalesce(attributes, '{{}}'::jsonb) AS attributes,
+                         coalesce(occurred_at, occurred_local AT TIME ZONE %(tz)s) AS occurred_at
+                  FROM usage_stage) t
+            CROSS JOIN LATERAL (SELECT
+                {CONTENT_HASH.format(t="t")} AS content_hash,
+                to_char(t.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM') AS period,
+                (t.occurred_at AT TIME ZONE %(tz)s)::date AS local_day) h
+            WINDOW same_id AS (PARTITION BY t.external_id ORDER BY t.seq)
+        ) s
+        LEFT JOIN {USAGE} u ON u.tenant_id = %(tenant)s AND u.external_id = s.external_id
+        -- only new records are rated
+        LEFT JOIN {CUSTOMER} c ON c.tenant_id = %(tenant)s AND c.external_id = s.customer_ref
+             AND u.id IS NULL AND s.occurrence = 1
+        LEFT JOIN LATERAL (
+            SELECT sub.plan_id FROM {SUBSCRIPTION} sub
+            WHERE sub.customer_id = c.id AND sub.starts_on <= s.local_day
+            ORDER BY sub.starts_on DESC LIMIT 1) p ON true
+        LEFT JOIN LATERAL (
+            SELECT * FROM bulk_rates br
+            WHERE br.plan_id = p.plan_id AND br.lookup_kind = s.kind AND starts_with({RATE_KEY}, br.prefix)
+            ORDER BY length(br.prefix) DESC LIMIT 1) r ON true
+        LEFT JOIN bulk_allowances a ON a.plan_id = p.plan_id AND a.rated_kind = r.rated_kind
+        """,
+        {"tz": tenant.timezone, "tenant": tenant.id},
+    )
+    cursor.execute("ANALYZE usage_work")  # temp tables get no autovacuum statistics
+
+
+def _attach_summaries(cursor, *, tenant: Tenant) -> None:
+    """Step 2: every rated new record's summary, created where missing (currency of the plan)."""
+    cursor.execute(
+        f"""
+        INSERT INTO {SUMMARY} (tenant_id, customer_id, period, currency, record_count, total_amount, updated_at)
+        SELECT DISTINCT ON (customer_id, period) %(tenant)s, customer_id, period, currency, 0, 0, now()
+        FROM usage_work WHERE outcome = 'new' AND status = 'rated'
+        ORDER BY customer_id, period, seq
+        ON CONFLICT (customer_id, period) DO NOTHING""",
+        {"tenant": tenant.id},
+    )
+    cursor.execute(
+        f"""UPDATE usage_work w SET summary_id = s.id FROM {SUMMARY} s
+            WHERE w.outcome = 'new' AND w.status = 'rated' AND s.customer_id = w.customer_id AND s.period = w.period""")
+
+
+def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Decimal, Decimal]]]:
+    """Step 3: charge the records that can be folded here; returns the summaries they touch and,
+    per (summary, allowance), the use before and after (for threshold alerts)."""
+    # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,
+    # tiered, another currency) is left to them entirely, so a summary's records are still charged
+    # in time order within what arrived together.
+    cursor.execute(
+        f"""SELECT s.id FROM {SUMMARY} s WHERE s.id IN (
+                SELECT w.summary_id FROM usage_work w JOIN {SUMMARY} ws ON ws.id = w.summary_id
+                WHERE w.outcome = 'new' AND w.status = 'rated'
+                GROUP BY w.summary_id
+                HAVING bool_and(NOT w.prepaid AND NOT w.tiered AND w.currency = ws.currency))
+            ORDER BY s.id FOR NO KEY UPDATE OF s""")
+    locked = [row[0] for row in cursor.fetchall()]
+    # Nor a summary with records already waiting for a worker: they arrived first, so they are
+    # charged first (read after the locks, so it sees what committed while we waited for them).
+    cursor.execute(f"SELECT DISTINCT summary_id FROM {USAGE} WHERE summary_id = ANY(%(ids)s) AND status = 'rated'",
+                   {"ids": locked})
+    waiting = {row[0] for row in cursor.fetchall()}
+    summary_ids = [i for i in locked if i not in waiting]
+    if not summary_ids:
+        return [], []
+    # The allowance left before each record: what was left before the chunk minus the billable
+    # quantity of the chunk's earlier records on it (allowance use is a running sum, capped).
+    cursor.execute(
+        f"""
+        UPDATE usage_work w SET covered = x.covered, charged = {ROUNDED}, status = 'billed'
+        FROM (
+            SELECT y.seq, y.covered,
+                   (y.billable - y.covered) * y.price / y.block_size AS amount
+            FROM (
+                SELECT v.seq, v.billable, v.price, v.block_size,
+                       CASE WHEN v.allowance_id IS NULL THEN 0 ELSE greatest(0, least(v.billable,
+                           coalesce(au.included, v.included) - coalesce(au.used, 0)
+                           - coalesce(sum(v.billable) OVER running - v.billable, 0))) END AS covered
+                FROM usage_work v
+                LEFT JOIN {ALLOWANCE_USAGE} au ON au.summary_id = v.summary_id AND au.allowance_id = v.allowance_id
+                WHERE v.outcome = 'new' AND v.status = 'rated' AND v.summary_id = ANY(%(ids)s)
+                  AND NOT v.prepaid AND NOT v.tiered
+                WINDOW running AS (PARTITION BY v.summary_id, v.allowance_id ORDER BY v.occurred_at, v.seq
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            ) y
+        ) x
+        WHERE w.seq = x.seq AND w.outcome = 'new'
+        """,
+        {"ids": summary_ids},
+    )
+    cursor.execute(
+        f"""
+        SELECT w.summary_id, w.allowance_id, coalesce(au.used, 0), coalesce(au.used, 0) + sum(w.covered),
+               coalesce(au.included, max(w.included))
+        FROM usage_work w
+        LEFT JOIN {ALLOWANCE_USAGE} au ON au.summary_id = w.summary_id AND au.allowance_id = w.allowance_id
+        WHERE w.status = 'billed' AND w.outcome = 'new' AND w.allowance_id IS NOT NULL
+        GROUP BY w.summary_id, w.allowance_id, au.used, au.included""")
+    allowance_moves = cursor.fetchall()
+    return summary_ids, allowance_moves
+
+
+INSERTED_COLUMNS = (
+    "tenant_id, external_id, content_hash, ingest_token, customer_ref, customer_id, kind, quantity, occurred_at, "
+    "period, destination, attributes, received_at, status, unrated_reason, plan_id, rated_kind, billable_quantity, "
+    "snapshot_id, summary_id, batch_id, allowance_used, charged_amount, billed_at")
+
+
+def _insert(cursor, *, tenant: Tenant, batch_id: int | None) -> int:
+    """Step 4: store the new records; raises _LostRace when a concurrent call stored one first."""
+    cursor.execute("SELECT count(*) FROM usage_work WHERE outcome = 'new'")
+    (expected,) = cursor.fetchone()
+    cursor.execute(
+        f"""
+        INSERT INTO {USAGE} ({INSERTED_COLUMNS})
+        SELECT %(tenant)s, external_id, content_hash, %(token)s, customer_ref, customer_id, kind, quantity, occurred_at,
+               period, destination, attributes, now(), status, unrated_reason, plan_id, rated_kind, billable,
+               snapshot_id, summary_id, CASE WHEN status = 'billed' THEN %(batch)s::bigint END, covered, charged,
+               CASE WHEN status = 'billed' THEN now() END
+        FROM usage_work WHERE outcome = 'new' ORDER BY seq
+        ON CONFLICT (tenant_id, external_id) DO NOTHING""",
+        {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id},
+    )
+    if cursor.rowcount != expected:
+        raise _LostRace()
+    return expected
+
+
+def _add_to_summaries(cursor, *, summary_ids: list[int]) -> tuple[int, Decimal]:
+    """Step 5: add the records folded here to their lines, allowance use and summaries."""
+    cursor.execute(
+        f"""
+        INSERT INTO {LINE} AS l (summary_id, kind, unit, record_count, quantity, billable_quantity, allowance_used,
+                                 chargeable_quantity, charged_amount)
+        SELECT summary_id, rated_kind, min(unit), count(*), sum(quantity), sum(billable), sum(covered),
+               sum(billable - covered), sum(charged)
+        FROM usage_work WHERE outcome = 'new' AND status = 'billed' GROUP BY summary_id, rated_kind
+        ON CONFLICT (summary_id, kind) DO UPDATE SET
+            record_count = l.record_count + EXCLUDED.record_count, quantity = l.quantity + EXCLUDED.quantity,
+            billable_quantity = l.billable_quantity + EXCLUDED.billable_quantity,
+            allowance_used = l.allowance_used + EXCLUDED.allowance_used,
+            chargeable_quantity = l.chargeable_quantity + EXCLUDED.chargeable_quantity,
+            charged_amount = l.charged_amount + EXCLUDED.charged_amount""")
+    cursor.execute(
+        f"""
+        INSERT INTO {ALLOWANCE_USAGE} AS a (summary_id, allowance_id, included, used)
+        SELECT summary_id, allowance_id, max(included), sum(covered)
+        FROM usage_work WHERE outcome = 'new' AND status = 'billed' AND allowance_id IS NOT NULL
+        GROUP BY summary_id, allowance_id
+        ON CONFLICT (summary_id, allowance_id) DO UPDATE SET used = a.used + EXCLUDED.used""")
+    cursor.execute(
+        f"""
+        UPDATE {SUMMARY} s SET record_count = s.record_count + v.n, total_amount = s.total_amount + v.total,
+                               updated_at = now()
+        FROM (SELECT summary_id, count(*) AS n, sum(charged) AS total FROM usage_work
+              WHERE outcome = 'new' AND status = 'billed' GROUP BY summary_id) v
+        WHERE s.id = v.summary_id""")
+    cursor.execute("SELECT count(*), coalesce(sum(charged), 0) FROM usage_work WHERE outcome = 'new' AND status = 'billed'")
+    count, total = cursor.fetchone()
+    return count, total
+
+
+def _conflicts(cursor, limit: int = 20):
+    cursor.execute("SELECT seq, external_id FROM usage_work WHERE outcome = 'conflict' ORDER BY seq LIMIT %s", [limit])
+    return cursor.fetchall()
+
+
+def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "") -> ChunkResult:
+    """Deduplicate, rate and store what is staged (and fold what can be folded here, with `fold`),
+    in the caller's transaction; empties the stage."""
+    from tarifa.metering.services.folding import crossed_thresholds, emit_summary_events
+    from tarifa.metering.services.ingestion import mark_pending, queue_folds
+
+    load_rate_tables(tenant=tenant)
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor
+        for _attempt in range(5):
+            savepoint = transaction.savepoint()
+            try:
+                cursor.execute("TRUNCATE usage_work")
+                _classify_and_rate(cursor, tenant=tenant)
+                _attach_summaries(cursor, tenant=tenant)
+                summary_ids, moves = _fold_in_place(cursor) if fold else ([], [])
+                batch = None
+                if summary_ids:
+                    batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
+                                                     summary_count=len(summary_ids))
+                _insert(cursor, tenant=tenant, batch_id=batch.id if batch else None)
+            except _LostRace:
+                transaction.savepoint_rollback(savepoint)
+                continue
+            transaction.savepoint_commit(savepoint)
+            break
+        else:
+            raise RuntimeError("bulk ingestion kept losing insert races; try again")
+        result = ChunkResult()
+        if batch is not None:
+            result.folded, result.charged = _add_to_summaries(cursor, summary_ids=summary_ids)
+            FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
+            touched = list(Summary.objects.filter(id__in=summary_ids).select_related("customer").order_by("id"))
+            emit_summary_events(summaries=touched, crossed=crossed_thresholds(moves), batch_id=batch.id)
+        cursor.execute("SELECT seq, outcome FROM usage_work WHERE outcome <> 'new'")
+        result.outcomes = dict(cursor.fetchall())
+        result.conflict_ids = [external_id for seq, external_id in sorted(
+            (seq, wid) for seq, wid in _conflicts(cursor))]
+        cursor.execute("SELECT outcome, count(*) FROM usage_work GROUP BY outcome")
+        result.counts = Counter({("accepted" if k == "new" else k): n for k, n in cursor.fetchall()})
+        cursor.execute("SELECT DISTINCT summary_id FROM usage_work WHERE outcome = 'new' AND status = 'rated'")
+        result.pending_summaries = {row[0] for row in cursor.fetchall()}
+        cursor.execute("TRUNCATE usage_stage")
+    mark_pending(result.pending_summaries)
+    if result.pending_summaries:
+        queue_folds()
+    return result
