@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, TextIO
@@ -127,43 +129,79 @@ def _asterisk_rows(cdrs, *, kind: str):
 
 def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
                    on_progress: Callable[[int], None] | None) -> ImportReport:
+    """Stage, store and fold chunks of rows, one transaction each. A reader thread parses and
+    encodes the next chunk while PostgreSQL works on this one (the GIL is free while psycopg
+    waits); the queue holds one chunk, so memory stays constant."""
     from tarifa.metering.services import bulk
 
-    report = ImportReport()
     chunk_size = chunk_size or settings.TARIFA_IMPORT_CHUNK_SIZE
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    staged = 0
+    read_report, store_report = ImportReport(), ImportReport()
+    chunks: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
 
-    def flush() -> None:
-        nonlocal buffer, writer, staged
-        with transaction.atomic():
-            bulk.create_stage()
-            bulk.copy_csv([buffer.getvalue()])
-            result = bulk.store_stage(tenant=tenant, fold=True, folded_by="import")
-        for status in ("accepted", "duplicate", "conflict"):
-            report.counts[status] += result.counts.get(status, 0)
-        for external_id in result.conflict_ids:
-            if len(report.problems) < MAX_PROBLEMS:
-                report.problems.append(RecordResult(external_id, "conflict", "id_conflict", CONFLICT))
-        if on_progress:
-            on_progress(staged)
-        buffer, staged = io.StringIO(), 0
-        writer = csv.writer(buffer, lineterminator="\n")
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    seq = 0
-    for row in rows:
-        if isinstance(row, RecordResult):
-            report.note(row)
-            continue
-        if isinstance(row, dict):
-            _passed_over(row, report)
-            continue
-        seq += 1
-        writer.writerow((seq, *row))
-        staged += 1
-        if staged >= chunk_size:
-            flush()
-    if staged:
-        flush()
+    def read() -> None:
+        try:
+            buffer, staged, seq = io.StringIO(), 0, 0
+            writer = csv.writer(buffer, lineterminator="\n")
+            for row in rows:
+                if isinstance(row, RecordResult):
+                    read_report.note(row)
+                    continue
+                if isinstance(row, dict):
+                    _passed_over(row, read_report)
+                    continue
+                seq += 1
+                writer.writerow((seq, *row))
+                staged += 1
+                if staged >= chunk_size:
+                    if not hand_over((buffer.getvalue(), staged)):
+                        return
+                    buffer, staged = io.StringIO(), 0
+                    writer = csv.writer(buffer, lineterminator="\n")
+            if staged:
+                hand_over((buffer.getvalue(), staged))
+            hand_over(None)
+        except BaseException as exc:  # handed to the importing thread, which raises it
+            hand_over(exc)
+
+    reader = threading.Thread(target=read, name="usage-import-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            text, staged = item
+            with transaction.atomic():
+                # Chunks commit without waiting for the WAL flush; the final commit below waits,
+                # and flushing it flushes every chunk before it. A crash mid-import may lose the
+                # last chunks, which running the import again stores (the ids deduplicate).
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+                bulk.create_stage()
+                bulk.copy_csv([text])
+                result = bulk.store_stage(tenant=tenant, fold=True, folded_by="import")
+            for status in ("accepted", "duplicate", "conflict"):
+                store_report.counts[status] += result.counts.get(status, 0)
+            for external_id in result.conflict_ids:
+                if len(store_report.problems) < MAX_PROBLEMS:
+                    store_report.problems.append(RecordResult(external_id, "conflict", "id_conflict", CONFLICT))
+            if on_progress:
+                on_progress(staged)
+    finally:
+        stop.set()
+        reader.join()
+    with transaction.atomic():  # durable before we report it: flushes the WAL of every chunk
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT txid_current()")  # a transaction id, so the commit is a real flush
+    report = ImportReport(counts=read_report.counts + store_report.counts,
+                          problems=(read_report.problems + store_report.problems)[:MAX_PROBLEMS])
     return report
