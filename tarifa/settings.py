@@ -136,6 +136,8 @@ TARIFA_JOB_RETENTION_DAYS = _env_int("TARIFA_JOB_RETENTION_DAYS", 7)
 TARIFA_WEBHOOK_TIMEOUT_SECONDS = _env_float("TARIFA_WEBHOOK_TIMEOUT_SECONDS", 10.0)
 TARIFA_METRICS_DIR = metrics_dir()
 TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
+# On PostgreSQL, fold batches without tiers or short wallets with set-based SQL (services/set_folding.py).
+TARIFA_FOLD_IN_SQL = _env("TARIFA_FOLD_IN_SQL", "1") not in ("0", "false", "no")
 # Records per transaction of a file import on PostgreSQL (staged, rated and folded in SQL).
 TARIFA_IMPORT_CHUNK_SIZE = _env_int("TARIFA_IMPORT_CHUNK_SIZE", 20000)
 TARIFA_FOLD_SWEEP_CRON = _env("TARIFA_FOLD_SWEEP_CRON", "* * * * *")

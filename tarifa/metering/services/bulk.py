@@ -310,11 +310,21 @@ def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Dec
     summary_ids = [i for i in locked if i not in waiting]
     if not summary_ids:
         return [], []
-    # The allowance left before each record: what was left before the chunk minus the billable
-    # quantity of the chunk's earlier records on it (allowance use is a running sum, capped).
+    charge_rows(cursor, table="usage_work",
+                restrict="JOIN unnest(%(ids)s::bigint[]) AS folded(id) ON folded.id = v.summary_id",
+                params={"ids": summary_ids})
+    return summary_ids, allowance_moves(cursor, table="usage_work")
+
+
+def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None = None) -> None:
+    """Charge the new rated rows of a work table (usage_work, or the fold's fold_work: same
+    columns, `seq` in processing order) and mark them billed. The allowance left before each
+    record is what was left before minus the billable quantity of the earlier records on it
+    (allowance use is a running sum, capped); each charge is rounded once. `restrict` joins
+    onto `v` to limit the rows charged."""
     cursor.execute(
         f"""
-        UPDATE usage_work w SET covered = x.covered, charged = {ROUNDED}, status = 'billed'
+        UPDATE {table} w SET covered = x.covered, charged = {ROUNDED}, status = 'billed'
         FROM (
             SELECT y.seq, y.covered,
                    (y.billable - y.covered) * y.price / y.block_size AS amount
@@ -323,9 +333,9 @@ def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Dec
                        CASE WHEN v.allowance_id IS NULL THEN 0 ELSE greatest(0, least(v.billable,
                            coalesce(au.included, v.included) - coalesce(au.used, 0)
                            - coalesce(sum(v.billable) OVER running - v.billable, 0))) END AS covered
-                FROM usage_work v
+                FROM {table} v
                 LEFT JOIN {ALLOWANCE_USAGE} au ON au.summary_id = v.summary_id AND au.allowance_id = v.allowance_id
-                JOIN unnest(%(ids)s::bigint[]) AS folded(id) ON folded.id = v.summary_id
+                {restrict}
                 WHERE v.outcome = 'new' AND v.status = 'rated'
                 WINDOW running AS (PARTITION BY v.summary_id, v.allowance_id ORDER BY v.occurred_at, v.seq
                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
@@ -333,18 +343,22 @@ def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Dec
         ) x
         WHERE w.seq = x.seq AND w.outcome = 'new'
         """,
-        {"ids": summary_ids},
+        params or {},
     )
+
+
+def allowance_moves(cursor, *, table: str) -> list[tuple[int, int, Decimal, Decimal, Decimal]]:
+    """Per (summary, allowance) touched by the billed rows of `table`: use before and after, and
+    the included quantity (for threshold alerts); read before `add_to_summaries` writes."""
     cursor.execute(
         f"""
         SELECT m.summary_id, m.allowance_id, coalesce(au.used, 0), coalesce(au.used, 0) + m.covered,
                coalesce(au.included, m.included)
-        FROM (SELECT summary_id, allowance_id, sum(covered) AS covered, max(included) AS included FROM usage_work
+        FROM (SELECT summary_id, allowance_id, sum(covered) AS covered, max(included) AS included FROM {table}
               WHERE status = 'billed' AND outcome = 'new' AND allowance_id IS NOT NULL
               GROUP BY summary_id, allowance_id) m
         LEFT JOIN {ALLOWANCE_USAGE} au ON au.summary_id = m.summary_id AND au.allowance_id = m.allowance_id""")
-    allowance_moves = cursor.fetchall()
-    return summary_ids, allowance_moves
+    return cursor.fetchall()
 
 
 INSERTED_COLUMNS = (
@@ -374,15 +388,16 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None) -> None:
         raise _LostRace() from exc
 
 
-def _add_to_summaries(cursor, *, summary_ids: list[int]) -> tuple[int, Decimal]:
-    """Step 5: add the records folded here to their lines, allowance use and summaries."""
+def add_to_summaries(cursor, *, table: str) -> tuple[int, Decimal]:
+    """Step 5: add the billed rows of a work table to their lines, allowance use and summaries
+    (locked by the caller); returns their count and total charge."""
     cursor.execute(
         f"""
         INSERT INTO {LINE} AS l (summary_id, kind, unit, record_count, quantity, billable_quantity, allowance_used,
                                  chargeable_quantity, charged_amount)
         SELECT summary_id, rated_kind, min(unit), count(*), sum(quantity), sum(billable), sum(covered),
                sum(billable - covered), sum(charged)
-        FROM usage_work WHERE outcome = 'new' AND status = 'billed' GROUP BY summary_id, rated_kind
+        FROM {table} WHERE outcome = 'new' AND status = 'billed' GROUP BY summary_id, rated_kind
         ON CONFLICT (summary_id, kind) DO UPDATE SET
             record_count = l.record_count + EXCLUDED.record_count, quantity = l.quantity + EXCLUDED.quantity,
             billable_quantity = l.billable_quantity + EXCLUDED.billable_quantity,
@@ -393,17 +408,17 @@ def _add_to_summaries(cursor, *, summary_ids: list[int]) -> tuple[int, Decimal]:
         f"""
         INSERT INTO {ALLOWANCE_USAGE} AS a (summary_id, allowance_id, included, used)
         SELECT summary_id, allowance_id, max(included), sum(covered)
-        FROM usage_work WHERE outcome = 'new' AND status = 'billed' AND allowance_id IS NOT NULL
+        FROM {table} WHERE outcome = 'new' AND status = 'billed' AND allowance_id IS NOT NULL
         GROUP BY summary_id, allowance_id
         ON CONFLICT (summary_id, allowance_id) DO UPDATE SET used = a.used + EXCLUDED.used""")
     cursor.execute(
         f"""
         UPDATE {SUMMARY} s SET record_count = s.record_count + v.n, total_amount = s.total_amount + v.total,
-                               updated_at = now()
-        FROM (SELECT summary_id, count(*) AS n, sum(charged) AS total FROM usage_work
+                               updated_at = clock_timestamp()  -- not the transaction's start: later than any event sent before
+        FROM (SELECT summary_id, count(*) AS n, sum(charged) AS total FROM {table}
               WHERE outcome = 'new' AND status = 'billed' GROUP BY summary_id) v
         WHERE s.id = v.summary_id""")
-    cursor.execute("SELECT count(*), coalesce(sum(charged), 0) FROM usage_work WHERE outcome = 'new' AND status = 'billed'")
+    cursor.execute(f"SELECT count(*), coalesce(sum(charged), 0) FROM {table} WHERE outcome = 'new' AND status = 'billed'")
     count, total = cursor.fetchone()
     return count, total
 
@@ -446,7 +461,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "") -> ChunkResu
             raise RuntimeError("bulk ingestion kept losing insert races; try again")
         result = ChunkResult()
         if batch is not None:
-            result.folded, result.charged = _add_to_summaries(cursor, summary_ids=summary_ids)
+            result.folded, result.charged = add_to_summaries(cursor, table="usage_work")
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
             touched = list(Summary.objects.filter(id__in=summary_ids).select_related("customer").order_by("id"))
             emit_summary_events(summaries=touched, crossed=crossed_thresholds(moves), batch_id=batch.id)

@@ -27,6 +27,7 @@ from tarifa.metering.models import (
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.metering.services.set_folding import fold_claimed_in_sql
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -74,6 +75,15 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
             return FoldResult(0, ZERO)
         summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=claimed)
                      .select_related("customer").order_by("id")}  # id order, as bulk ingestion locks them
+        if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
+            done = fold_claimed_in_sql(summaries=summaries, batch_size=batch_size, folded_by=folded_by)
+            if done is not None:
+                last = done.summary_ids[-1]
+                drained = claimed if done.records < batch_size else [i for i in claimed if i < last]
+                PendingSummary.objects.filter(summary_id__in=drained).delete()
+                emit_summary_events(summaries=[summaries[i] for i in done.summary_ids],
+                                    crossed=crossed_thresholds(done.moves), batch_id=done.batch_id)
+                return FoldResult(done.records, done.charged, 1, 0)
         waiting = UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
         if record_ids is not None:
             waiting = waiting.filter(id__in=record_ids)

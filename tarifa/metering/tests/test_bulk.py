@@ -1,8 +1,9 @@
 """PostgreSQL's set-based ingestion (`services/bulk.py`) against the Python reference path.
 
 The same random records go, chunk by chunk, to three tenants with identical plans and customers:
-- `ref`: `ingest_in_python` (SQLite's path, record by record with the Python rater), then folded;
-- `api`: `ingest_in_sql` (the API on PostgreSQL: rated in SQL, folded by the workers);
+- `ref`: `ingest_in_python` (SQLite's path, record by record with the Python rater), then folded
+  in Python;
+- `api`: `ingest_in_sql` (the API on PostgreSQL: rated in SQL, folded by the workers in SQL);
 - `imp`: `import_usage` (files on PostgreSQL: rated and, where it may, folded in SQL).
 Every answer, rating, charge, allowance use, summary line and wallet balance must agree.
 """
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tarifa.metering.models import Summary, UsageRecord
@@ -126,6 +128,9 @@ def ingest_three_ways(chunks: list[list[dict]], *, batch: int) -> None:
         report = import_usage(tenant=imp, records=copy.deepcopy(chunk), chunk_size=len(chunk))
         for status, count in report.counts.items():
             imp_counts[status] = imp_counts.get(status, 0) + count
+        with override_settings(TARIFA_FOLD_IN_SQL=False):  # the reference folds in Python too
+            fold_all_pending(batch_size=batch, folded_by="test",
+                             summary_ids=list(Summary.objects.filter(tenant=ref).values_list("id", flat=True)))
         fold_all_pending(batch_size=batch, folded_by="test")
     assert [(a.id, a.status, a.code) for a in api_answers] == [(a.id, a.status, a.code) for a in ref_answers]
     ref_counts = {}

@@ -23,7 +23,8 @@ class PrepaidFunds:
     def __init__(self, *, customer_ids: set[int]):
         self.wallets = {w.customer_id: w for w in
                         Wallet.objects.select_for_update().filter(customer_id__in=customer_ids).order_by("id")}
-        self.taken: dict[int, list] = {}  # wallet id -> records debited
+        self.taken: dict[int, list] = {}  # wallet id -> records debited (those passed one by one)
+        self.counts: dict[int, int] = {}  # wallet id -> how many records it paid for
         self.spent: dict[int, Decimal] = {}  # wallet id -> their total
 
     def refusal(self, *, customer_id: int, amount: Decimal, currency: str) -> str:
@@ -37,32 +38,37 @@ class PrepaidFunds:
             return "insufficient_credits"
         return ""
 
-    def take(self, *, customer_id: int, amount: Decimal, record) -> None:
+    def take(self, *, customer_id: int, amount: Decimal, record=None, count: int = 1) -> None:
+        """Debit `amount` for one record (linked to the entry when posted) or, from a set-based
+        fold that links its records itself, for `count` records."""
         wallet = self.wallets[customer_id]
         self.spent[wallet.id] = self.spent.get(wallet.id, ZERO) + amount
-        self.taken.setdefault(wallet.id, []).append(record)
+        self.counts[wallet.id] = self.counts.get(wallet.id, 0) + count
+        if record is not None:
+            self.taken.setdefault(wallet.id, []).append(record)
 
-    def post_debits(self, *, batch_id: int, caused_by: str) -> int:
-        """Write one usage_debit per wallet that paid, link the records to it, move the balances."""
+    def post_debits(self, *, batch_id: int, caused_by: str) -> dict[int, int]:
+        """Write one usage_debit per wallet that paid, link the records to it, move the balances.
+        Returns each paying customer's ledger entry id."""
         by_id = {w.id: w for w in self.wallets.values()}
         entries, alerts = [], {}
-        for wallet_id, records in self.taken.items():
+        for wallet_id, count in self.counts.items():
             wallet = by_id[wallet_id]
             total = self.spent[wallet_id]
             alerts[wallet_id] = move_balance(wallet=wallet, kind=LedgerEntry.Kind.USAGE_DEBIT, amount=-total)
             entries.append(LedgerEntry(wallet=wallet, kind=LedgerEntry.Kind.USAGE_DEBIT, amount=-total,
                                        balance_after=wallet.balance, reason=f"usage batch {batch_id}",
                                        caused_by=caused_by[:200] or "fold", idempotency_key=f"fold:{batch_id}",
-                                       record_count=len(records)))
+                                       record_count=count))
         if not entries:
-            return 0
+            return {}
         LedgerEntry.objects.bulk_create(entries)
         for entry in entries:
-            for record in self.taken[entry.wallet_id]:
+            for record in self.taken.get(entry.wallet_id, ()):
                 record.wallet_entry_id = entry.id
-        paying = [by_id[i] for i in self.taken]
+        paying = [by_id[i] for i in self.counts]
         spend_grants(wallets=paying, amounts=self.spent)
         save_wallets(paying)
         for wallet in paying:
             queue_balance_alerts(wallet=wallet, alerts=alerts[wallet.id])
-        return len(entries)
+        return {by_id[entry.wallet_id].customer_id: entry.id for entry in entries}
