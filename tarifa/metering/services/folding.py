@@ -78,11 +78,8 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
             done = fold_claimed_in_sql(summaries=summaries, batch_size=batch_size, folded_by=folded_by)
             if done is not None:
-                last = done.summary_ids[-1]
-                drained = claimed if done.records < batch_size else [i for i in claimed if i < last]
-                PendingSummary.objects.filter(summary_id__in=drained).delete()
-                emit_summary_events(summaries=[summaries[i] for i in done.summary_ids],
-                                    crossed=crossed_thresholds(done.moves), batch_id=done.batch_id)
+                _close_batch(claimed=claimed, summaries=summaries, touched=done.summary_ids, taken=done.records,
+                             batch_size=batch_size, crossed=crossed_thresholds(done.moves), batch_id=done.batch_id)
                 return FoldResult(done.records, done.charged, 1, 0)
         waiting = UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
         if record_ids is not None:
@@ -101,15 +98,22 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
         failed = sum(1 for r in records if r.status == UsageRecord.Status.FAILED)
         FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
-        # Records came ordered by summary: a batch that was not full drained every claimed summary;
-        # a full one drained those before its last summary, which (with the later ones) may hold more.
-        drained = claimed if len(records) < batch_size else [i for i in claimed if i < records[-1].summary_id]
-        if record_ids is not None:
-            drained = []
-        PendingSummary.objects.filter(summary_id__in=drained).delete()
-        touched = [summaries[i] for i in sorted({r.summary_id for r in records})]
-        emit_summary_events(summaries=touched, crossed=crossed, batch_id=batch.id)
+        _close_batch(claimed=claimed, summaries=summaries, touched=sorted({r.summary_id for r in records}),
+                     taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
+                     keep_markers=record_ids is not None)
     return FoldResult(billed, charged, 1, failed)
+
+
+def _close_batch(*, claimed: list[int], summaries: dict[int, Summary], touched: list[int], taken: int,
+                 batch_size: int, crossed: set[int], batch_id: int, keep_markers: bool = False) -> None:
+    """Drop the markers of the claimed summaries the batch drained and emit events for those it
+    touched (ascending ids). Records came ordered by summary: a batch that was not full drained
+    every claimed summary; a full one drained those before its last summary, which (with the later
+    ones) may hold more."""
+    if not keep_markers:
+        drained = claimed if taken < batch_size else [i for i in claimed if i < touched[-1]]
+        PendingSummary.objects.filter(summary_id__in=drained).delete()
+    emit_summary_events(summaries=[summaries[i] for i in touched], crossed=crossed, batch_id=batch_id)
 
 
 def emit_summary_events(*, summaries: list[Summary], crossed: set[int], force: bool = False, **extra) -> int:

@@ -49,13 +49,11 @@ def fold_claimed_in_sql(*, summaries: dict[int, Summary], batch_size: int, folde
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         ids = _load_batch(cursor, summary_ids=sorted(summaries), batch_size=batch_size)
-        cursor.execute("""SELECT summary_id, snapshot_id, plan_id, rated_kind, count(*), sum(billable)
-                          FROM fold_work GROUP BY summary_id, snapshot_id, plan_id, rated_kind""")
+        cursor.execute("SELECT DISTINCT summary_id, snapshot_id, plan_id, rated_kind FROM fold_work")
         groups = cursor.fetchall()
         if not groups:
             return None  # nothing waiting: the caller drops the stale markers
-        terms = _terms(cursor, groups=groups, summaries=summaries)
-        if terms is None:
+        if not _write_terms(cursor, groups=groups, summaries=summaries):
             return None
         charge_rows(cursor, table="fold_work")
         cursor.execute("SELECT summary_id, count(*), sum(charged) FROM fold_work GROUP BY summary_id ORDER BY summary_id")
@@ -64,14 +62,15 @@ def fold_claimed_in_sql(*, summaries: dict[int, Summary], batch_size: int, folde
         if funds is False:
             return None
         records = sum(n for _summary, n, _total in per_summary)
-        batch = FoldBatch.objects.create(record_count=records, charged_amount=sum(t for _s, _n, t in per_summary),
-                                         folded_by=folded_by, summary_count=len(per_summary))
+        charged = sum(total for _summary, _n, total in per_summary)
+        batch = FoldBatch.objects.create(record_count=records, charged_amount=charged, folded_by=folded_by,
+                                         summary_count=len(per_summary))
         entries = funds.post_debits(batch_id=batch.id, caused_by=folded_by) if funds else {}
         _mark_billed(cursor, ids=ids, batch_id=batch.id, entries={
             summary_id: entries[summaries[summary_id].customer_id] for summary_id, _n, _t in per_summary
             if summaries[summary_id].customer_id in entries})
         moves = allowance_moves(cursor, table="fold_work")
-        _count, charged = add_to_summaries(cursor, table="fold_work")
+        add_to_summaries(cursor, table="fold_work")
         _refresh_totals(summaries=[summaries[s] for s, _n, _t in per_summary])
     return SetFold(batch.id, records, [s for s, _n, _t in per_summary], charged, moves)
 
@@ -113,16 +112,16 @@ def _load_batch(cursor, *, summary_ids: list[int], batch_size: int) -> list[int]
     return [row[0] for row in cursor.fetchall()]
 
 
-def _terms(cursor, *, groups, summaries: dict[int, Summary]) -> bool | None:
-    """Write each row's price terms and allowance into fold_work; None when a rate is tiered or
-    in another currency than its summary (the Python path handles those)."""
+def _write_terms(cursor, *, groups, summaries: dict[int, Summary]) -> bool:
+    """Write each row's price terms and allowance into fold_work; False (nothing written) when a
+    rate is tiered or in another currency than its summary (the Python path handles those)."""
     snapshots = dict(RateSnapshot.objects.filter(id__in={g[1] for g in groups}).values_list("id", "data"))
     allowances = allowances_by_plan(plan_ids={g[2] for g in groups})
     keys = {}
-    for summary_id, snapshot_id, plan_id, rated_kind, _count, _billable in groups:
+    for summary_id, snapshot_id, plan_id, rated_kind in groups:
         data = snapshots[snapshot_id]
         if data.get("tiers") or data["currency"] != summaries[summary_id].currency:
-            return None
+            return False
         allowance = covering_allowance(allowances.get(plan_id, []), rated_kind)
         keys[(snapshot_id, plan_id, rated_kind)] = (data, allowance)
     rows = [(s, p, k, d["price"], d["block_size"], int(d["places"]), d["rounding"], d["unit"],
@@ -143,16 +142,14 @@ def _prepaid_funds(*, summaries: dict[int, Summary], per_summary) -> PrepaidFund
     """Lock the prepaid customers' wallets and take each summary's share (in summary order, as the
     Python path takes them); False when some wallet cannot pay its whole share, None when no
     customer of the batch is prepaid."""
-    prepaid = [(summary_id, total) for summary_id, _n, total in per_summary
+    prepaid = [(summaries[summary_id], count, total) for summary_id, count, total in per_summary
                if summaries[summary_id].customer.billing_mode == Customer.BillingMode.PREPAID]
     if not prepaid:
         return None
-    funds = PrepaidFunds(customer_ids={summaries[s].customer_id for s, _t in prepaid})
-    for summary_id, total in prepaid:
-        summary = summaries[summary_id]
+    funds = PrepaidFunds(customer_ids={summary.customer_id for summary, _n, _t in prepaid})
+    for summary, count, total in prepaid:
         if funds.refusal(customer_id=summary.customer_id, amount=total, currency=summary.currency):
             return False
-        count = next(n for s, n, _t in per_summary if s == summary_id)
         funds.take(customer_id=summary.customer_id, amount=total, count=count)
     return funds
 

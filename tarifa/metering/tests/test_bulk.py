@@ -11,6 +11,7 @@ Every answer, rating, charge, allowance use, summary line and wallet balance mus
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -151,10 +152,22 @@ def ingest_three_ways(chunks: list[list[dict]], *, batch: int) -> None:
                                                                    HealthCheck.too_slow])
 @given(records=records_strategy, cuts=st.lists(st.integers(1, 79), max_size=3), batch=st.sampled_from([1, 7, 1000]))
 def test_sql_ingestion_matches_the_python_reference(postgres, records, cuts, batch):
+    with rolled_back():
+        ingest_three_ways(chunks_of(records, cuts), batch=batch)
+
+
+def chunks_of(records: list[dict], cuts: list[int]) -> list[list[dict]]:
+    """`records` cut before each position in `cuts` (those inside the list)."""
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
+    return [records[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+@contextmanager
+def rolled_back():
+    """Undo what the block stored: hypothesis runs its examples in one test's transaction."""
     savepoint = transaction.savepoint()
     try:
-        ingest_three_ways([records[start:end] for start, end in zip(bounds, bounds[1:])], batch=batch)
+        yield
     finally:
         transaction.savepoint_rollback(savepoint)
 

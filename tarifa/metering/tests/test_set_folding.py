@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from decimal import Decimal
 
-from django.db import transaction
 from django.test import override_settings
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -22,7 +21,7 @@ from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_in_python
 from tarifa.metering.services.reconciliation import find_differences
 from tarifa.metering.tests.test_bulk import (
-    _balances_of, _records_of, _summaries_of, call, make_tenant, records_strategy,
+    _balances_of, _records_of, _summaries_of, call, chunks_of, make_tenant, records_strategy, rolled_back,
 )
 from tarifa.wallets.models import LedgerEntry
 from tarifa.wallets.services.reconciliation import find_wallet_differences
@@ -65,12 +64,8 @@ def fold_both_ways(chunks: list[list[dict]], *, batch: int) -> None:
                                                                    HealthCheck.too_slow])
 @given(records=records_strategy, cuts=st.lists(st.integers(1, 79), max_size=3), batch=st.sampled_from([1, 7, 1000]))
 def test_set_based_fold_matches_the_python_fold(postgres, records, cuts, batch):
-    bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
-    savepoint = transaction.savepoint()
-    try:
-        fold_both_ways([records[start:end] for start, end in zip(bounds, bounds[1:])], batch=batch)
-    finally:
-        transaction.savepoint_rollback(savepoint)
+    with rolled_back():
+        fold_both_ways(chunks_of(records, cuts), batch=batch)
 
 
 def test_prepaid_batches_fold_in_sql_until_a_wallet_falls_short(postgres, monkeypatch):
