@@ -27,7 +27,7 @@ from tarifa.metering.models import (
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
-from tarifa.metering.services.set_folding import fold_claimed_in_sql
+from tarifa.metering.services.set_folding import fold_claimed_in_sql, lock_summaries
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -73,14 +73,14 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         claimed = list(claims.values_list("summary_id", flat=True)[:max(10, batch_size // 10)])
         if not claimed:
             return FoldResult(0, ZERO)
-        summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=claimed)
-                     .select_related("customer").order_by("id")}  # id order, as bulk ingestion locks them
         if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
-            done = fold_claimed_in_sql(summaries=summaries, batch_size=batch_size, folded_by=folded_by)
-            if done is not None:
-                _close_batch(claimed=claimed, summaries=summaries, touched=done.summary_ids, taken=done.records,
-                             batch_size=batch_size, crossed=crossed_thresholds(done.moves), batch_id=done.batch_id)
+            done = fold_claimed_in_sql(claimed=claimed, batch_size=batch_size, folded_by=folded_by)
+            if done is not None:  # it read only the summaries it needed: the others keep their markers
+                _close_batch(claimed=sorted(done.summaries), summaries=done.summaries, touched=done.summary_ids,
+                             taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
+                             batch_id=done.batch_id)
                 return FoldResult(done.records, done.charged, 1, 0)
+        summaries = lock_summaries(claimed)
         waiting = UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
         if record_ids is not None:
             waiting = waiting.filter(id__in=record_ids)

@@ -102,3 +102,39 @@ def test_sql_fold_carries_allowance_across_batches_and_kinds(postgres):
     used = dict(UsageRecord.objects.filter(tenant__slug="sql").values_list("external_id", "allowance_used"))
     assert [used[i] for i in ("l1", "l2", "m1", "m2", "l3")] == [210, 210, 180, 0, 0]
     assert Summary.objects.get(tenant__slug="sql").record_count == 5
+
+
+def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waiting(postgres, monkeypatch):
+    """Three summaries with 3, 2 and 2 waiting records, claimed together. A batch of 3 locks and
+    reads only the first; a full batch keeps every marker (its last summary may hold more). The next
+    batch of 3 ends inside the third: the first two are drained, the third stays marked."""
+    from tarifa.metering.models import PendingSummary
+    from tarifa.metering.services.folding import fold_next_batch
+
+    tenant = make_tenant("reach")
+    ingest_in_python(tenant=tenant, records=[
+        call("a1", 60, 1), call("a2", 60, 2), call("a3", 60, 3),
+        call("b1", 60, 1, customer="c2"), call("b2", 60, 2, customer="c2"),
+        call("d1", 60, 1, customer="c4"), call("d2", 60, 2, customer="c4")])
+    by_customer = dict(Summary.objects.filter(tenant=tenant).values_list("customer__external_id", "id"))
+    first, second, third = (by_customer[c] for c in ("c1", "c2", "c4"))
+    assert first < second < third  # claimed in this order
+    locked = []
+    original = set_folding.lock_summaries
+    monkeypatch.setattr(set_folding, "lock_summaries", lambda ids: locked.append(list(ids)) or original(ids))
+
+    def waiting() -> set[str]:
+        return set(UsageRecord.objects.filter(tenant=tenant, status="rated").values_list("external_id", flat=True))
+
+    def marked() -> list[int]:
+        return sorted(PendingSummary.objects.values_list("summary_id", flat=True))
+
+    assert fold_next_batch(batch_size=3, folded_by="test").records == 3
+    assert locked == [[first]] and waiting() == {"b1", "b2", "d1", "d2"}
+    assert marked() == [first, second, third]
+    assert fold_next_batch(batch_size=3, folded_by="test").records == 3  # nothing was left in the first
+    assert locked[1] == [first, second, third] and waiting() == {"d2"}
+    assert marked() == [third]
+    fold_all_pending(batch_size=4)
+    assert not waiting() and not marked()
+    assert find_differences(tenant=tenant) == []
