@@ -38,7 +38,7 @@ USAGE = UsageRecord._meta.db_table
 class SetFold:
     batch_id: int
     records: int  # taken from the claimed summaries (all billed)
-    summaries: dict[int, Summary]  # the claimed summaries the batch needed, locked
+    summaries: dict[int, Summary]  # the claimed summaries it read (locked), a prefix of the claim
     summary_ids: list[int]  # that billed records, ascending (the last holds the batch's last record)
     charged: Decimal
     moves: list  # (summary, allowance, used before, used after, included) for threshold alerts
@@ -50,22 +50,17 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
     Runs in the caller's transaction."""
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
-        # The batch's rows are read and updated by primary-key probes. With the default
-        # random_page_cost (4, for spinning disks) the planner priced a thousand probes above a
-        # scan of the whole usage table, and each batch's UPDATE grew with the table (8 ms per
-        # batch at 50k rows, 30 ms at 200k). The hot table lives in memory or on SSD.
+        # Index probes over scans: with the default random_page_cost (4, for spinning disks) the
+        # planner priced a thousand probes above a scan of the whole usage table, and each batch
+        # grew with the table (8 ms at 50k rows, 30 ms at 200k). The hot table lives in memory or SSD.
         cursor.execute("SET LOCAL random_page_cost = 1.1")
         cursor.execute("SET LOCAL jit = off")
-        needed = claimed[:_summaries_needed(cursor, summary_ids=claimed, batch_size=batch_size)]
-        if not needed:
-            return None  # nothing waiting: the caller drops the stale markers
-        # Only the summaries the batch reaches are locked and loaded: a claim holds ten times more
-        # markers than a batch of busy summaries uses, and locking them all was a fifth of a fold.
-        summaries = lock_summaries(needed)
-        ids = _load_batch(cursor, summary_ids=needed, batch_size=batch_size)
+        summaries, loaded = _load_batch(cursor, claimed=claimed, batch_size=batch_size)
         cursor.execute("SELECT DISTINCT summary_id, snapshot_id, plan_id, rated_kind FROM fold_work")
         groups = cursor.fetchall()
-        if not groups or not _write_terms(cursor, groups=groups, summaries=summaries):
+        if not groups:
+            return None  # nothing waiting: the caller drops the stale markers
+        if not _write_terms(cursor, groups=groups, summaries=summaries):
             return None
         charge_rows(cursor, table="fold_work")
         cursor.execute("SELECT summary_id, count(*), sum(charged) FROM fold_work GROUP BY summary_id ORDER BY summary_id")
@@ -78,7 +73,7 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
         batch = FoldBatch.objects.create(record_count=records, charged_amount=charged, folded_by=folded_by,
                                          summary_count=len(per_summary))
         entries = funds.post_debits(batch_id=batch.id, caused_by=folded_by) if funds else {}
-        _mark_billed(cursor, ids=ids, batch_id=batch.id, entries={
+        _mark_billed(cursor, count=loaded, batch_id=batch.id, entries={
             summary_id: entries[summaries[summary_id].customer_id] for summary_id, _n, _t in per_summary
             if summaries[summary_id].customer_id in entries})
         moves = allowance_moves(cursor, table="fold_work")
@@ -93,49 +88,44 @@ def lock_summaries(ids: list[int]) -> dict[int, Summary]:
             .select_related("customer").order_by("id")}
 
 
-def _summaries_needed(cursor, *, summary_ids: list[int], batch_size: int) -> int:
-    """How many of the summaries, in claim order, hold the batch's records: each is counted by one
-    probe of usage_pending_idx, up to what the batch still lacks, so records are read about once."""
-    cursor.execute(
-        f"""WITH RECURSIVE walk(i, taken) AS (
-                SELECT 0, 0::bigint
-                UNION ALL
-                SELECT w.i + 1, w.taken + (
-                    SELECT count(*) FROM (SELECT 1 FROM {USAGE} r
-                                          WHERE r.summary_id = (%(ids)s::bigint[])[w.i + 1] AND r.status = 'rated'
-                                          LIMIT %(limit)s - w.taken) c)
-                FROM walk w WHERE w.taken < %(limit)s AND w.i < cardinality(%(ids)s::bigint[])
-            )
-            SELECT CASE WHEN max(taken) > 0 THEN max(i) ELSE 0 END FROM walk""",
-        {"ids": array_literal(summary_ids), "limit": batch_size})
-    return cursor.fetchone()[0]
+def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[int, Summary], int]:
+    """fold_work gets the batch: the claimed summaries' waiting records in processing order, the
+    usage id as `seq` (ids grow in arrival order, the tie-break of equal times). Returns the
+    summaries read (locked) and how many records were loaded.
 
-
-def _load_batch(cursor, *, summary_ids: list[int], batch_size: int) -> list[int]:
-    """fold_work gets the batch: the summaries' waiting records in processing order, the usage id
-    as `seq` (ids grow in arrival order, the tie-break of equal times)."""
+    Summaries are locked, then read, in growing groups (10, 20, 40, …) until the batch is full: a
+    claim holds ten times more markers than a batch of busy summaries needs, and locking them all
+    had cost a fifth of a fold. Locked first, so a summary's records are read after whatever
+    locked it before us (a re-rate, an in-place import fold) has committed."""
     cursor.execute("""
         CREATE TEMP TABLE IF NOT EXISTS fold_work (
-            seq bigint, summary_id bigint, snapshot_id bigint, plan_id bigint, rated_kind text, quantity numeric,
-            billable numeric, occurred_at timestamptz, outcome text DEFAULT 'new', status text DEFAULT 'rated',
-            price numeric, block_size numeric, places integer, rounding text, unit text, allowance_id bigint,
-            included numeric, covered numeric, charged numeric) ON COMMIT DELETE ROWS""")
+            seq bigint, tid tid, summary_id bigint, snapshot_id bigint, plan_id bigint, rated_kind text,
+            quantity numeric, billable numeric, occurred_at timestamptz, outcome text DEFAULT 'new',
+            status text DEFAULT 'rated', price numeric, block_size numeric, places integer, rounding text, unit text,
+            allowance_id bigint, included numeric, covered numeric, charged numeric) ON COMMIT DELETE ROWS""")
     cursor.execute("DELETE FROM fold_work")  # empty unless an earlier fold of this transaction fell back
-    # One index probe per summary (usage_pending_idx gives its records in processing order): a
-    # plain `summary_id = ANY(…)` was planned, with stale statistics, as a scan of every waiting
-    # record of the table.
-    cursor.execute(
-        f"""INSERT INTO fold_work (seq, summary_id, snapshot_id, plan_id, rated_kind, quantity, billable, occurred_at)
-            SELECT u.id, u.summary_id, u.snapshot_id, u.plan_id, u.rated_kind, u.quantity, u.billable_quantity,
-                   u.occurred_at
-            FROM unnest(%(ids)s::bigint[]) AS claimed(id)
-            CROSS JOIN LATERAL (
-                SELECT * FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
-                ORDER BY r.occurred_at, r.id LIMIT %(limit)s) u
-            ORDER BY u.summary_id, u.occurred_at, u.id LIMIT %(limit)s
-            RETURNING seq""",
-        {"ids": array_literal(summary_ids), "limit": batch_size})
-    return [row[0] for row in cursor.fetchall()]
+    summaries: dict[int, Summary] = {}
+    loaded, start, size = 0, 0, 10
+    while loaded < batch_size and start < len(claimed):
+        group = claimed[start:start + size]
+        summaries.update(lock_summaries(group))
+        # One probe of usage_pending_idx per summary, which gives its records in processing order:
+        # a plain `summary_id = ANY(…)` was planned, with stale statistics, as a scan of every
+        # waiting record of the table.
+        cursor.execute(
+            f"""INSERT INTO fold_work (seq, tid, summary_id, snapshot_id, plan_id, rated_kind, quantity, billable,
+                                       occurred_at)
+                SELECT u.id, u.ctid, u.summary_id, u.snapshot_id, u.plan_id, u.rated_kind, u.quantity,
+                       u.billable_quantity, u.occurred_at
+                FROM unnest(%(ids)s::bigint[]) AS claimed(id)
+                CROSS JOIN LATERAL (
+                    SELECT ctid, * FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
+                    ORDER BY r.occurred_at, r.id LIMIT %(limit)s) u
+                ORDER BY u.summary_id, u.occurred_at, u.id LIMIT %(limit)s""",
+            {"ids": array_literal(group), "limit": batch_size - loaded})
+        loaded += cursor.rowcount
+        start, size = start + size, size * 2
+    return summaries, loaded
 
 
 def _write_terms(cursor, *, groups, summaries: dict[int, Summary]) -> bool:
@@ -180,17 +170,21 @@ def _prepaid_funds(*, summaries: dict[int, Summary], per_summary) -> PrepaidFund
     return funds
 
 
-def _mark_billed(cursor, *, ids: list[int], batch_id: int, entries: dict[int, int]) -> None:
+def _mark_billed(cursor, *, count: int, batch_id: int, entries: dict[int, int]) -> None:
     """The usage rows become billed with their charge, allowance use and (prepaid) ledger entry.
-    Their ids, given as a list too, make the plan probe the primary key rather than hash the table."""
+    Each is found by the row address read when the batch was loaded (a TID scan, no index probe):
+    the rows cannot move meanwhile, as whatever changes a waiting record holds its summary's lock,
+    which this transaction has; the id is checked too, and the count."""
     cursor.execute(
         f"""UPDATE {USAGE} u SET status = 'billed', batch_id = %s, allowance_used = w.covered,
                 charged_amount = w.charged, billed_at = %s, unrated_reason = '', failure_code = '', amount_due = NULL,
                 wallet_entry_id = CASE WHEN e.summary_id IS NULL THEN u.wallet_entry_id ELSE e.entry_id END
             FROM fold_work w
             LEFT JOIN unnest(%s::bigint[], %s::bigint[]) AS e(summary_id, entry_id) ON e.summary_id = w.summary_id
-            WHERE u.id = w.seq AND u.id = ANY(%s::bigint[])""",
-        [batch_id, timezone.now(), array_literal(entries), array_literal(entries.values()), array_literal(ids)])
+            WHERE u.ctid = w.tid AND u.id = w.seq""",
+        [batch_id, timezone.now(), array_literal(entries), array_literal(entries.values())])
+    if cursor.rowcount != count:
+        raise RuntimeError(f"fold batch {batch_id}: {cursor.rowcount} of {count} usage rows found to mark billed")
 
 
 def _refresh_totals(*, summaries: list[Summary]) -> None:

@@ -10,6 +10,7 @@ back to Python, so the random cases also check that the choice is made per batch
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from decimal import Decimal
 
 from django.test import override_settings
@@ -21,7 +22,7 @@ from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_in_python
 from tarifa.metering.services.reconciliation import find_differences
 from tarifa.metering.tests.test_bulk import (
-    _balances_of, _records_of, _summaries_of, call, chunks_of, make_tenant, records_strategy, rolled_back,
+    SAO_PAULO, _balances_of, _records_of, _summaries_of, call, chunks_of, make_tenant, records_strategy, rolled_back,
 )
 from tarifa.wallets.models import LedgerEntry
 from tarifa.wallets.services.reconciliation import find_wallet_differences
@@ -105,23 +106,24 @@ def test_sql_fold_carries_allowance_across_batches_and_kinds(postgres):
 
 
 def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waiting(postgres, monkeypatch):
-    """Three summaries with 3, 2 and 2 waiting records, claimed together. A batch of 3 locks and
-    reads only the first; a full batch keeps every marker (its last summary may hold more). The next
-    batch of 3 ends inside the third: the first two are drained, the third stays marked."""
+    """Twelve summaries (one customer's months) with 2 waiting records each, claimed together.
+    Summaries are locked and read in groups of 10, 20, … until the batch is full: a batch of 3
+    locks the first ten only and, being full, keeps the markers from its last summary on (that one
+    may hold more). A batch of 200 (which claims up to 20) then takes the other 21 from groups of 10 and 1 and
+    drains them."""
     from tarifa.metering.models import PendingSummary
     from tarifa.metering.services.folding import fold_next_batch
 
     tenant = make_tenant("reach")
     ingest_in_python(tenant=tenant, records=[
-        call("a1", 60, 1), call("a2", 60, 2), call("a3", 60, 3),
-        call("b1", 60, 1, customer="c2"), call("b2", 60, 2, customer="c2"),
-        call("d1", 60, 1, customer="c4"), call("d2", 60, 2, customer="c4")])
-    by_customer = dict(Summary.objects.filter(tenant=tenant).values_list("customer__external_id", "id"))
-    first, second, third = (by_customer[c] for c in ("c1", "c2", "c4"))
-    assert first < second < third  # claimed in this order
+        {"id": f"m{month}-{n}", "customer": "c1", "kind": "call", "quantity": 60, "destination": "33334444",
+         "occurred_at": datetime(2025, month, 10 + n, 10, tzinfo=SAO_PAULO).isoformat()}
+        for month in range(1, 13) for n in range(2)])
+    ids = list(Summary.objects.filter(tenant=tenant).order_by("period").values_list("id", flat=True))
+    assert ids == sorted(ids) and len(ids) == 12  # claimed in month order
     locked = []
     original = set_folding.lock_summaries
-    monkeypatch.setattr(set_folding, "lock_summaries", lambda ids: locked.append(list(ids)) or original(ids))
+    monkeypatch.setattr(set_folding, "lock_summaries", lambda group: locked.append(list(group)) or original(group))
 
     def waiting() -> set[str]:
         return set(UsageRecord.objects.filter(tenant=tenant, status="rated").values_list("external_id", flat=True))
@@ -130,11 +132,9 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
         return sorted(PendingSummary.objects.values_list("summary_id", flat=True))
 
     assert fold_next_batch(batch_size=3, folded_by="test").records == 3
-    assert locked == [[first]] and waiting() == {"b1", "b2", "d1", "d2"}
-    assert marked() == [first, second, third]
-    assert fold_next_batch(batch_size=3, folded_by="test").records == 3  # nothing was left in the first
-    assert locked[1] == [first, second, third] and waiting() == {"d2"}
-    assert marked() == [third]
-    fold_all_pending(batch_size=4)
-    assert not waiting() and not marked()
+    assert locked == [ids[:10]] and {"m1-0", "m1-1", "m2-0"}.isdisjoint(waiting()) and len(waiting()) == 21
+    assert marked() == ids[1:]
+    assert fold_next_batch(batch_size=200, folded_by="test").records == 21
+    assert locked[1:] == [ids[1:11], ids[11:]] and not waiting() and not marked()
+    assert fold_next_batch(batch_size=200, folded_by="test").batches == 0
     assert find_differences(tenant=tenant) == []
