@@ -47,7 +47,10 @@ class Customer(models.Model):
         POSTPAID = "postpaid"  # usage folds into the monthly summary, invoiced later
         PREPAID = "prepaid"  # usage is also debited from the wallet in the fold's transaction
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers")
+    # No index of its own: customer_unique_external_id (tenant, external_id) serves tenant lookups,
+    # and with a second index on tenant alone, stale statistics made the planner probe a customer
+    # by scanning the tenant's customers (bulk ingestion's per-record lookup).
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers", db_index=False)
     external_id = models.CharField(max_length=128)
     name = models.CharField(max_length=200, blank=True, default="")
     email = models.EmailField(max_length=254, blank=True, default="")

@@ -224,28 +224,27 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
             WHERE external_id IN (SELECT external_id FROM usage_stage GROUP BY external_id HAVING count(*) > 1)
             ORDER BY external_id, seq
         ),
-        plans AS (  -- each subscription's plan from its start until the next one
-            SELECT sub.customer_id, sub.plan_id, sub.starts_on,
-                   lead(sub.starts_on) OVER (PARTITION BY sub.customer_id ORDER BY sub.starts_on) AS ends_on
-            FROM {SUBSCRIPTION} sub JOIN {CUSTOMER} sc ON sc.id = sub.customer_id AND sc.tenant_id = %(tenant)s
-            WHERE sc.external_id IN (SELECT customer_ref FROM usage_stage)
-        ),
         matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
             SELECT DISTINCT ON (s.seq) s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
                    c.id AS customer_id, c.billing_mode, p.plan_id, br.rate_id, br.rated_kind, br.unit, br.price,
                    br.block_size, br.minimum, br.increment, br.places, br.rounding, br.tiered, br.currency,
                    br.snapshot_id
             FROM s
-            -- one index probe per record: planned as a join, stale statistics (autovacuum off)
-            -- once made it hash the tenant's whole usage table
+            -- one index probe per record. LIMIT 1 (the key is unique) keeps the subquery from being
+            -- flattened into a join, which stale statistics (autovacuum off) planned as a hash of
+            -- the tenant's whole usage table: a chunk's cost grew with the table
             LEFT JOIN LATERAL (SELECT su.id, su.content_hash FROM {USAGE} su
-                               WHERE su.tenant_id = %(tenant)s AND su.external_id = s.external_id) u ON true
+                               WHERE su.tenant_id = %(tenant)s AND su.external_id = s.external_id LIMIT 1) u ON true
             LEFT JOIN repeated d ON d.external_id = s.external_id
-            -- only new records are rated
-            LEFT JOIN {CUSTOMER} c ON c.tenant_id = %(tenant)s AND c.external_id = s.customer_ref
-                 AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq)
-            LEFT JOIN plans p ON p.customer_id = c.id AND p.starts_on <= s.local_day
-                 AND (p.ends_on IS NULL OR s.local_day < p.ends_on)
+            -- only new records are rated: their customer, and the plan of its latest subscription
+            -- starting on or before the record's local day. Probes rather than joins, as above: with
+            -- stale statistics on customers, a join was planned as a scan of them all per record.
+            LEFT JOIN LATERAL (SELECT c.id, c.billing_mode FROM {CUSTOMER} c
+                               WHERE c.tenant_id = %(tenant)s AND c.external_id = s.customer_ref
+                                 AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq) LIMIT 1) c ON true
+            LEFT JOIN LATERAL (SELECT sub.plan_id FROM {SUBSCRIPTION} sub
+                               WHERE sub.customer_id = c.id AND sub.starts_on <= s.local_day
+                               ORDER BY sub.starts_on DESC LIMIT 1) p ON true
             LEFT JOIN bulk_rates br ON br.plan_id = p.plan_id AND br.lookup_kind = s.kind
                  AND starts_with(s.rate_key, br.prefix)
             ORDER BY s.seq, length(br.prefix) DESC NULLS LAST
