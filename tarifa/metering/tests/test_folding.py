@@ -220,3 +220,17 @@ def test_summary_events_are_debounced_and_the_sweep_catches_up(customers, settin
     ingest_usage(tenant=tenant, records=[call("d", "c2", 30, at(1))])
     fold_all()
     assert Event.objects.filter(type="summary.updated", payload__customer="c2").count() == 1
+
+
+def test_queued_folds_are_capped(customers, settings):
+    """At most MAX_QUEUED_FOLDS fold jobs wait, however many full batches are waiting."""
+    from tarifa.metering.services.ingestion import MAX_QUEUED_FOLDS
+
+    settings.TARIFA_FOLD_BATCH_SIZE = 1
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call(f"a{i}", "c1", 30, at(1, i)) for i in range(MAX_QUEUED_FOLDS - 2)])
+    assert Job.objects.filter(type="metering.fold", status="queued").count() == MAX_QUEUED_FOLDS - 2
+    ingest_usage(tenant=tenant, records=[call(f"b{i}", "c1", 30, at(2, i)) for i in range(5)])
+    assert Job.objects.filter(type="metering.fold", status="queued").count() == MAX_QUEUED_FOLDS
+    ingest_usage(tenant=tenant, records=[call("c", "c1", 30, at(3))])
+    assert Job.objects.filter(type="metering.fold", status="queued").count() == MAX_QUEUED_FOLDS
