@@ -50,9 +50,11 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
     Runs in the caller's transaction."""
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
-        # Index probes over scans: with the default random_page_cost (4, for spinning disks) the
-        # planner priced a thousand probes above a scan of the whole usage table, and each batch
-        # grew with the table (8 ms at 50k rows, 30 ms at 200k). The hot table lives in memory or SSD.
+        # Index probes over scans for the batch's reads (summary locks, pending-index probes): with
+        # the default random_page_cost (4, for spinning disks) the planner once priced a thousand
+        # probes above a scan of the whole usage table, and each batch grew with the table (8 ms
+        # at 50k rows, 30 ms at 200k). The hot table lives in memory or on SSD. (The billed UPDATE
+        # no longer depends on it: it goes by row address.)
         cursor.execute("SET LOCAL random_page_cost = 1.1")
         cursor.execute("SET LOCAL jit = off")
         summaries, loaded = _load_batch(cursor, claimed=claimed, batch_size=batch_size)

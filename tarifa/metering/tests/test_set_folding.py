@@ -109,8 +109,8 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     """Twelve summaries (one customer's months) with 2 waiting records each, claimed together.
     Summaries are locked and read in groups of 10, 20, … until the batch is full: a batch of 3
     locks the first ten only and, being full, keeps the markers from its last summary on (that one
-    may hold more). A batch of 200 (which claims up to 20) then takes the other 21 from groups of 10 and 1 and
-    drains them."""
+    may hold more). A batch of 200 (which claims up to 20) then takes the other 21 from groups of
+    10 and 1 and drains them."""
     from tarifa.metering.models import PendingSummary
     from tarifa.metering.services.folding import fold_next_batch
 
