@@ -188,15 +188,15 @@ BILLABLE = """CASE WHEN m.quantity <= 0 THEN 0 WHEN m.quantity <= m.minimum THEN
         ELSE m.minimum + ceil((m.quantity - m.minimum) / m.increment) * m.increment END"""
 
 # rating.round_money for non-negative amounts, the rate's rounding mode at the currency's places.
-ROUNDED = """CASE w.rounding
-        WHEN 'down' THEN trunc(x.amount, w.places)
-        WHEN 'up' THEN ceil(x.amount * power(10::numeric, w.places)) / power(10::numeric, w.places)
+ROUNDED = """CASE x.rounding
+        WHEN 'down' THEN trunc(x.amount, x.places)
+        WHEN 'up' THEN ceil(x.amount * power(10::numeric, x.places)) / power(10::numeric, x.places)
         WHEN 'half_even' THEN CASE
-            WHEN x.amount * power(10::numeric, w.places) - floor(x.amount * power(10::numeric, w.places)) = 0.5
-                 AND mod(floor(x.amount * power(10::numeric, w.places)), 2) = 0
-            THEN floor(x.amount * power(10::numeric, w.places)) / power(10::numeric, w.places)
-            ELSE round(x.amount, w.places) END
-        ELSE round(x.amount, w.places) END"""
+            WHEN x.amount * power(10::numeric, x.places) - floor(x.amount * power(10::numeric, x.places)) = 0.5
+                 AND mod(floor(x.amount * power(10::numeric, x.places)), 2) = 0
+            THEN floor(x.amount * power(10::numeric, x.places)) / power(10::numeric, x.places)
+            ELSE round(x.amount, x.places) END
+        ELSE round(x.amount, x.places) END"""
 
 
 def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
@@ -315,24 +315,34 @@ def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Dec
     return summary_ids, allowance_moves(cursor, table="usage_work")
 
 
-def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None = None) -> None:
+def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None = None, terms: str = "") -> None:
     """Charge the new rated rows of a work table (usage_work, or the fold's fold_work: same
     columns, `seq` in processing order) and mark them billed. The allowance left before each
     record is what was left before minus the billable quantity of the earlier records on it
     (allowance use is a running sum, capped); each charge is rounded once. `restrict` joins
-    onto `v` to limit the rows charged."""
+    onto `v` to limit the rows charged. `terms`, when given, is a relation `t` of (snapshot_id,
+    plan_id, rated_kind) with each one's price terms and allowance, written into the rows here
+    (one pass over the table, not a second UPDATE before this one)."""
+    if terms:
+        source = f"""(SELECT f.seq, f.summary_id, f.occurred_at, f.outcome, f.status, f.billable, t.price, t.block_size,
+                             t.places, t.rounding, t.unit, t.allowance_id, t.included
+                      FROM {table} f JOIN {terms} ON t.snapshot_id = f.snapshot_id AND t.plan_id = f.plan_id
+                                                 AND t.rated_kind = f.rated_kind)"""
+        written = ", unit = x.unit, allowance_id = x.allowance_id, included = x.included"  # what summing reads
+    else:
+        source, written = table, ""
     cursor.execute(
         f"""
-        UPDATE {table} w SET covered = x.covered, charged = {ROUNDED}, status = 'billed'
+        UPDATE {table} w SET covered = x.covered, charged = {ROUNDED}, status = 'billed'{written}
         FROM (
-            SELECT y.seq, y.covered,
-                   (y.billable - y.covered) * y.price / y.block_size AS amount
+            SELECT y.*, (y.billable - y.covered) * y.price / y.block_size AS amount
             FROM (
-                SELECT v.seq, v.billable, v.price, v.block_size,
+                SELECT v.seq, v.billable, v.price, v.block_size, v.places, v.rounding, v.unit, v.allowance_id,
+                       v.included,
                        CASE WHEN v.allowance_id IS NULL THEN 0 ELSE greatest(0, least(v.billable,
                            coalesce(au.included, v.included) - coalesce(au.used, 0)
                            - coalesce(sum(v.billable) OVER running - v.billable, 0))) END AS covered
-                FROM {table} v
+                FROM {source} v
                 LEFT JOIN {ALLOWANCE_USAGE} au ON au.summary_id = v.summary_id AND au.allowance_id = v.allowance_id
                 {restrict}
                 WHERE v.outcome = 'new' AND v.status = 'rated'
@@ -387,9 +397,16 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None) -> None:
         raise _LostRace() from exc
 
 
-def add_to_summaries(cursor, *, table: str) -> tuple[int, Decimal]:
+@dataclass(frozen=True)
+class Added:
+    records: int
+    charged: Decimal
+    totals: dict[int, tuple]  # summary id -> its record_count, total_amount, updated_at as written
+
+
+def add_to_summaries(cursor, *, table: str) -> Added:
     """Step 5: add the billed rows of a work table to their lines, allowance use and summaries
-    (locked by the caller); returns their count and total charge."""
+    (locked by the caller)."""
     cursor.execute(
         f"""
         INSERT INTO {LINE} AS l (summary_id, kind, unit, record_count, quantity, billable_quantity, allowance_used,
@@ -416,10 +433,11 @@ def add_to_summaries(cursor, *, table: str) -> tuple[int, Decimal]:
                                updated_at = clock_timestamp()  -- not the transaction's start: later than any event sent before
         FROM (SELECT summary_id, count(*) AS n, sum(charged) AS total FROM {table}
               WHERE outcome = 'new' AND status = 'billed' GROUP BY summary_id) v
-        WHERE s.id = v.summary_id""")
-    cursor.execute(f"SELECT count(*), coalesce(sum(charged), 0) FROM {table} WHERE outcome = 'new' AND status = 'billed'")
-    count, total = cursor.fetchone()
-    return count, total
+        WHERE s.id = v.summary_id
+        RETURNING s.id, s.record_count, s.total_amount, s.updated_at, v.n, v.total""")
+    rows = cursor.fetchall()
+    return Added(sum(row[4] for row in rows), sum((row[5] for row in rows), ZERO),
+                 {row[0]: row[1:4] for row in rows})
 
 
 def _conflicts(cursor, limit: int = 20):
@@ -460,7 +478,8 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "") -> ChunkResu
             raise RuntimeError("bulk ingestion kept losing insert races; try again")
         result = ChunkResult()
         if batch is not None:
-            result.folded, result.charged = add_to_summaries(cursor, table="usage_work")
+            added = add_to_summaries(cursor, table="usage_work")
+            result.folded, result.charged = added.records, added.charged
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
             touched = list(Summary.objects.filter(id__in=summary_ids).select_related("customer").order_by("id"))
             emit_summary_events(summaries=touched, crossed=crossed_thresholds(moves), batch_id=batch.id)

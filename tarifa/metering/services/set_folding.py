@@ -17,6 +17,7 @@ temp-table rows, against about 80 µs of Python.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -62,15 +63,20 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
         groups = cursor.fetchall()
         if not groups:
             return None  # nothing waiting: the caller drops the stale markers
-        if not _write_terms(cursor, groups=groups, summaries=summaries):
+        terms = _terms(groups=groups, summaries=summaries)
+        if terms is None:
             return None
-        charge_rows(cursor, table="fold_work")
+        # Temp tables get no autovacuum statistics: without these the planner took the batch for
+        # one row and charged it by re-running the window query for every row.
+        cursor.execute("ANALYZE fold_work (seq, summary_id, snapshot_id, plan_id, rated_kind)")
+        charge_rows(cursor, table="fold_work", terms=TERMS_RELATION, params=terms)
         cursor.execute("SELECT summary_id, count(*), sum(charged) FROM fold_work GROUP BY summary_id ORDER BY summary_id")
         per_summary = cursor.fetchall()
         funds = _prepaid_funds(summaries=summaries, per_summary=per_summary)
         if funds is False:
             return None
         records = sum(n for _summary, n, _total in per_summary)
+        _Density.records_per_summary = records / len(per_summary)
         charged = sum(total for _summary, _n, total in per_summary)
         batch = FoldBatch.objects.create(record_count=records, charged_amount=charged, folded_by=folded_by,
                                          summary_count=len(per_summary))
@@ -79,8 +85,10 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
             summary_id: entries[summaries[summary_id].customer_id] for summary_id, _n, _t in per_summary
             if summaries[summary_id].customer_id in entries})
         moves = allowance_moves(cursor, table="fold_work")
-        add_to_summaries(cursor, table="fold_work")
-        _refresh_totals(summaries=[summaries[s] for s, _n, _t in per_summary])
+        # The in-memory summaries take the totals just written (the events carry them).
+        for summary_id, (count, total, updated_at) in add_to_summaries(cursor, table="fold_work").totals.items():
+            summary = summaries[summary_id]
+            summary.record_count, summary.total_amount, summary.updated_at = count, total, updated_at
     return SetFold(batch.id, records, summaries, [s for s, _n, _t in per_summary], charged, moves)
 
 
@@ -95,9 +103,11 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     usage id as `seq` (ids grow in arrival order, the tie-break of equal times). Returns the
     summaries read (locked) and how many records were loaded.
 
-    Summaries are locked, then read, in growing groups (10, 20, 40, …) until the batch is full: a
+    Summaries are locked, then read, in growing groups (doubling) until the batch is full: a
     claim holds ten times more markers than a batch of busy summaries needs, and locking them all
-    had cost a fifth of a fold. Locked first, so a summary's records are read after whatever
+    had cost a fifth of a fold. The first group is sized by the records per summary of this
+    process's last batch, so a batch of busy summaries reads about the records it keeps (a
+    summary's records are read up to what the batch still lacks). Locked first, so a summary's records are read after whatever
     locked it before us (a re-rate, an in-place import fold) has committed."""
     cursor.execute("""
         CREATE TEMP TABLE IF NOT EXISTS fold_work (
@@ -107,7 +117,7 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
             allowance_id bigint, included numeric, covered numeric, charged numeric) ON COMMIT DELETE ROWS""")
     cursor.execute("DELETE FROM fold_work")  # empty unless an earlier fold of this transaction fell back
     summaries: dict[int, Summary] = {}
-    loaded, start, size = 0, 0, 10
+    loaded, start, size = 0, 0, _first_group_size(batch_size)
     while loaded < batch_size and start < len(claimed):
         group = claimed[start:start + size]
         summaries.update(lock_summaries(group))
@@ -130,30 +140,39 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     return summaries, loaded
 
 
-def _write_terms(cursor, *, groups, summaries: dict[int, Summary]) -> bool:
-    """Write each row's price terms and allowance into fold_work; False (nothing written) when a
-    rate is tiered or in another currency than its summary (the Python path handles those)."""
+class _Density:
+    """Records per summary in this process's last fold batch (0: none yet)."""
+
+    records_per_summary = 0.0
+
+
+def _first_group_size(batch_size: int) -> int:
+    if not _Density.records_per_summary:
+        return 10
+    return max(1, math.ceil(batch_size / _Density.records_per_summary))
+
+
+TERMS_RELATION = """unnest(%(t0)s::bigint[], %(t1)s::bigint[], %(t2)s::text[], %(t3)s::numeric[], %(t4)s::numeric[],
+                            %(t5)s::integer[], %(t6)s::text[], %(t7)s::text[], %(t8)s::bigint[], %(t9)s::numeric[])
+    AS t(snapshot_id, plan_id, rated_kind, price, block_size, places, rounding, unit, allowance_id, included)"""
+
+
+def _terms(*, groups, summaries: dict[int, Summary]) -> dict[str, str] | None:
+    """Each (snapshot, plan, kind) of the batch with its price terms and allowance, as the array
+    literals of TERMS_RELATION; None when a rate is tiered or in another currency than its
+    summary (the Python path handles those)."""
     snapshots = dict(RateSnapshot.objects.filter(id__in={g[1] for g in groups}).values_list("id", "data"))
     allowances = allowances_by_plan(plan_ids={g[2] for g in groups})
     keys = {}
     for summary_id, snapshot_id, plan_id, rated_kind in groups:
         data = snapshots[snapshot_id]
         if data.get("tiers") or data["currency"] != summaries[summary_id].currency:
-            return False
+            return None
         allowance = covering_allowance(allowances.get(plan_id, []), rated_kind)
         keys[(snapshot_id, plan_id, rated_kind)] = (data, allowance)
     rows = [(s, p, k, d["price"], d["block_size"], int(d["places"]), d["rounding"], d["unit"],
              a.id if a else None, a.quantity if a else None) for (s, p, k), (d, a) in keys.items()]
-    columns = list(zip(*rows))
-    cursor.execute(
-        """UPDATE fold_work w SET price = t.price, block_size = t.block_size, places = t.places,
-               rounding = t.rounding, unit = t.unit, allowance_id = t.allowance_id, included = t.included
-           FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::numeric[], %s::numeric[], %s::integer[],
-                       %s::text[], %s::text[], %s::bigint[], %s::numeric[])
-                AS t(snapshot_id, plan_id, rated_kind, price, block_size, places, rounding, unit, allowance_id, included)
-           WHERE w.snapshot_id = t.snapshot_id AND w.plan_id = t.plan_id AND w.rated_kind = t.rated_kind""",
-        [array_literal(c) for c in columns])
-    return True
+    return {f"t{i}": array_literal(column) for i, column in enumerate(zip(*rows))}
 
 
 def _prepaid_funds(*, summaries: dict[int, Summary], per_summary) -> PrepaidFunds | None | bool:
@@ -180,18 +199,12 @@ def _mark_billed(cursor, *, count: int, batch_id: int, entries: dict[int, int]) 
     cursor.execute(
         f"""UPDATE {USAGE} u SET status = 'billed', batch_id = %s, allowance_used = w.covered,
                 charged_amount = w.charged, billed_at = %s, unrated_reason = '', failure_code = '', amount_due = NULL,
-                wallet_entry_id = CASE WHEN e.summary_id IS NULL THEN u.wallet_entry_id ELSE e.entry_id END
+                wallet_entry_id = coalesce((%s::bigint[])[array_position(%s::bigint[], w.summary_id)],
+                                           u.wallet_entry_id)
             FROM fold_work w
-            LEFT JOIN unnest(%s::bigint[], %s::bigint[]) AS e(summary_id, entry_id) ON e.summary_id = w.summary_id
             WHERE u.ctid = w.tid AND u.id = w.seq""",
-        [batch_id, timezone.now(), array_literal(entries), array_literal(entries.values())])
+        # The entry by array lookup, not a join: the planner, blind to the temp table's size, joined
+        # an unnest() by nested loop and evaluated it again for every row (20 µs a record).
+        [batch_id, timezone.now(), array_literal(entries.values()), array_literal(entries)])
     if cursor.rowcount != count:
         raise RuntimeError(f"fold batch {batch_id}: {cursor.rowcount} of {count} usage rows found to mark billed")
-
-
-def _refresh_totals(*, summaries: list[Summary]) -> None:
-    """The in-memory summaries take the totals just written (the events carry them)."""
-    fresh = {i: (n, total, at) for i, n, total, at in Summary.objects.filter(id__in=[s.id for s in summaries])
-             .values_list("id", "record_count", "total_amount", "updated_at")}
-    for summary in summaries:
-        summary.record_count, summary.total_amount, summary.updated_at = fresh[summary.id]

@@ -107,10 +107,11 @@ def test_sql_fold_carries_allowance_across_batches_and_kinds(postgres):
 
 def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waiting(postgres, monkeypatch):
     """Twelve summaries (one customer's months) with 2 waiting records each, claimed together.
-    Summaries are locked and read in groups of 10, 20, … until the batch is full: a batch of 3
-    locks the first ten only and, being full, keeps the markers from its last summary on (that one
-    may hold more). A batch of 200 (which claims up to 20) then takes the other 21 from groups of
-    10 and 1 and drains them."""
+    Summaries are locked and read in doubling groups until the batch is full, the first of 10 in
+    a fresh process: a batch of 3 locks the first ten only and, being full, keeps the markers from
+    its last summary on (that one may hold more). It took 3 records from 2 summaries, so the next
+    batch of 200 (which claims up to 20) starts with a group of 134, takes the other 21 from the
+    11 left in one group and drains them."""
     from tarifa.metering.models import PendingSummary
     from tarifa.metering.services.folding import fold_next_batch
 
@@ -124,6 +125,7 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     locked = []
     original = set_folding.lock_summaries
     monkeypatch.setattr(set_folding, "lock_summaries", lambda group: locked.append(list(group)) or original(group))
+    monkeypatch.setattr(set_folding._Density, "records_per_summary", 0.0)  # as in a fresh process
 
     def waiting() -> set[str]:
         return set(UsageRecord.objects.filter(tenant=tenant, status="rated").values_list("external_id", flat=True))
@@ -134,7 +136,8 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     assert fold_next_batch(batch_size=3, folded_by="test").records == 3
     assert locked == [ids[:10]] and {"m1-0", "m1-1", "m2-0"}.isdisjoint(waiting()) and len(waiting()) == 21
     assert marked() == ids[1:]
+    assert set_folding._first_group_size(200) == 134
     assert fold_next_batch(batch_size=200, folded_by="test").records == 21
-    assert locked[1:] == [ids[1:11], ids[11:]] and not waiting() and not marked()
+    assert locked[1:] == [ids[1:]] and not waiting() and not marked()
     assert fold_next_batch(batch_size=200, folded_by="test").batches == 0
     assert find_differences(tenant=tenant) == []
