@@ -14,7 +14,8 @@ from tarifa.tenants.models import Customer, Tenant
 BATCHES_PER_JOB = 20
 
 
-@job("metering.fold", queue="default", max_attempts=20, backoff_base=1.0, backoff_cap=300.0)
+@job("metering.fold", queue="default", max_attempts=20, backoff_base=1.0, backoff_cap=300.0,
+     one_at_a_time=True)
 def fold(ctx, **_payload) -> None:
     """Fold batches of waiting usage (any summaries no other worker holds) until none is left."""
     for _ in range(BATCHES_PER_JOB):
@@ -34,7 +35,7 @@ def sweep(ctx, scheduled_for: str | None = None) -> None:
 periodic("metering.sweep", cron=settings.TARIFA_FOLD_SWEEP_CRON, job_type="metering.sweep")
 
 
-@job("billing.process", queue="default", max_attempts=5)
+@job("billing.process", queue="default", max_attempts=5, one_at_a_time=True)
 def process(ctx, *, tenant_id: int, customer_id: int | None = None, usage_ids: list[str] | None = None) -> None:
     """`POST /api/v1/billing/process` with "async": true."""
     tenant = Tenant.objects.get(pk=tenant_id)

@@ -21,6 +21,9 @@ class JobType:
     max_attempts: int = 10
     backoff_base: float = 2.0  # seconds; the n-th retry waits up to base * 2**(n-1), capped
     backoff_cap: float = 3600.0
+    # Long-running (seconds, not milliseconds): a claim takes at most one such job, so the others
+    # stay in the pool for idle workers instead of waiting behind it in one worker's batch.
+    one_at_a_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,14 @@ _periodics: dict[str, Periodic] = {}
 
 def job(
     name: str, *, queue: str = "default", priority: int = Priority.NORMAL, max_attempts: int = 10,
-    backoff_base: float = 2.0, backoff_cap: float = 3600.0,
+    backoff_base: float = 2.0, backoff_cap: float = 3600.0, one_at_a_time: bool = False,
 ):
     """Register a handler `fn(ctx, **payload)`. Handlers must be idempotent: a job may run twice."""
 
     def register(fn):
         _job_types[name] = JobType(
             name=name, handler=fn, queue=queue, priority=priority, max_attempts=max_attempts,
-            backoff_base=backoff_base, backoff_cap=backoff_cap,
+            backoff_base=backoff_base, backoff_cap=backoff_cap, one_at_a_time=one_at_a_time,
         )
         return fn
 

@@ -136,7 +136,8 @@ def enqueue_many(
 def claim_due_jobs(
     *, worker_id: str, queues: list[str], limit: int, lease_seconds: float, now: datetime | None = None
 ) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs, highest priority first, then oldest due time.
+    """Lease up to `limit` due jobs, highest priority first, then oldest due time, and at most one
+    of the long-running (`one_at_a_time`) types: the rest of those stay queued for other workers.
 
     PostgreSQL: SELECT … FOR UPDATE SKIP LOCKED, so concurrent workers take disjoint rows without
     waiting. SQLite: the transaction is BEGIN IMMEDIATE (see settings), which serialises claimers.
@@ -150,6 +151,7 @@ def claim_due_jobs(
             .only("id", "type", "queue", "payload", "priority", "attempts", "max_attempts", "created_at", "run_at")
             [:limit]
         )
+        rows = _one_long_job_at_most(rows)
         if not rows:
             return []
         Job.objects.filter(id__in=[row.id for row in rows]).update(
@@ -163,6 +165,19 @@ def claim_due_jobs(
         )
         for row in rows
     ]
+
+
+def _one_long_job_at_most(rows: list[Job]) -> list[Job]:
+    """The rows without the long-running jobs after the first (left unleased, they unlock at commit)."""
+    kept, long_taken = [], False
+    for row in rows:
+        spec = registry.job_type(row.type)
+        if spec is not None and spec.one_at_a_time:
+            if long_taken:
+                continue
+            long_taken = True
+        kept.append(row)
+    return kept
 
 
 def complete_jobs(*, worker_id: str, job_ids: list[int]) -> int:

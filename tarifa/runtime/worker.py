@@ -118,12 +118,14 @@ class Worker:
     # -- one batch --------------------------------------------------------------------
 
     def run_once(self, *, slot: int = 0) -> int:
-        """Claim one batch and run it; returns how many jobs were claimed."""
+        """Claim one batch and run it; returns how many jobs were claimed (the batch size after a
+        long-running job, so the slot looks for more without waiting)."""
         jobs = services.claim_due_jobs(
             worker_id=self.worker_id, queues=self.queues, limit=self.batch_size, lease_seconds=self.lease_seconds
         )
         if not jobs:
             return 0
+        long_job = any(getattr(registry.job_type(job.type), "one_at_a_time", False) for job in jobs)
         with self._lock:
             self._held.update(job.id for job in jobs)
         done: list[int] = []
@@ -140,7 +142,8 @@ class Worker:
                 self._held.difference_update(job.id for job in jobs)
                 self._current.pop(slot, None)
                 self._done += len(done)
-        return len(jobs)
+        # After a long job, claim again at once: the claim may have left others of its kind due.
+        return self.batch_size if long_job else len(jobs)
 
     def _execute(self, job: services.ClaimedJob, *, slot: int) -> bool:
         spec = registry.job_type(job.type)

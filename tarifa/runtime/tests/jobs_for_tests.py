@@ -39,3 +39,8 @@ def slow_tally(ctx, *, counter: str, sleep: float = 0.02) -> None:
 def flaky(ctx, *, fail_times: int) -> None:
     if ctx.attempt <= fail_times:
         raise RuntimeError(f"planned failure {ctx.attempt}")
+
+
+@job("tests.long", one_at_a_time=True)
+def long_job(ctx) -> None:
+    """A long-running type: claimed one at a time."""

@@ -108,6 +108,27 @@ def test_priorities_are_honoured_when_backlogged():
     assert [j.priority for j in claimed] == [10, 10, 5, 1, 1]
 
 
+def test_a_claim_takes_one_long_running_job_and_leaves_the_others_to_other_workers():
+    for _ in range(3):
+        services.enqueue("tests.long")
+    services.enqueue("runtime.noop")
+    first = services.claim_due_jobs(worker_id="a", queues=["default"], limit=10, lease_seconds=30)
+    assert sorted(j.type for j in first) == ["runtime.noop", "tests.long"]
+    second = services.claim_due_jobs(worker_id="b", queues=["default"], limit=10, lease_seconds=30)
+    assert [j.type for j in second] == ["tests.long"]
+    assert Job.objects.filter(status=Job.Status.QUEUED, type="tests.long").count() == 1
+
+
+def test_after_a_long_running_job_the_worker_claims_again_without_waiting():
+    for _ in range(2):
+        services.enqueue("tests.long")
+    worker = Worker(batch_size=10)
+    assert worker.run_once() == 10  # one job ran; "full", so the slot loops at once
+    assert worker.run_once() == 10
+    assert worker.run_once() == 0
+    assert Job.objects.filter(status=Job.Status.SUCCEEDED).count() == 2
+
+
 def test_future_jobs_wait_for_their_due_time():
     services.enqueue("runtime.noop", run_at=timezone.now() + timedelta(minutes=5))
     assert services.claim_due_jobs(worker_id="w", queues=["default"], limit=10, lease_seconds=30) == []
