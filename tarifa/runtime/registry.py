@@ -66,6 +66,12 @@ def job_type(name: str) -> JobType | None:
     return _job_types.get(name)
 
 
+def runs_one_at_a_time(name: str) -> bool:
+    """Whether jobs of this type are claimed one at a time (unknown types: no)."""
+    spec = _job_types.get(name)
+    return spec is not None and spec.one_at_a_time
+
+
 def job_types() -> dict[str, JobType]:
     return dict(_job_types)
 

@@ -171,8 +171,7 @@ def _one_long_job_at_most(rows: list[Job]) -> list[Job]:
     """The rows without the long-running jobs after the first (left unleased, they unlock at commit)."""
     kept, long_taken = [], False
     for row in rows:
-        spec = registry.job_type(row.type)
-        if spec is not None and spec.one_at_a_time:
+        if registry.runs_one_at_a_time(row.type):
             if long_taken:
                 continue
             long_taken = True

@@ -125,7 +125,7 @@ class Worker:
         )
         if not jobs:
             return 0
-        long_job = any(getattr(registry.job_type(job.type), "one_at_a_time", False) for job in jobs)
+        long_job = any(registry.runs_one_at_a_time(job.type) for job in jobs)
         with self._lock:
             self._held.update(job.id for job in jobs)
         done: list[int] = []

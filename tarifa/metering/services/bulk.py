@@ -316,13 +316,14 @@ def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Dec
 
 
 def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None = None, terms: str = "") -> None:
-    """Charge the new rated rows of a work table (usage_work, or the fold's fold_work: same
-    columns, `seq` in processing order) and mark them billed. The allowance left before each
-    record is what was left before minus the billable quantity of the earlier records on it
-    (allowance use is a running sum, capped); each charge is rounded once. `restrict` joins
-    onto `v` to limit the rows charged. `terms`, when given, is a relation `t` of (snapshot_id,
-    plan_id, rated_kind) with each one's price terms and allowance, written into the rows here
-    (one pass over the table, not a second UPDATE before this one)."""
+    """Charge the new rated rows of a work table (usage_work, or the fold's fold_work: `seq` in
+    processing order) and mark them billed. The allowance left before each record is what was
+    left before minus the billable quantity of the earlier records on it (allowance use is a
+    running sum, capped); each charge is rounded once. `restrict` joins
+    onto `v` to limit the rows charged. The price terms and allowance are the table's own columns
+    (usage_work) or, with `terms`, come from that relation `t` of (snapshot_id, plan_id,
+    rated_kind), and the unit and allowance are written into the rows here (one pass over the
+    table, not a second UPDATE before this one)."""
     if terms:
         source = f"""(SELECT f.seq, f.summary_id, f.occurred_at, f.outcome, f.status, f.billable, t.price, t.block_size,
                              t.places, t.rounding, t.unit, t.allowance_id, t.included

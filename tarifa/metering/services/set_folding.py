@@ -109,12 +109,13 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     process's last batch, so a batch of busy summaries reads about the records it keeps (each
     summary's are read up to what the batch still lacks). Locked first, so a summary's records
     are read after whatever locked it before us (a re-rate, an in-place import fold) has committed."""
+    # No price-term columns: charging joins them in from TERMS_RELATION.
     cursor.execute("""
         CREATE TEMP TABLE IF NOT EXISTS fold_work (
             seq bigint, tid tid, summary_id bigint, snapshot_id bigint, plan_id bigint, rated_kind text,
             quantity numeric, billable numeric, occurred_at timestamptz, outcome text DEFAULT 'new',
-            status text DEFAULT 'rated', price numeric, block_size numeric, places integer, rounding text, unit text,
-            allowance_id bigint, included numeric, covered numeric, charged numeric) ON COMMIT DELETE ROWS""")
+            status text DEFAULT 'rated', unit text, allowance_id bigint, included numeric, covered numeric,
+            charged numeric) ON COMMIT DELETE ROWS""")
     cursor.execute("DELETE FROM fold_work")  # empty unless an earlier fold of this transaction fell back
     summaries: dict[int, Summary] = {}
     loaded, start, size = 0, 0, _first_group_size(batch_size)
