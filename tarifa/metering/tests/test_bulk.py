@@ -148,9 +148,16 @@ def ingest_three_ways(chunks: list[list[dict]], *, batch: int) -> None:
         assert find_differences(tenant=tenant) == []
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
-@given(records=records_strategy, cuts=st.lists(st.integers(1, 79), max_size=3), batch=st.sampled_from([1, 7, 1000]))
+def differential_examples(test):
+    """The inputs of the differential tests (a SQL path against the Python reference): random
+    records, cut into chunks at up to 3 places, folded in batches of 1, 7 or 1,000."""
+    examples = given(records=records_strategy, cuts=st.lists(st.integers(1, 79), max_size=3),
+                     batch=st.sampled_from([1, 7, 1000]))
+    return settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])(examples(test))
+
+
+@differential_examples
 def test_sql_ingestion_matches_the_python_reference(postgres, records, cuts, batch):
     with rolled_back():
         ingest_three_ways(chunks_of(records, cuts), batch=batch)

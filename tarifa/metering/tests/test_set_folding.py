@@ -14,7 +14,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
 from tarifa.metering.services import set_folding
@@ -22,7 +21,8 @@ from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_in_python
 from tarifa.metering.services.reconciliation import find_differences
 from tarifa.metering.tests.test_bulk import (
-    SAO_PAULO, _balances_of, _records_of, _summaries_of, call, chunks_of, make_tenant, records_strategy, rolled_back,
+    SAO_PAULO, _balances_of, _records_of, _summaries_of, call, chunks_of, differential_examples, make_tenant,
+    rolled_back,
 )
 from tarifa.wallets.models import LedgerEntry
 from tarifa.wallets.services.reconciliation import find_wallet_differences
@@ -61,9 +61,7 @@ def fold_both_ways(chunks: list[list[dict]], *, batch: int) -> None:
         assert find_wallet_differences(tenant=tenant) == []
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
-@given(records=records_strategy, cuts=st.lists(st.integers(1, 79), max_size=3), batch=st.sampled_from([1, 7, 1000]))
+@differential_examples
 def test_set_based_fold_matches_the_python_fold(postgres, records, cuts, batch):
     with rolled_back():
         fold_both_ways(chunks_of(records, cuts), batch=batch)
