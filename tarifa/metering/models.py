@@ -188,7 +188,8 @@ class FoldBatch(models.Model):
 
 class Summary(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="summaries")
+    # No index of its own: summary_one_per_period leads with the customer.
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="summaries", db_index=False)
     period = models.CharField(max_length=7)
     currency = models.CharField(max_length=16)
     record_count = models.PositiveIntegerField(default=0)
@@ -209,7 +210,8 @@ class PendingSummary(models.Model):
 
 
 class SummaryLine(models.Model):
-    summary = models.ForeignKey(Summary, on_delete=models.CASCADE, related_name="lines")
+    # No index of its own: summary_line_per_kind leads with the summary.
+    summary = models.ForeignKey(Summary, on_delete=models.CASCADE, related_name="lines", db_index=False)
     kind = models.CharField(max_length=64)
     unit = models.CharField(max_length=16)
     record_count = models.PositiveIntegerField(default=0)
@@ -224,7 +226,8 @@ class SummaryLine(models.Model):
 
 
 class AllowanceUsage(models.Model):
-    summary = models.ForeignKey(Summary, on_delete=models.CASCADE, related_name="allowance_usage")
+    # No index of its own: allowance_usage_once leads with the summary.
+    summary = models.ForeignKey(Summary, on_delete=models.CASCADE, related_name="allowance_usage", db_index=False)
     allowance = models.ForeignKey(Allowance, on_delete=models.CASCADE, related_name="+")
     included = models.DecimalField(**QUANTITY)
     used = models.DecimalField(**QUANTITY, default=Decimal(0))

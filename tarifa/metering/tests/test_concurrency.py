@@ -68,3 +68,17 @@ def test_churning_tables_are_vacuumed_early_on_postgres(postgres):
     for table, reloptions in options.items():
         assert "autovacuum_vacuum_scale_factor=0.01" in reloptions, table
         assert "autovacuum_analyze_scale_factor=0.005" in reloptions, table
+
+
+def test_tables_every_fold_rewrites_leave_room_for_hot_updates_on_postgres(postgres):
+    tables = ("metering_summary", "metering_summaryline", "metering_allowanceusage", "wallets_wallet")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)", [list(tables)])
+        options = dict(cursor.fetchall())
+        # Their unique constraints lead with the foreign key, so it has no index of its own.
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = ANY(%s)", [list(tables[:3])])
+        indexes = [row[0] for row in cursor.fetchall()]
+    assert set(options) == set(tables)
+    for table, reloptions in options.items():
+        assert "fillfactor=50" in reloptions, table
+    assert not [i for i in indexes if i.endswith("(summary_id)") or i.endswith("(customer_id)")], indexes
