@@ -206,7 +206,7 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
         INSERT INTO usage_work (seq, external_id, customer_ref, kind, quantity, occurred_at, destination, attributes,
             content_hash, period, outcome, status, unrated_reason, customer_id, prepaid, plan_id, rate_id, rated_kind,
             unit, billable, snapshot_id, currency, price, block_size, places, rounding, tiered, allowance_id,
-            included)
+            included, summary_id)
         WITH s AS MATERIALIZED (  -- computed once per record, not once per candidate rate
             SELECT t.*, h.content_hash, h.rate_key, h.period, h.local_day
             FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
@@ -261,8 +261,13 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
                  WHEN m.rate_id IS NULL THEN 'no_rate_for_kind' ELSE '' END,
             m.customer_id, m.billing_mode = 'prepaid', m.plan_id, m.rate_id, coalesce(m.rated_kind, ''), m.unit,
             CASE WHEN m.rate_id IS NOT NULL THEN {BILLABLE} END, m.snapshot_id, m.currency, m.price, m.block_size,
-            m.places, m.rounding, m.tiered, a.allowance_id, a.included
+            m.places, m.rounding, m.tiered, a.allowance_id, a.included,
+            sm.id
         FROM matched m
+        -- the summary it folds into, where one exists (_attach_summaries creates the others)
+        LEFT JOIN LATERAL (SELECT sm.id FROM {SUMMARY} sm
+                           WHERE sm.customer_id = m.customer_id AND sm.period = m.period AND m.rate_id IS NOT NULL
+                           LIMIT 1) sm ON true
         LEFT JOIN bulk_allowances a ON a.plan_id = m.plan_id AND a.rated_kind = m.rated_kind
         """,
         {"tz": tenant.timezone, "tenant": tenant.id},
@@ -275,14 +280,15 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
         f"""
         INSERT INTO {SUMMARY} (tenant_id, customer_id, period, currency, record_count, total_amount, updated_at)
         SELECT DISTINCT ON (customer_id, period) %(tenant)s, customer_id, period, currency, 0, 0, now()
-        FROM usage_work WHERE outcome = 'new' AND status = 'rated'
+        FROM usage_work WHERE outcome = 'new' AND status = 'rated' AND summary_id IS NULL
         ORDER BY customer_id, period, seq
         ON CONFLICT (customer_id, period) DO NOTHING""",
         {"tenant": tenant.id},
     )
     cursor.execute(
         f"""UPDATE usage_work w SET summary_id = s.id FROM {SUMMARY} s
-            WHERE w.outcome = 'new' AND w.status = 'rated' AND s.customer_id = w.customer_id AND s.period = w.period""")
+            WHERE w.outcome = 'new' AND w.status = 'rated' AND w.summary_id IS NULL
+              AND s.customer_id = w.customer_id AND s.period = w.period""")
     # Temp tables get no autovacuum statistics; these columns steer the joins that follow.
     cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
 
