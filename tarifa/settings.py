@@ -140,6 +140,8 @@ TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 TARIFA_FOLD_IN_SQL = _env("TARIFA_FOLD_IN_SQL", "1") not in ("0", "false", "no")
 # Records per transaction of a file import on PostgreSQL (staged, rated and folded in SQL).
 TARIFA_IMPORT_CHUNK_SIZE = _env_int("TARIFA_IMPORT_CHUNK_SIZE", 20000)
+# Database connections storing those chunks: one rates a chunk while another stores the one before.
+TARIFA_IMPORT_CONNECTIONS = _env_int("TARIFA_IMPORT_CONNECTIONS", 2)
 TARIFA_FOLD_SWEEP_CRON = _env("TARIFA_FOLD_SWEEP_CRON", "* * * * *")
 # Monthly grants: every quarter hour at :05 UTC-wise, i.e. 00:05 on the 1st in every real time zone.
 TARIFA_GRANT_CRON = _env("TARIFA_GRANT_CRON", "5,20,35,50 * * * *")

@@ -27,6 +27,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Callable
 
 from django.db import connection, transaction
 
@@ -56,6 +57,10 @@ class ChunkResult:
     charged: Decimal = ZERO
     pending_summaries: set[int] = field(default_factory=set)
     conflict_ids: list[str] = field(default_factory=list)  # the first few, to show
+
+
+def _nothing() -> None:
+    pass
 
 
 class _LostRace(Exception):
@@ -107,12 +112,13 @@ def copy_csv(chunks) -> None:
                 copy.write(chunk)
 
 
-def load_rate_tables(*, tenant: Tenant) -> None:
+def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _nothing) -> None:
     """Fill `bulk_rates` with every (plan, kind looked up, destination prefix) the Python rater
     would match — the exact kinds, and for a family ("call") its members' prefixes, the first
     member in name order winning a prefix — and `bulk_allowances` with the allowance that covers
     each (plan, rated kind). Kept while the tenant's plans, rates and allowances are unchanged
-    (`bulk_rates_key` holds their digest; being a temp table too, it rolls back with them)."""
+    (`bulk_rates_key` holds their digest; being a temp table too, it rolls back with them).
+    `before_writing` runs before rate snapshots are stored (see store_stage's `wait_turn`)."""
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         cursor.execute(TERMS_DIGEST, {"tenant": tenant.id})
@@ -124,6 +130,7 @@ def load_rate_tables(*, tenant: Tenant) -> None:
         cursor.execute("INSERT INTO bulk_rates_key VALUES (%s)", [digest])
     plans = list(PricePlan.objects.filter(tenant=tenant).prefetch_related("rates"))
     pairs = [(plan, rate) for plan in plans for rate in plan.rates.all()]
+    before_writing()
     snapshot_ids = snapshot_ids_for([snapshot_of(rate, plan) for plan, rate in pairs])
     snapshot_by_rate = {rate.id: snapshot_ids[i] for i, (_plan, rate) in enumerate(pairs)}
     rate_rows, allowance_rows = [], []
@@ -452,13 +459,15 @@ def _conflicts(cursor, limit: int = 20):
     return cursor.fetchall()
 
 
-def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "") -> ChunkResult:
+def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
+                wait_turn: Callable[[], None] = _nothing) -> ChunkResult:
     """Deduplicate, rate and store what is staged (and fold what can be folded here, with `fold`),
-    in the caller's transaction; empties the stage."""
+    in the caller's transaction; empties the stage. `wait_turn` is called (maybe more than once)
+    before anything shared is written: everything before it only reads and fills temp tables."""
     from tarifa.metering.services.folding import crossed_thresholds, emit_summary_events
     from tarifa.metering.services.ingestion import queue_folds
 
-    load_rate_tables(tenant=tenant)
+    load_rate_tables(tenant=tenant, before_writing=wait_turn)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         # Sorts of a chunk fit in memory; compiling these one-off plans (JIT) costs more than it saves.
@@ -469,6 +478,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "") -> ChunkResu
             try:
                 cursor.execute("TRUNCATE usage_work")
                 _classify_and_rate(cursor, tenant=tenant)
+                wait_turn()
                 _attach_summaries(cursor, tenant=tenant)
                 summary_ids, moves = _fold_in_place(cursor) if fold else ([], [])
                 batch = None

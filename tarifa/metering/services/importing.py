@@ -127,20 +127,67 @@ def _asterisk_rows(cdrs, *, kind: str):
         yield (record_id, customer, kind, quantity, "", start, destination, json.dumps(attributes))
 
 
+class _ImportStopped(Exception):
+    """An earlier chunk of the import failed; this one is not stored."""
+
+
+class _Turns:
+    """Chunks commit in file order. A chunk may stage and rate while the one before it is still
+    being stored, but it waits for that one's commit before it writes anything shared (summaries,
+    records, rate snapshots), so the import stores what a one-chunk-at-a-time import would, and
+    the waits in Python can never close a cycle with a lock wait in PostgreSQL. When a chunk
+    fails, the chunks before it still commit and the ones after it do not."""
+
+    def __init__(self) -> None:
+        self._committed = 0
+        self.failure: BaseException | None = None
+        self._failed_chunk: int | None = None
+        self._changed = threading.Condition()
+
+    def wait_for(self, chunk: int) -> None:
+        """Block until every chunk before `chunk` has committed; raise if one of them failed."""
+        with self._changed:
+            while self._committed < chunk - 1 and not self._failed_before(chunk):
+                self._changed.wait()
+            if self._failed_before(chunk):
+                raise _ImportStopped()
+
+    def committed(self, chunk: int) -> None:
+        with self._changed:
+            self._committed = chunk
+            self._changed.notify_all()
+
+    def fail(self, error: BaseException, *, chunk: int) -> None:
+        with self._changed:
+            if self._failed_chunk is None or chunk < self._failed_chunk:
+                self.failure, self._failed_chunk = error, chunk
+            self._changed.notify_all()
+
+    def stopped(self) -> bool:
+        return self.failure is not None
+
+    def _failed_before(self, chunk: int) -> bool:
+        return self._failed_chunk is not None and self._failed_chunk < chunk
+
+
 def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
                    on_progress: Callable[[int], None] | None) -> ImportReport:
-    """Stage, store and fold chunks of rows, one transaction each. A reader thread parses and
-    encodes the next chunk while PostgreSQL works on this one (the GIL is free while psycopg
-    waits); the queue holds one chunk, so memory stays constant."""
-    from tarifa.metering.services import bulk
+    """Stage, store and fold chunks of rows, one transaction each.
 
+    A reader thread parses and encodes the chunks; `TARIFA_IMPORT_CONNECTIONS` storers (each
+    with its own database connection) take them in turn, so PostgreSQL stages and rates one
+    chunk while it stores and folds the one before (_Turns keeps the commits in order). Inside
+    a caller's transaction the import stays on the caller's connection, one chunk at a time.
+    The queue holds one chunk, so memory stays constant."""
     chunk_size = chunk_size or settings.TARIFA_IMPORT_CHUNK_SIZE
+    storers = 1 if connection.in_atomic_block else max(1, settings.TARIFA_IMPORT_CONNECTIONS)
     read_report, store_report = ImportReport(), ImportReport()
     chunks: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
+    turns = _Turns()
+    reporting = threading.Lock()
 
     def hand_over(item) -> bool:
-        while not stop.is_set():
+        while not turns.stopped():
             try:
                 chunks.put(item, timeout=0.2)
                 return True
@@ -148,7 +195,19 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
                 continue
         return False
 
+    def take():
+        """The next chunk (a chunk after a failed one stops at its turn), or None at the end."""
+        while True:
+            try:
+                return chunks.get(timeout=0.2)
+            except queue.Empty:
+                if turns.stopped():
+                    raise _ImportStopped() from None
+
+    number = 0  # of the last chunk handed over
+
     def read() -> None:
+        nonlocal number
         try:
             buffer, staged, seq = io.StringIO(), 0, 0
             writer = csv.writer(buffer, lineterminator="\n")
@@ -163,45 +222,75 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
                 writer.writerow((seq, *row))
                 staged += 1
                 if staged >= chunk_size:
-                    if not hand_over((buffer.getvalue(), staged)):
+                    number += 1
+                    if not hand_over((number, buffer.getvalue(), staged)):
                         return
                     buffer, staged = io.StringIO(), 0
                     writer = csv.writer(buffer, lineterminator="\n")
             if staged:
-                hand_over((buffer.getvalue(), staged))
-            hand_over(None)
-        except BaseException as exc:  # handed to the importing thread, which raises it
-            hand_over(exc)
+                number += 1
+                hand_over((number, buffer.getvalue(), staged))
+            for _ in range(storers):
+                hand_over(None)
+        except BaseException as exc:  # the chunks handed over still commit
+            turns.fail(exc, chunk=number + 1)
+
+    def store(in_thread: bool) -> None:
+        chunk = 0
+        try:
+            while (item := take()) is not None:
+                chunk, text, staged = item
+                result = _store_chunk(tenant=tenant, text=text, wait_turn=lambda: turns.wait_for(chunk))
+                turns.committed(chunk)
+                with reporting:
+                    for status in ("accepted", "duplicate", "conflict"):
+                        store_report.counts[status] += result.counts.get(status, 0)
+                    for external_id in result.conflict_ids:
+                        if len(store_report.problems) < MAX_PROBLEMS:
+                            store_report.problems.append(RecordResult(external_id, "conflict", "id_conflict",
+                                                                      CONFLICT))
+                    if on_progress:
+                        on_progress(staged)
+        except _ImportStopped:
+            pass
+        except BaseException as exc:
+            turns.fail(exc, chunk=chunk)
+        finally:
+            if in_thread:
+                connection.close()
 
     reader = threading.Thread(target=read, name="usage-import-reader", daemon=True)
+    helpers = [threading.Thread(target=store, args=(True,), name=f"usage-import-storer-{n}", daemon=True)
+               for n in range(1, storers)]
     reader.start()
-    try:
-        while (item := chunks.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            text, staged = item
-            with transaction.atomic():
-                # Chunks commit without waiting for the WAL flush; the final commit below waits,
-                # and flushing it flushes every chunk before it. A crash mid-import may lose the
-                # last chunks, which running the import again stores (the ids deduplicate).
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit = off")
-                bulk.create_stage()
-                bulk.copy_csv([text])
-                result = bulk.store_stage(tenant=tenant, fold=True, folded_by="import")
-            for status in ("accepted", "duplicate", "conflict"):
-                store_report.counts[status] += result.counts.get(status, 0)
-            for external_id in result.conflict_ids:
-                if len(store_report.problems) < MAX_PROBLEMS:
-                    store_report.problems.append(RecordResult(external_id, "conflict", "id_conflict", CONFLICT))
-            if on_progress:
-                on_progress(staged)
-    finally:
-        stop.set()
-        reader.join()
+    for helper in helpers:
+        helper.start()
+    store(False)
+    for helper in helpers:
+        helper.join()
+    if turns.failure is None:
+        turns.fail(_ImportStopped(), chunk=number + 1)  # releases the reader if it is still waiting
+    reader.join()
+    if not isinstance(turns.failure, _ImportStopped):
+        raise turns.failure
     with transaction.atomic():  # durable before we report it: flushes the WAL of every chunk
         with connection.cursor() as cursor:
             cursor.execute("SELECT txid_current()")  # a transaction id, so the commit is a real flush
     report = ImportReport(counts=read_report.counts + store_report.counts,
                           problems=(read_report.problems + store_report.problems)[:MAX_PROBLEMS])
     return report
+
+
+def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
+    """One chunk in one transaction: stage the CSV text, then rate, store and fold it."""
+    from tarifa.metering.services import bulk
+
+    with transaction.atomic():
+        # Chunks commit without waiting for the WAL flush; the import's last commit waits, and
+        # flushing it flushes every chunk before it. A crash mid-import may lose the last chunks,
+        # which running the import again stores (the ids deduplicate).
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        bulk.create_stage()
+        bulk.copy_csv([text])
+        return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn)
