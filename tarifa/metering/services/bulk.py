@@ -231,6 +231,22 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
             WHERE external_id IN (SELECT external_id FROM usage_stage GROUP BY external_id HAVING count(*) > 1)
             ORDER BY external_id, seq
         ),
+        -- each customer of the chunk once (not once per record), by index probes: with stale
+        -- statistics on customers, a join was planned as a scan of them all per record
+        customers AS MATERIALIZED (
+            SELECT r.customer_ref, c.id, c.billing_mode
+            FROM (SELECT DISTINCT customer_ref FROM s) r
+            JOIN LATERAL (SELECT c.id, c.billing_mode FROM {CUSTOMER} c
+                          WHERE c.tenant_id = %(tenant)s AND c.external_id = r.customer_ref LIMIT 1) c ON true
+        ),
+        -- their subscriptions, each as the days from its start to the next one's
+        subscribed AS MATERIALIZED (
+            SELECT sub.customer_id, sub.plan_id, sub.starts_on,
+                   lead(sub.starts_on) OVER (PARTITION BY sub.customer_id ORDER BY sub.starts_on) AS next_starts_on
+            FROM customers c
+            JOIN LATERAL (SELECT sub.customer_id, sub.plan_id, sub.starts_on FROM {SUBSCRIPTION} sub
+                          WHERE sub.customer_id = c.id) sub ON true
+        ),
         matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
             SELECT DISTINCT ON (s.seq) s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
                    c.id AS customer_id, c.billing_mode, p.plan_id, br.rate_id, br.rated_kind, br.unit, br.price,
@@ -244,14 +260,11 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
                                WHERE su.tenant_id = %(tenant)s AND su.external_id = s.external_id LIMIT 1) u ON true
             LEFT JOIN repeated d ON d.external_id = s.external_id
             -- only new records are rated: their customer, and the plan of its latest subscription
-            -- starting on or before the record's local day. Probes rather than joins, as above: with
-            -- stale statistics on customers, a join was planned as a scan of them all per record.
-            LEFT JOIN LATERAL (SELECT c.id, c.billing_mode FROM {CUSTOMER} c
-                               WHERE c.tenant_id = %(tenant)s AND c.external_id = s.customer_ref
-                                 AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq) LIMIT 1) c ON true
-            LEFT JOIN LATERAL (SELECT sub.plan_id FROM {SUBSCRIPTION} sub
-                               WHERE sub.customer_id = c.id AND sub.starts_on <= s.local_day
-                               ORDER BY sub.starts_on DESC LIMIT 1) p ON true
+            -- starting on or before the record's local day
+            LEFT JOIN customers c ON c.customer_ref = s.customer_ref
+                 AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq)
+            LEFT JOIN subscribed p ON p.customer_id = c.id AND p.starts_on <= s.local_day
+                 AND (p.next_starts_on IS NULL OR s.local_day < p.next_starts_on)
             LEFT JOIN bulk_rates br ON br.plan_id = p.plan_id AND br.lookup_kind = s.kind
                  AND starts_with(s.rate_key, br.prefix)
             ORDER BY s.seq, length(br.prefix) DESC NULLS LAST

@@ -54,6 +54,9 @@ class Command(TarifaCommand):
         path = Path(file)
         if not path.is_file():
             raise CommandError(f"no such file: {file}")
+        # The import's storer threads return from PostgreSQL dozens of times a chunk; with the
+        # default 5 ms interpreter slices each return can wait that long behind the reader thread.
+        sys.setswitchinterval(0.001)
         with path.open(newline="", encoding="utf-8", errors="replace") as stream:
             bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
             try:
