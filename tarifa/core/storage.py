@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from django.db import migrations
 
+# For tables whose rows churn (queues, markers, rows updated once in bulk): PostgreSQL's default
+# waits for 20 % of the table to change, which lets a large load run on stale statistics.
+EARLY_AUTOVACUUM = {"autovacuum_vacuum_scale_factor": 0.01, "autovacuum_vacuum_insert_scale_factor": 0.01,
+                    "autovacuum_analyze_scale_factor": 0.005}
+
 
 def storage_parameters(tables: tuple[str, ...], **parameters) -> migrations.RunPython:
     """A migration operation that sets `parameters` (e.g. fillfactor=50) on `tables`, and resets

@@ -4,24 +4,10 @@ statistics and a partial index full of dead entries. Vacuum and analyze these ta
 
 from django.db import migrations
 
-TABLES = ("metering_usagerecord", "metering_pendingsummary", "metering_summary")
-SETTINGS = ("autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01, "
-            "autovacuum_analyze_scale_factor = 0.005")
-
-
-def tune(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(f"ALTER TABLE {table} SET ({SETTINGS})")
-
-
-def untune(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(f"ALTER TABLE {table} RESET (autovacuum_vacuum_scale_factor, "
-                                  "autovacuum_vacuum_insert_scale_factor, autovacuum_analyze_scale_factor)")
+from tarifa.core.storage import EARLY_AUTOVACUUM, storage_parameters
 
 
 class Migration(migrations.Migration):
     dependencies = [("metering", "0002_summary_last_event_at")]
-    operations = [migrations.RunPython(tune, untune)]
+    operations = [storage_parameters(("metering_usagerecord", "metering_pendingsummary", "metering_summary"),
+                                     **EARLY_AUTOVACUUM)]

@@ -9,15 +9,7 @@ UPDATE's time in bench/wallets.py). Pruning later reclaims the old versions' spa
 
 from django.db import migrations, models
 
-
-def leave_room(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE metering_usagerecord SET (fillfactor = 70)")
-
-
-def fill_up(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE metering_usagerecord RESET (fillfactor)")
+from tarifa.core.storage import storage_parameters
 
 
 class Migration(migrations.Migration):
@@ -36,5 +28,5 @@ class Migration(migrations.Migration):
             index=models.Index(condition=models.Q(("status", "billed"), _negated=True),
                                fields=["tenant", "status", "period"], name="usage_status_idx"),
         ),
-        migrations.RunPython(leave_room, fill_up),
+        storage_parameters(("metering_usagerecord",), fillfactor=70),
     ]

@@ -3,21 +3,9 @@ Vacuum and analyze it early so the claim query keeps its plan and its partial in
 
 from django.db import migrations
 
-SETTINGS = ("autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01, "
-            "autovacuum_analyze_scale_factor = 0.005")
-
-
-def tune(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"ALTER TABLE runtime_job SET ({SETTINGS})")
-
-
-def untune(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE runtime_job RESET (autovacuum_vacuum_scale_factor, "
-                              "autovacuum_vacuum_insert_scale_factor, autovacuum_analyze_scale_factor)")
+from tarifa.core.storage import EARLY_AUTOVACUUM, storage_parameters
 
 
 class Migration(migrations.Migration):
     dependencies = [("runtime", "0001_initial")]
-    operations = [migrations.RunPython(tune, untune)]
+    operations = [storage_parameters(("runtime_job",), **EARLY_AUTOVACUUM)]
