@@ -138,8 +138,9 @@ TARIFA_METRICS_DIR = metrics_dir()
 TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 # On PostgreSQL, fold batches without tiers or short wallets with set-based SQL (services/set_folding.py).
 TARIFA_FOLD_IN_SQL = _env("TARIFA_FOLD_IN_SQL", "1") not in ("0", "false", "no")
-# Records per transaction of a file import on PostgreSQL (staged, rated and folded in SQL).
-TARIFA_IMPORT_CHUNK_SIZE = _env_int("TARIFA_IMPORT_CHUNK_SIZE", 20000)
+# Records per transaction of a file import on PostgreSQL (staged, rated and folded in SQL). Each
+# chunk rewrites the summaries it touches once, so bigger chunks cost less per record, and more memory.
+TARIFA_IMPORT_CHUNK_SIZE = _env_int("TARIFA_IMPORT_CHUNK_SIZE", 50000)
 # Database connections storing those chunks: one rates a chunk while another stores the one before.
 TARIFA_IMPORT_CONNECTIONS = _env_int("TARIFA_IMPORT_CONNECTIONS", 2)
 TARIFA_FOLD_SWEEP_CRON = _env("TARIFA_FOLD_SWEEP_CRON", "* * * * *")
