@@ -92,3 +92,19 @@ def test_a_failed_chunk_stops_the_import_after_the_chunks_before_it(postgres, se
     again = import_usage(tenant=tenant, records=copy.deepcopy(records), chunk_size=5)  # running it again finishes
     assert (again.counts["accepted"], again.counts["duplicate"]) == (40, 10)
     assert find_differences(tenant=tenant) == []
+
+
+def test_a_file_that_breaks_off_keeps_the_chunks_read_before_it(postgres, settings):
+    settings.TARIFA_IMPORT_CONNECTIONS = 2
+    tenant = make_tenant("cut")
+
+    def records():
+        for i in range(12):
+            yield call(f"g{i:02d}", 60, 1 + i)
+        raise ValueError("line 13: unreadable")
+
+    with pytest.raises(ValueError, match="line 13"):
+        import_usage(tenant=tenant, records=records(), chunk_size=5)
+    stored = sorted(UsageRecord.objects.filter(tenant=tenant).values_list("external_id", flat=True))
+    assert stored == [f"g{i:02d}" for i in range(10)]  # the two whole chunks; the partial third is not stored
+    assert find_differences(tenant=tenant) == []
