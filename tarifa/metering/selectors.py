@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
@@ -108,3 +108,11 @@ def billing_stats(*, tenant: Tenant, customer: Customer | None = None) -> dict:
             if figures[name]["amount"] is not None:
                 figures[name]["amount"] += amount or 0
     return {"overall": overall, "customers": [{"customer": ref, **figures} for ref, figures in per_customer.items()]}
+
+
+def summaries_maybe_due_events(*, ids: list[int], crossed: set[int], quiet_since: datetime) -> list[Summary]:
+    """The summaries among `ids` that `folding.emit_summary_events` may emit for: never emitted,
+    last emitted before `quiet_since`, or past an allowance threshold. Loading only these spares
+    a bulk import chunk building thousands of summaries whose events are debounced."""
+    due = Q(last_event_at__isnull=True) | Q(last_event_at__lte=quiet_since) | Q(id__in=crossed)
+    return list(Summary.objects.filter(due, id__in=ids).select_related("customer").order_by("id"))

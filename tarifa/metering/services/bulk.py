@@ -26,16 +26,19 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Callable
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, PricePlan, Rate, Summary, SummaryLine, UsageRecord,
 )
 from tarifa.metering.pricing import snapshot_ids_for, snapshot_of
-from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
 from tarifa.tenants.models import Customer, Tenant
 
 ZERO = Decimal(0)
@@ -309,8 +312,6 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
         f"""UPDATE usage_work w SET summary_id = s.id FROM {SUMMARY} s
             WHERE w.outcome = 'new' AND w.status = 'rated' AND w.summary_id IS NULL
               AND s.customer_id = w.customer_id AND s.period = w.period""")
-    # Temp tables get no autovacuum statistics; these columns steer the joins that follow.
-    cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
 
 
 def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Decimal, Decimal]]]:
@@ -491,6 +492,9 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
             try:
                 cursor.execute("TRUNCATE usage_work")
                 _classify_and_rate(cursor, tenant=tenant)
+                # Temp tables get no autovacuum statistics; these columns steer the joins that
+                # follow. Analysed before the turn (only the rows of new summaries change after).
+                cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
                 wait_turn()
                 _attach_summaries(cursor, tenant=tenant)
                 summary_ids, moves = _fold_in_place(cursor) if fold else ([], [])
@@ -511,8 +515,11 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
             added = add_to_summaries(cursor, table="usage_work")
             result.folded, result.charged = added.records, added.charged
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
-            touched = list(Summary.objects.filter(id__in=summary_ids).select_related("customer").order_by("id"))
-            emit_summary_events(summaries=touched, crossed=crossed_thresholds(moves), batch_id=batch.id)
+            crossed = crossed_thresholds(moves)
+            quiet_since = timezone.now() - timedelta(seconds=settings.TARIFA_SUMMARY_EVENT_SECONDS)
+            emit_summary_events(summaries=summaries_maybe_due_events(ids=summary_ids, crossed=crossed,
+                                                                     quiet_since=quiet_since),
+                                crossed=crossed, batch_id=batch.id)
         cursor.execute("SELECT seq, outcome FROM usage_work WHERE outcome <> 'new'")
         result.outcomes = dict(cursor.fetchall())
         result.conflict_ids = [external_id for seq, external_id in sorted(

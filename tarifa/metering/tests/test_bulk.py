@@ -276,3 +276,16 @@ def test_local_cdr_times_resolve_as_postgresql_resolves_them(postgres, zone):
         expected = [row[0] for row in cursor.fetchall()]
     # compared in UTC: Python never finds a repeated wall-clock time equal to a time in another zone
     assert [_local_time(text, tz).astimezone(timezone.utc) for text in texts] == expected
+
+
+def test_an_import_emits_summary_events_debounced_except_at_thresholds(postgres):
+    from tarifa.events.models import Event
+
+    tenant = make_tenant("events")
+    import_usage(tenant=tenant, records=[call("e1", 60, 1), call("e2", 60, 2, customer="c2")])
+    first = list(Event.objects.filter(tenant=tenant, type="summary.updated"))
+    assert sorted(e.payload["customer"] for e in first) == ["c1", "c2"]  # never emitted before
+    # c1 passes 50% of its 600 s allowance; c2's summary changes quietly (debounced, the sweep emits it)
+    import_usage(tenant=tenant, records=[call("e3", 300, 3), call("e4", 30, 4, customer="c2")])
+    later = Event.objects.filter(tenant=tenant, type="summary.updated").exclude(id__in=[e.id for e in first])
+    assert [(e.payload["customer"], e.payload["allowance_threshold_crossed"]) for e in later] == [("c1", True)]

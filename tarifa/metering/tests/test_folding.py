@@ -234,3 +234,22 @@ def test_queued_folds_are_capped(customers, settings):
     assert Job.objects.filter(type="metering.fold", status="queued").count() == MAX_QUEUED_FOLDS
     ingest_usage(tenant=tenant, records=[call("c", "c1", 30, at(3))])
     assert Job.objects.filter(type="metering.fold", status="queued").count() == MAX_QUEUED_FOLDS
+
+
+def test_only_summaries_that_may_be_due_an_event_are_loaded_for_it(customers):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tarifa.metering.selectors import summaries_maybe_due_events
+
+    now = timezone.now()
+    never, old, recent, crossed = [
+        Summary.objects.create(tenant=c.tenant, customer=c, period=period, currency="BRL", last_event_at=last)
+        for c, period, last in [(customers[0], "2025-11", None), (customers[0], "2025-12", now - timedelta(minutes=5)),
+                                (customers[1], "2025-12", now - timedelta(seconds=5)),
+                                (customers[2], "2025-12", now - timedelta(seconds=5))]]
+    due = summaries_maybe_due_events(ids=[never.id, old.id, recent.id, crossed.id], crossed={crossed.id},
+                                     quiet_since=now - timedelta(seconds=60))
+    assert [s.id for s in due] == sorted([never.id, old.id, crossed.id])
+    assert due[0].customer.external_id  # loaded with its customer, for the payload
