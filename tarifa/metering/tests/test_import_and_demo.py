@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 
 import pytest
@@ -30,7 +31,9 @@ def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, 
         '"broken","line"',
         ROW.format(dst="33334444", minute=3, billsec=20, disposition="BUSY", uid="1700000000.4"),
     ])
+    switch_interval = sys.getswitchinterval()
     call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    assert sys.getswitchinterval() == switch_interval  # shortened for the import only
     out = capsys.readouterr().out
     assert "accepted=2" in out and "rejected=1" in out and "skipped(not billable)=2" in out
     assert "line-4: unreadable_line expected 18 columns, found 2" in out

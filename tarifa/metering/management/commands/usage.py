@@ -56,19 +56,12 @@ class Command(TarifaCommand):
             raise CommandError(f"no such file: {file}")
         # The import's storer threads return from PostgreSQL dozens of times a chunk; with the
         # default 5 ms interpreter slices each return can wait that long behind the reader thread.
+        switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.001)
-        with path.open(newline="", encoding="utf-8", errors="replace") as stream:
-            bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
-            try:
-                if format == "asterisk-csv":
-                    report = import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=bar.update)
-                else:
-                    records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
-                    report = import_usage(tenant=owner, records=records, on_progress=bar.update)
-            except ValueError as exc:
-                raise CommandError(str(exc))
-            finally:
-                bar.close()
+        try:
+            report = self._import_file(owner=owner, path=path, format=format, kind=kind, no_progress=no_progress)
+        finally:
+            sys.setswitchinterval(switch_interval)
         counts = report.counts
         self.stdout.write(
             f"imported {path.name}: accepted={counts['accepted']} duplicate={counts['duplicate']} "
@@ -76,6 +69,19 @@ class Command(TarifaCommand):
         )
         for problem in report.problems:
             self.stdout.write(f"  {problem.status} {problem.id}: {problem.code} {problem.message or ''}")
+
+    def _import_file(self, *, owner, path: Path, format: str, kind: str, no_progress: bool):
+        with path.open(newline="", encoding="utf-8", errors="replace") as stream:
+            bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
+            try:
+                if format == "asterisk-csv":
+                    return import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=bar.update)
+                records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
+                return import_usage(tenant=owner, records=records, on_progress=bar.update)
+            except ValueError as exc:
+                raise CommandError(str(exc))
+            finally:
+                bar.close()
 
     def _unrated(self, *, tenant, reason, retry, limit, **_):
         owner = tenant_by_slug(slug=tenant)
