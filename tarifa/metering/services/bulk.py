@@ -26,19 +26,16 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Callable
 
-from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, PricePlan, Rate, Summary, SummaryLine, UsageRecord,
 )
 from tarifa.metering.pricing import snapshot_ids_for, snapshot_of
-from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
+from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.tenants.models import Customer, Tenant
 
 ZERO = Decimal(0)
@@ -346,11 +343,11 @@ def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None =
     """Charge the new rated rows of a work table (usage_work, or the fold's fold_work: `seq` in
     processing order) and mark them billed. The allowance left before each record is what was
     left before minus the billable quantity of the earlier records on it (allowance use is a
-    running sum, capped); each charge is rounded once. `restrict` joins
-    onto `v` to limit the rows charged. The price terms and allowance are the table's own columns
-    (usage_work) or, with `terms`, come from that relation `t` of (snapshot_id, plan_id,
-    rated_kind), and the unit and allowance are written into the rows here (one pass over the
-    table, not a second UPDATE before this one)."""
+    running sum, capped); each charge is rounded once. `restrict` joins onto `v` to limit the
+    rows charged. The price terms and allowance are the table's own columns (usage_work) or, with
+    `terms`, come from that relation `t` of (snapshot_id, plan_id, rated_kind), and the unit and
+    allowance are written into the rows here (one pass over the table, not a second UPDATE
+    before this one)."""
     if terms:
         source = f"""(SELECT f.seq, f.summary_id, f.occurred_at, f.outcome, f.status, f.billable, t.price, t.block_size,
                              t.places, t.rounding, t.unit, t.allowance_id, t.included
@@ -478,7 +475,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
     """Deduplicate, rate and store what is staged (and fold what can be folded here, with `fold`),
     in the caller's transaction; empties the stage. `wait_turn` is called (maybe more than once)
     before anything shared is written: everything before it only reads and fills temp tables."""
-    from tarifa.metering.services.folding import crossed_thresholds, emit_summary_events
+    from tarifa.metering.services.folding import crossed_thresholds, emit_events_of_summaries
     from tarifa.metering.services.ingestion import queue_folds
 
     load_rate_tables(tenant=tenant, before_writing=wait_turn)
@@ -515,11 +512,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
             added = add_to_summaries(cursor, table="usage_work")
             result.folded, result.charged = added.records, added.charged
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
-            crossed = crossed_thresholds(moves)
-            quiet_since = timezone.now() - timedelta(seconds=settings.TARIFA_SUMMARY_EVENT_SECONDS)
-            emit_summary_events(summaries=summaries_maybe_due_events(ids=summary_ids, crossed=crossed,
-                                                                     quiet_since=quiet_since),
-                                crossed=crossed, batch_id=batch.id)
+            emit_events_of_summaries(ids=summary_ids, crossed=crossed_thresholds(moves), batch_id=batch.id)
         cursor.execute("SELECT seq, outcome FROM usage_work WHERE outcome <> 'new'")
         result.outcomes = dict(cursor.fetchall())
         result.conflict_ids = [external_id for seq, external_id in sorted(

@@ -26,7 +26,7 @@ from tarifa.metering.models import (
 )
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
-from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
 from tarifa.metering.services.set_folding import fold_claimed_in_sql, lock_summaries
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
@@ -122,9 +122,9 @@ def emit_summary_events(*, summaries: list[Summary], crossed: set[int], force: b
     periodic sweep emits for summaries changed since their last event. Without the debounce a month
     of spread-out usage produced one event (and webhook call) per summary per fold batch."""
     now = timezone.now()
-    quiet = timedelta(seconds=settings.TARIFA_SUMMARY_EVENT_SECONDS)
+    quiet_since = _quiet_since(now)
     due = [s for s in summaries
-           if force or s.id in crossed or s.last_event_at is None or now - s.last_event_at >= quiet]
+           if force or s.id in crossed or s.last_event_at is None or s.last_event_at <= quiet_since]
     if not due:
         return 0
     emit_events(events=[
@@ -133,6 +133,18 @@ def emit_summary_events(*, summaries: list[Summary], crossed: set[int], force: b
     ])
     Summary.objects.filter(id__in=[s.id for s in due]).update(last_event_at=now)
     return len(due)
+
+
+def emit_events_of_summaries(*, ids: list[int], crossed: set[int], **extra) -> int:
+    """emit_summary_events for summaries known by id, loading only those it may emit for (a bulk
+    import chunk touches thousands, and the debounce drops most)."""
+    due = summaries_maybe_due_events(ids=ids, crossed=crossed, quiet_since=_quiet_since(timezone.now()))
+    return emit_summary_events(summaries=due, crossed=crossed, **extra)
+
+
+def _quiet_since(now):
+    """Summaries whose last event is older than this are due another (the debounce)."""
+    return now - timedelta(seconds=settings.TARIFA_SUMMARY_EVENT_SECONDS)
 
 
 def emit_stale_summary_events() -> int:
