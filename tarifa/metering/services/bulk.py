@@ -14,11 +14,13 @@ A chunk, in one transaction:
 3. With `fold`, the chunk's records of a summary are charged here when none of them needs a
    wallet or graduated tiers and no earlier record of that summary is still waiting: the summaries
    are locked (FOR NO KEY UPDATE, id order, as the fold workers lock them), the allowance is taken
-   in time order by a running sum, and each charge is rounded once. They are stored billed, with
-   the chunk's batch id, and their lines, allowance use and totals are added in the same
-   transaction. Everything else is stored `rated` and folded by the workers as usual.
-4. The new records are inserted with ON CONFLICT DO NOTHING; if a concurrent call stored one of
-   the same ids first, the chunk is redone from a savepoint so nobody's allowance is misspent.
+   in time order by a running sum (each record's share of it, `prior`, is summed while rating),
+   and each charge is rounded once.
+4. The new records are inserted, those charged in step 3 as billed with the chunk's batch id,
+   and the lines, allowance use and totals of their summaries are added in the same transaction.
+   Everything else is stored `rated` and folded by the workers as usual. Step 1 found the ids
+   unstored, so a unique violation means a concurrent call stored one of them first: the chunk
+   is then redone from a savepoint so nobody's allowance is misspent.
 """
 
 from __future__ import annotations
@@ -81,8 +83,14 @@ def create_stage() -> None:
                 outcome text, status text, unrated_reason text, customer_id bigint, prepaid boolean,
                 plan_id bigint, rate_id bigint, rated_kind text, unit text, billable numeric, snapshot_id bigint,
                 currency text, price numeric, block_size numeric, places integer, rounding text, tiered boolean,
-                allowance_id bigint, included numeric, summary_id bigint, covered numeric, charged numeric)""")
+                allowance_id bigint, included numeric, summary_id bigint, prior numeric)""")
         cursor.execute("CREATE INDEX IF NOT EXISTS usage_work_seq ON usage_work (seq)")
+        # What a chunk folded in place adds to its summaries (add_to_summaries reads it).
+        cursor.execute("""
+            CREATE TEMP TABLE IF NOT EXISTS usage_billed (
+                summary_id bigint, rated_kind text, unit text, allowance_id bigint, included numeric,
+                quantity numeric, billable numeric, covered numeric, charged numeric, outcome text DEFAULT 'new',
+                status text DEFAULT 'billed')""")
         cursor.execute("""
             CREATE TEMP TABLE IF NOT EXISTS bulk_rates (
                 plan_id bigint, lookup_kind text, prefix text, rate_id bigint, rated_kind text, unit text,
@@ -92,7 +100,7 @@ def create_stage() -> None:
             CREATE TEMP TABLE IF NOT EXISTS bulk_allowances (
                 plan_id bigint, rated_kind text, allowance_id bigint, included numeric)""")
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS bulk_rates_key (digest text)")
-        cursor.execute("TRUNCATE usage_stage, usage_work")
+        cursor.execute("TRUNCATE usage_stage, usage_work, usage_billed")
 
 
 def copy_rows(rows) -> None:
@@ -206,14 +214,23 @@ ROUNDED = """CASE x.rounding
         ELSE round(x.amount, x.places) END"""
 
 
-def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
-    """Step 1: usage_work gets each staged record's hash, period, outcome and rating."""
+def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool) -> None:
+    """Step 1: usage_work gets each staged record's hash, period, outcome and rating; with `fold`,
+    also each record's `prior`: the billable quantity of the chunk's earlier records (by time,
+    then seq) on the same customer, period and allowance. Charging subtracts it from what the
+    allowance has left; computed here, before the chunk's turn, so the part of a chunk that
+    chunks take in turn sorts nothing."""
+    prior, window = "NULL", ""
+    if fold:
+        prior = "CASE WHEN a.allowance_id IS NOT NULL THEN coalesce(sum(m.billable) OVER earlier, 0) END"
+        window = """WINDOW earlier AS (PARTITION BY m.customer_id, m.period, a.allowance_id ORDER BY m.occurred_at, m.seq
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"""
     cursor.execute(
         f"""
         INSERT INTO usage_work (seq, external_id, customer_ref, kind, quantity, occurred_at, destination, attributes,
             content_hash, period, outcome, status, unrated_reason, customer_id, prepaid, plan_id, rate_id, rated_kind,
             unit, billable, snapshot_id, currency, price, block_size, places, rounding, tiered, allowance_id,
-            included, summary_id)
+            included, summary_id, prior)
         WITH s AS MATERIALIZED (  -- computed once per record, not once per candidate rate
             SELECT t.*, h.content_hash, h.rate_key, h.period, h.local_day
             FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
@@ -234,8 +251,9 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
         -- each customer of the chunk once (not once per record), by index probes: with stale
         -- statistics on customers, a join was planned as a scan of them all per record
         customers AS MATERIALIZED (
-            SELECT r.customer_ref, c.id, c.billing_mode
-            FROM (SELECT DISTINCT customer_ref FROM s) r
+            SELECT r.customer_ref, c.id, c.billing_mode, r.first_period, r.last_period
+            FROM (SELECT customer_ref, min(period) AS first_period, max(period) AS last_period FROM s
+                  GROUP BY customer_ref) r
             JOIN LATERAL (SELECT c.id, c.billing_mode FROM {CUSTOMER} c
                           WHERE c.tenant_id = %(tenant)s AND c.external_id = r.customer_ref LIMIT 1) c ON true
         ),
@@ -246,6 +264,13 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
             FROM customers c
             JOIN LATERAL (SELECT sub.customer_id, sub.plan_id, sub.starts_on FROM {SUBSCRIPTION} sub
                           WHERE sub.customer_id = c.id) sub ON true
+        ),
+        -- their summaries of the chunk's periods: one index range scan per customer, not a probe per record
+        summaries AS MATERIALIZED (
+            SELECT sm.id, sm.customer_id, sm.period
+            FROM customers c
+            JOIN LATERAL (SELECT sm.id, sm.customer_id, sm.period FROM {SUMMARY} sm
+                          WHERE sm.customer_id = c.id AND sm.period BETWEEN c.first_period AND c.last_period) sm ON true
         ),
         matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
             SELECT DISTINCT ON (s.seq) s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
@@ -280,16 +305,15 @@ def _classify_and_rate(cursor, *, tenant: Tenant) -> None:
             CASE WHEN m.customer_id IS NULL THEN 'unknown_customer' WHEN m.plan_id IS NULL THEN 'no_plan'
                  WHEN m.rate_id IS NULL THEN 'no_rate_for_kind' ELSE '' END,
             m.customer_id, m.billing_mode = 'prepaid', m.plan_id, m.rate_id, coalesce(m.rated_kind, ''), m.unit,
-            CASE WHEN m.rate_id IS NOT NULL THEN {BILLABLE} END, m.snapshot_id, m.currency, m.price, m.block_size,
+            m.billable, m.snapshot_id, m.currency, m.price, m.block_size,
             m.places, m.rounding, m.tiered, a.allowance_id, a.included,
-            sm.id
-        FROM matched m
+            sm.id, {prior}
+        -- OFFSET 0: evaluated once per record, not again for `prior`
+        FROM (SELECT m.*, CASE WHEN m.rate_id IS NOT NULL THEN {BILLABLE} END AS billable FROM matched m OFFSET 0) m
         -- the summary it folds into, where one exists (_attach_summaries creates the others)
-        LEFT JOIN LATERAL (SELECT sm.id FROM {SUMMARY} sm
-                           WHERE sm.customer_id = m.customer_id AND sm.period = m.period AND m.rate_id IS NOT NULL
-                           LIMIT 1) sm ON true
+        LEFT JOIN summaries sm ON sm.customer_id = m.customer_id AND sm.period = m.period AND m.rate_id IS NOT NULL
         LEFT JOIN bulk_allowances a ON a.plan_id = m.plan_id AND a.rated_kind = m.rated_kind
-        """,
+        {window}""",
         {"tz": tenant.timezone, "tenant": tenant.id},
     )
 
@@ -311,9 +335,8 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
               AND s.customer_id = w.customer_id AND s.period = w.period""")
 
 
-def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Decimal, Decimal]]]:
-    """Step 3: charge the records that can be folded here; returns the summaries they touch and,
-    per (summary, allowance), the use before and after (for threshold alerts)."""
+def _fold_in_place(cursor) -> list[int]:
+    """Step 3: lock and return the summaries whose new records of the chunk are charged here."""
     # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,
     # tiered, another currency) is left to them entirely, so a summary's records are still charged
     # in time order within what arrived together.
@@ -330,46 +353,36 @@ def _fold_in_place(cursor) -> tuple[list[int], list[tuple[int, int, Decimal, Dec
     cursor.execute(f"SELECT DISTINCT summary_id FROM {USAGE} WHERE summary_id = ANY(%(ids)s) AND status = 'rated'",
                    {"ids": locked})
     waiting = {row[0] for row in cursor.fetchall()}
-    summary_ids = [i for i in locked if i not in waiting]
-    if not summary_ids:
-        return [], []
-    charge_rows(cursor, table="usage_work",
-                restrict="JOIN unnest(%(ids)s::bigint[]) AS folded(id) ON folded.id = v.summary_id",
-                params={"ids": summary_ids})
-    return summary_ids, allowance_moves(cursor, table="usage_work")
+    return [i for i in locked if i not in waiting]
 
 
-def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None = None, terms: str = "") -> None:
-    """Charge the new rated rows of a work table (usage_work, or the fold's fold_work: `seq` in
-    processing order) and mark them billed. The allowance left before each record is what was
-    left before minus the billable quantity of the earlier records on it (allowance use is a
-    running sum, capped); each charge is rounded once. `restrict` joins onto `v` to limit the
-    rows charged. The price terms and allowance are the table's own columns (usage_work) or, with
-    `terms`, come from that relation `t` of (snapshot_id, plan_id, rated_kind), and the unit and
-    allowance are written into the rows here (one pass over the table, not a second UPDATE
-    before this one)."""
-    if terms:
-        source = f"""(SELECT f.seq, f.summary_id, f.occurred_at, f.outcome, f.status, f.billable, t.price, t.block_size,
-                             t.places, t.rounding, t.unit, t.allowance_id, t.included
-                      FROM {table} f JOIN {terms} ON t.snapshot_id = f.snapshot_id AND t.plan_id = f.plan_id
-                                                 AND t.rated_kind = f.rated_kind)"""
-        written = ", unit = x.unit, allowance_id = x.allowance_id, included = x.included"  # what summing reads
-    else:
-        source, written = table, ""
+# The allowance a record uses: what is left of it (its use so far in `au`, else all of `included`)
+# less `prior`, the billable quantity of the earlier records charged with it, capped to the
+# record's billable quantity. Allowance use is thus a running sum in time order.
+COVERED = """CASE WHEN {v}.allowance_id IS NULL THEN 0 ELSE greatest(0, least({v}.billable,
+        coalesce(au.included, {v}.included) - coalesce(au.used, 0) - {prior})) END"""
+
+
+def charge_rows(cursor, *, table: str, terms: str, params: dict) -> None:
+    """Charge the new rated rows of a fold's work table (`seq` in processing order) and mark them
+    billed; each charge is rounded once. The price terms and allowance come from the relation
+    `t` of (snapshot_id, plan_id, rated_kind), and the unit and allowance are written into the
+    rows here (one pass over the table, not a second UPDATE before this one)."""
+    prior = "coalesce(sum(v.billable) OVER running - v.billable, 0)"
     cursor.execute(
         f"""
-        UPDATE {table} w SET covered = x.covered, charged = {ROUNDED}, status = 'billed'{written}
+        UPDATE {table} w SET covered = x.covered, charged = {ROUNDED}, status = 'billed', unit = x.unit,
+                             allowance_id = x.allowance_id, included = x.included
         FROM (
             SELECT y.*, (y.billable - y.covered) * y.price / y.block_size AS amount
             FROM (
                 SELECT v.seq, v.billable, v.price, v.block_size, v.places, v.rounding, v.unit, v.allowance_id,
-                       v.included,
-                       CASE WHEN v.allowance_id IS NULL THEN 0 ELSE greatest(0, least(v.billable,
-                           coalesce(au.included, v.included) - coalesce(au.used, 0)
-                           - coalesce(sum(v.billable) OVER running - v.billable, 0))) END AS covered
-                FROM {source} v
+                       v.included, {COVERED.format(v="v", prior=prior)} AS covered
+                FROM (SELECT f.seq, f.summary_id, f.occurred_at, f.outcome, f.status, f.billable, t.price,
+                             t.block_size, t.places, t.rounding, t.unit, t.allowance_id, t.included
+                      FROM {table} f JOIN {terms} ON t.snapshot_id = f.snapshot_id AND t.plan_id = f.plan_id
+                                                 AND t.rated_kind = f.rated_kind) v
                 LEFT JOIN {ALLOWANCE_USAGE} au ON au.summary_id = v.summary_id AND au.allowance_id = v.allowance_id
-                {restrict}
                 WHERE v.outcome = 'new' AND v.status = 'rated'
                 WINDOW running AS (PARTITION BY v.summary_id, v.allowance_id ORDER BY v.occurred_at, v.seq
                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
@@ -377,7 +390,7 @@ def charge_rows(cursor, *, table: str, restrict: str = "", params: dict | None =
         ) x
         WHERE w.seq = x.seq AND w.outcome = 'new'
         """,
-        params or {},
+        params,
     )
 
 
@@ -401,22 +414,52 @@ INSERTED_COLUMNS = (
     "snapshot_id, summary_id, batch_id, allowance_used, charged_amount, billed_at")
 
 
-def _insert(cursor, *, tenant: Tenant, batch_id: int | None) -> None:
-    """Step 4: store the new records; raises _LostRace when a concurrent call stored one first.
-    A plain INSERT (not ON CONFLICT, whose speculative insertion costs more per row): step 1 found
-    these ids unstored, so a unique violation can only be such a race."""
+def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) -> None:
+    """Step 4: store the new records, those of the `folded` summaries charged and billed (and
+    copied to usage_billed); raises _LostRace when a concurrent call stored one first.
+    Charging as the rows are inserted, not by an UPDATE of the work table before, spares
+    rewriting each wide work row. A plain INSERT (not ON CONFLICT, whose speculative insertion
+    costs more per row): step 1 found these ids unstored, so a unique violation can only be
+    such a race."""
     from psycopg import errors
 
     try:
         cursor.execute(
             f"""
-            INSERT INTO {USAGE} ({INSERTED_COLUMNS})
-            SELECT %(tenant)s, external_id, content_hash, %(token)s, customer_ref, customer_id, kind, quantity,
-                   occurred_at, period, destination, attributes, now(), status, unrated_reason, plan_id, rated_kind,
-                   billable, snapshot_id, summary_id, CASE WHEN status = 'billed' THEN %(batch)s::bigint END, covered,
-                   charged, CASE WHEN status = 'billed' THEN now() END
-            FROM usage_work WHERE outcome = 'new' ORDER BY seq""",
-            {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id},
+            WITH charged AS MATERIALIZED (
+                SELECT x.*, CASE WHEN x.billed THEN {ROUNDED} END AS charged
+                FROM (
+                    SELECT w.*, (w.billable - w.covered) * w.price / w.block_size AS amount
+                    FROM (
+                        SELECT v.seq, v.external_id, v.content_hash, v.customer_ref, v.customer_id, v.kind,
+                               v.quantity, v.occurred_at, v.period, v.destination, v.attributes, v.status,
+                               v.unrated_reason, v.plan_id, v.rated_kind, v.unit, v.billable, v.snapshot_id,
+                               v.summary_id, v.allowance_id, v.included, v.price, v.block_size, v.places, v.rounding,
+                               folded.id IS NOT NULL AS billed,
+                               CASE WHEN folded.id IS NOT NULL THEN {COVERED.format(v="v", prior="v.prior")} END
+                                   AS covered
+                        FROM usage_work v
+                        LEFT JOIN unnest(%(folded)s::bigint[]) AS folded(id) ON folded.id = v.summary_id
+                        LEFT JOIN {ALLOWANCE_USAGE} au ON folded.id IS NOT NULL AND au.summary_id = v.summary_id
+                                                      AND au.allowance_id = v.allowance_id
+                        WHERE v.outcome = 'new'
+                    ) w
+                ) x
+            ),
+            stored AS (
+                INSERT INTO {USAGE} ({INSERTED_COLUMNS})
+                SELECT %(tenant)s, external_id, content_hash, %(token)s, customer_ref, customer_id, kind, quantity,
+                       occurred_at, period, destination, attributes, now(),
+                       CASE WHEN billed THEN 'billed' ELSE status END, unrated_reason, plan_id, rated_kind,
+                       billable, snapshot_id, summary_id, CASE WHEN billed THEN %(batch)s::bigint END, covered,
+                       charged, CASE WHEN billed THEN now() END
+                FROM charged ORDER BY seq
+            )
+            INSERT INTO usage_billed (summary_id, rated_kind, unit, allowance_id, included, quantity, billable,
+                                      covered, charged)
+            SELECT summary_id, rated_kind, unit, allowance_id, included, quantity, billable, covered, charged
+            FROM charged WHERE billed""",
+            {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id, "folded": folded},
         )
     except (errors.UniqueViolation, errors.DeadlockDetected) as exc:  # two chunks sharing ids, in other orders
         raise _LostRace() from exc
@@ -487,19 +530,19 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
         for _attempt in range(5):
             savepoint = transaction.savepoint()
             try:
-                cursor.execute("TRUNCATE usage_work")
-                _classify_and_rate(cursor, tenant=tenant)
+                cursor.execute("TRUNCATE usage_work, usage_billed")
+                _classify_and_rate(cursor, tenant=tenant, fold=fold)
                 # Temp tables get no autovacuum statistics; these columns steer the joins that
                 # follow. Analysed before the turn (only the rows of new summaries change after).
                 cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
                 wait_turn()
                 _attach_summaries(cursor, tenant=tenant)
-                summary_ids, moves = _fold_in_place(cursor) if fold else ([], [])
+                summary_ids = _fold_in_place(cursor) if fold else []
                 batch = None
                 if summary_ids:
                     batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
                                                      summary_count=len(summary_ids))
-                _insert(cursor, tenant=tenant, batch_id=batch.id if batch else None)
+                _insert(cursor, tenant=tenant, batch_id=batch.id if batch else None, folded=summary_ids)
             except _LostRace:
                 transaction.savepoint_rollback(savepoint)
                 continue
@@ -509,7 +552,8 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
             raise RuntimeError("bulk ingestion kept losing insert races; try again")
         result = ChunkResult()
         if batch is not None:
-            added = add_to_summaries(cursor, table="usage_work")
+            moves = allowance_moves(cursor, table="usage_billed")
+            added = add_to_summaries(cursor, table="usage_billed")
             result.folded, result.charged = added.records, added.charged
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
             emit_events_of_summaries(ids=summary_ids, crossed=crossed_thresholds(moves), batch_id=batch.id)
@@ -520,7 +564,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
         cursor.execute("SELECT outcome, count(*) FROM usage_work GROUP BY outcome")
         result.counts = Counter({("accepted" if k == "new" else k): n for k, n in cursor.fetchall()})
         cursor.execute("SELECT DISTINCT summary_id FROM usage_work WHERE outcome = 'new' AND status = 'rated'")
-        result.pending_summaries = {row[0] for row in cursor.fetchall()}
+        result.pending_summaries = {row[0] for row in cursor.fetchall()} - set(summary_ids)
         cursor.execute(
             f"""INSERT INTO {PendingSummary._meta.db_table} (summary_id, marked_at)
                 SELECT id, now() FROM unnest(%s::bigint[]) AS pending(id) ORDER BY id ON CONFLICT DO NOTHING""",
