@@ -30,8 +30,9 @@ def _bad(line_no: int, message: str) -> dict:
 
 def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
     """Answered calls of an Asterisk Master.csv as (line, uniqueid, accountcode, billsec, start as
-    local "YYYY-MM-DD HH:MM:SS", dst, attributes); Skipped for the others and an error record for
-    lines that cannot be read. Values are stripped, not yet validated."""
+    local "YYYY-MM-DD HH:MM:SS", dst, (src, dcontext, channel, duration, userfield)); Skipped for
+    the others and an error record for lines that cannot be read. Values are stripped (the five
+    kept as attributes are not), not yet validated."""
     for line_no, row in enumerate(csv.reader(stream), start=1):
         if not row:
             continue
@@ -45,10 +46,17 @@ def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
         if not _is_local_time(start):
             yield _bad(line_no, f"start '{row[9]}' is not YYYY-MM-DD HH:MM:SS")
             continue
-        attributes = {"src": row[1], "dcontext": row[3], "channel": row[5], "duration": row[12]}
-        if len(row) > 17 and row[17]:
-            attributes["userfield"] = row[17]
-        yield (line_no, row[16].strip(), row[0].strip(), row[13].strip(), start, row[2].strip(), attributes)
+        yield (line_no, row[16].strip(), row[0].strip(), row[13].strip(), start, row[2].strip(),
+               (row[1], row[3], row[5], row[12], row[17] if len(row) > 17 else ""))
+
+
+def asterisk_attributes(kept: tuple[str, str, str, str, str]) -> dict[str, str]:
+    """The attributes a CDR keeps: src, dcontext, channel, duration and, when set, userfield."""
+    src, dcontext, channel, duration, userfield = kept
+    attributes = {"src": src, "dcontext": dcontext, "channel": channel, "duration": duration}
+    if userfield:
+        attributes["userfield"] = userfield
+    return attributes
 
 
 def read_asterisk_csv(stream: TextIO, *, tz: ZoneInfo, kind: str = "call") -> Iterator[dict]:
@@ -56,9 +64,9 @@ def read_asterisk_csv(stream: TextIO, *, tz: ZoneInfo, kind: str = "call") -> It
         if isinstance(cdr, dict):  # skipped or unreadable
             yield cdr
             continue
-        _line, uniqueid, account, billsec, start, dst, attributes = cdr
+        _line, uniqueid, account, billsec, start, dst, kept = cdr
         yield {"id": uniqueid, "customer": account, "kind": kind, "quantity": billsec,
-               "occurred_at": _local_time(start, tz), "destination": dst, "attributes": attributes}
+               "occurred_at": _local_time(start, tz), "destination": dst, "attributes": asterisk_attributes(kept)}
 
 
 def _is_local_time(text: str) -> bool:

@@ -25,6 +25,7 @@ A chunk, in one transaction:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -112,12 +113,23 @@ def copy_rows(rows) -> None:
                 copy.write_row(row)
 
 
-def copy_csv(chunks) -> None:
-    """COPY CSV text (already in STAGE_COLUMNS order, attributes as JSON) into the stage."""
+def copy_text(chunks) -> None:
+    """COPY lines of text format (copy_line, in STAGE_COLUMNS order, attributes as JSON) into the stage."""
     with connection.cursor() as wrapper:
-        with wrapper.cursor.copy(f"COPY usage_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT csv)") as copy:
+        with wrapper.cursor.copy(f"COPY usage_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
             for chunk in chunks:
                 copy.write(chunk)
+
+
+# What COPY's text format escapes in a value (its delimiter, line ends and escape character).
+COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_line(values) -> str:
+    """One line of COPY text format, without its newline: None is NULL."""
+    return "\t".join("\\N" if value is None else value.translate(_COPY_ESCAPES) if COPY_SPECIAL.search(value)
+                     else value for value in values)
 
 
 def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _nothing) -> None:

@@ -1,16 +1,16 @@
 """Importing usage files in chunks.
 
 On PostgreSQL each chunk is staged with COPY and rated, stored and folded in SQL (`bulk`), one
-transaction per chunk; an Asterisk Master.csv goes to COPY as CSV text without building a Python
+transaction per chunk; an Asterisk Master.csv goes to COPY as text lines without building a Python
 record per line. On SQLite a chunk goes through the same ingestion as the API.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import queue
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +19,8 @@ from typing import Callable, Iterable, TextIO
 from django.conf import settings
 from django.db import connection, transaction
 
-from tarifa.metering.importers import Skipped, asterisk_cdrs, read_asterisk_csv
+from tarifa.metering.importers import Skipped, asterisk_attributes, asterisk_cdrs, read_asterisk_csv
+from tarifa.metering.services.bulk import COPY_SPECIAL, copy_line
 from tarifa.metering.services.plans import KIND_PATTERN
 from tarifa.metering.services.ingestion import (
     CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, RecordResult, _Rejected, clean_record, ingest_usage, parse_quantity,
@@ -92,7 +93,7 @@ def _passed_over(record, report: ImportReport) -> bool:
 
 
 def _clean_rows(records: Iterable[dict]):
-    """Stage rows (STAGE_COLUMNS, attributes as JSON text) of parsed records, or what to report."""
+    """Stage lines (copy_line of STAGE_COLUMNS but seq) of parsed records, or what to report."""
     for record in records:
         if isinstance(record, Skipped) or "_error" in record:
             yield record
@@ -102,29 +103,45 @@ def _clean_rows(records: Iterable[dict]):
         except _Rejected as rejected:
             yield rejection(record, rejected)
             continue
-        yield (clean.id, clean.customer, clean.kind, clean.quantity, clean.occurred_at.isoformat(), "",
-               clean.destination, json.dumps(clean.attributes, default=str))
+        yield copy_line((clean.id, clean.customer, clean.kind, str(clean.quantity), clean.occurred_at.isoformat(),
+                         None, clean.destination, json.dumps(clean.attributes, default=str)))
+
+
+# Characters a JSON string must escape; attributes without any are written out directly.
+JSON_SPECIAL = re.compile(r'[\x00-\x1f"\\]')
 
 
 def _asterisk_rows(cdrs, *, kind: str):
-    """Stage rows of answered calls, checked as the API checks a record (same codes)."""
+    """Stage lines (copy_line of STAGE_COLUMNS but seq) of answered calls, checked as the API
+    checks a record (same codes). The usual CDR takes a fast path: it is valid and needs no
+    escaping, so its line is formatted directly (json.dumps and a CSV writer had cost 10 µs)."""
     for cdr in cdrs:
         if isinstance(cdr, dict):
             yield cdr
             continue
-        _line, uniqueid, account, billsec, start, dst, attributes = cdr
+        _line, uniqueid, account, billsec, start, dst, kept = cdr
+        src, dcontext, channel, duration, userfield = kept
+        if (ID_PATTERN.match(uniqueid) and account and len(account) <= 128 and len(dst) <= 64 and billsec.isascii()
+                and billsec.isdigit() and len(billsec) < 17 and not COPY_SPECIAL.search(uniqueid + account + dst)
+                and not JSON_SPECIAL.search(src + dcontext + channel + duration + userfield)):
+            extra = f', "userfield": "{userfield}"' if userfield else ""
+            # Local time: PostgreSQL applies the tenant's zone (occurred_local).
+            yield (f'{uniqueid}\t{account}\t{kind}\t{billsec}\t\\N\t{start}\t{dst}\t{{"src": "{src}", '
+                   f'"dcontext": "{dcontext}", "channel": "{channel}", "duration": "{duration}"{extra}}}')
+            continue
         try:
             record_id = text_value(uniqueid, "id")
             if not ID_PATTERN.match(record_id):
                 raise _Rejected("invalid_id", "'id' must be 1-128 visible ASCII characters.")
             customer = text_value(account, "customer")
-            quantity = billsec if billsec.isdigit() and len(billsec) < 17 else str(parse_quantity(billsec))
+            quantity = billsec if billsec.isascii() and billsec.isdigit() and len(billsec) < 17 else str(
+                parse_quantity(billsec))
             destination = text_value(dst, "destination", required=False, limit=64)
         except _Rejected as rejected:
             yield RecordResult(uniqueid, "rejected", rejected.code, rejected.message)
             continue
-        # Local time: PostgreSQL applies the tenant's zone (occurred_local).
-        yield (record_id, customer, kind, quantity, "", start, destination, json.dumps(attributes))
+        yield copy_line((record_id, customer, kind, quantity, None, start, destination,
+                         json.dumps(asterisk_attributes(kept))))
 
 
 class _ImportStopped(Exception):
@@ -210,7 +227,6 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
         nonlocal number
         try:
             buffer, staged, seq = io.StringIO(), 0, 0
-            writer = csv.writer(buffer, lineterminator="\n")
             for row in rows:
                 if isinstance(row, RecordResult):
                     read_report.note(row)
@@ -219,14 +235,13 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
                     _passed_over(row, read_report)
                     continue
                 seq += 1
-                writer.writerow((seq, *row))
+                buffer.write(f"{seq}\t{row}\n")
                 staged += 1
                 if staged >= chunk_size:
                     number += 1
                     if not hand_over((number, buffer.getvalue(), staged)):
                         return
                     buffer, staged = io.StringIO(), 0
-                    writer = csv.writer(buffer, lineterminator="\n")
             if staged:
                 number += 1
                 hand_over((number, buffer.getvalue(), staged))
@@ -282,7 +297,7 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
 
 
 def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
-    """One chunk in one transaction: stage the CSV text, then rate, store and fold it."""
+    """One chunk in one transaction: stage its COPY text, then rate, store and fold it."""
     from tarifa.metering.services import bulk
 
     with transaction.atomic():
@@ -292,5 +307,5 @@ def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit = off")
         bulk.create_stage()
-        bulk.copy_csv([text])
+        bulk.copy_text([text])
         return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn)

@@ -47,6 +47,48 @@ def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, 
     assert "accepted=0 duplicate=2" in capsys.readouterr().out
 
 
+def test_asterisk_values_that_need_escaping_are_stored_as_read(tenant, customers, tmp_path, capsys):
+    """Quotes, backslashes, tabs, line breaks and non-ASCII text reach the stored record as the
+    Python reader reads them, and with the content hash the API gives the same record (on
+    PostgreSQL the import formats its COPY lines itself)."""
+    import csv
+
+    from tarifa.metering.importers import read_asterisk_csv
+    from tarifa.metering.services.ingestion import clean_record, ingest_usage
+
+    def cdr(uid, account, dst, billsec, src="1133334444", dcontext="from-internal", channel="SIP/a", userfield=""):
+        return [account, src, dst, dcontext, "", channel, "SIP/b", "Dial", "", "2025-12-01 09:00:00",
+                "2025-12-01 09:00:05", "2025-12-01 09:01:00", "60", billsec, "ANSWERED", "DOCUMENTATION", uid,
+                userfield]
+
+    path = tmp_path / "Master.csv"
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([
+            cdr("plain.1", "c1", "33334444", "45", userfield="vip"),
+            cdr("back\\slash", "c1", "33334444", "30", src='say "hi"\\', dcontext="tab\there",
+                channel="line\nbreak", userfield="ação €"),
+            cdr("tabbed.3", "c2", "33 33\t4444", "31"),
+            cdr("wide.4", "c2", "987654321", "４５"),  # full-width digits: a number, but not ASCII
+            cdr("nul\x01.5", "c1", "33334444", "10"),  # not a visible-ASCII id: rejected
+        ])
+    call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    out = capsys.readouterr().out
+    assert "accepted=4" in out and "rejected=1" in out and "invalid_id" in out
+    stored = {r.external_id: r for r in UsageRecord.objects.all()}
+    with path.open(newline="") as stream:
+        read = [raw for raw in read_asterisk_csv(stream, tz=tenant.tzinfo) if raw["id"] in stored]
+    assert len(read) == 4
+    for clean in map(clean_record, read):
+        record = stored[clean.id]
+        assert (record.customer_ref, record.quantity, record.destination, record.attributes) == (
+            clean.customer, clean.quantity, clean.destination, clean.attributes), clean.id
+    # The same records sent to the API are the same content: duplicates, not conflicts.
+    assert [r.status for r in ingest_usage(tenant=tenant, records=read).results] == ["duplicate"] * 4
+    assert stored["back\\slash"].attributes == {"src": 'say "hi"\\', "dcontext": "tab\there", "channel": "line\nbreak",
+                                                "duration": "60", "userfield": "ação €"}
+    assert stored["wide.4"].quantity == 45 and stored["tabbed.3"].destination == "33 33\t4444"
+
+
 def test_csv_and_jsonl_imports(tenant, customers, tmp_path, capsys):
     csv_path = tmp_path / "usage.csv"
     csv_path.write_text("id,customer,kind,quantity,occurred_at,destination,campaign\n"
