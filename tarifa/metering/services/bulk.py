@@ -447,14 +447,13 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
                                v.quantity, v.occurred_at, v.period, v.destination, v.attributes, v.status,
                                v.unrated_reason, v.plan_id, v.rated_kind, v.unit, v.billable, v.snapshot_id,
                                v.summary_id, v.allowance_id, v.included, v.price, v.block_size, v.places, v.rounding,
-                               folded.id IS NOT NULL AS billed,
-                               CASE WHEN folded.id IS NOT NULL THEN {COVERED.format(v="v", prior="v.prior")} END
+                               v.billed, CASE WHEN v.billed THEN {COVERED.format(v="v", prior="v.prior")} END
                                    AS covered
-                        FROM usage_work v
-                        LEFT JOIN unnest(%(folded)s::bigint[]) AS folded(id) ON folded.id = v.summary_id
-                        LEFT JOIN {ALLOWANCE_USAGE} au ON folded.id IS NOT NULL AND au.summary_id = v.summary_id
+                        -- a hashed lookup in the array of summaries folded here, per record
+                        FROM (SELECT *, coalesce(summary_id = ANY(%(folded)s::bigint[]), false) AS billed
+                              FROM usage_work WHERE outcome = 'new') v
+                        LEFT JOIN {ALLOWANCE_USAGE} au ON v.billed AND au.summary_id = v.summary_id
                                                       AND au.allowance_id = v.allowance_id
-                        WHERE v.outcome = 'new'
                     ) w
                 ) x
             ),
