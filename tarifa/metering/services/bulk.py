@@ -437,43 +437,42 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
     such a race."""
     from psycopg import errors
 
-    try:
-        cursor.execute(
-            f"""
-            WITH charged AS MATERIALIZED (
-                SELECT x.*, CASE WHEN x.billed THEN {ROUNDED} END AS charged
-                FROM (
-                    SELECT w.*, (w.billable - w.covered) * w.price / w.block_size AS amount
-                    FROM (
-                        SELECT v.seq, v.external_id, v.content_hash, v.customer_ref, v.customer_id, v.kind,
-                               v.quantity, v.occurred_at, v.period, v.destination, v.attributes, v.status,
-                               v.unrated_reason, v.plan_id, v.rated_kind, v.unit, v.billable, v.snapshot_id,
-                               v.summary_id, v.allowance_id, v.included, v.price, v.block_size, v.places, v.rounding,
-                               v.billed, CASE WHEN v.billed THEN {COVERED.format(v="v", prior="v.prior")} END
-                                   AS covered
-                        -- a hashed lookup in the array of summaries folded here, per record
-                        FROM (SELECT *, coalesce(summary_id = ANY(%(folded)s::bigint[]), false) AS billed
-                              FROM usage_work WHERE outcome = 'new') v
-                        LEFT JOIN {ALLOWANCE_USAGE} au ON v.billed AND au.summary_id = v.summary_id
-                                                      AND au.allowance_id = v.allowance_id
-                    ) w
-                ) x
-            ),
-            stored AS (
-                INSERT INTO {USAGE} ({INSERTED_COLUMNS})
-                SELECT %(tenant)s, external_id, content_hash, %(token)s, customer_ref, customer_id, kind, quantity,
-                       occurred_at, period, destination, attributes, now(),
-                       CASE WHEN billed THEN 'billed' ELSE status END, unrated_reason, plan_id, rated_kind,
-                       billable, snapshot_id, summary_id, CASE WHEN billed THEN %(batch)s::bigint END, covered,
-                       charged, CASE WHEN billed THEN now() END
-                FROM charged ORDER BY seq
-            )
+    charged = f"""
+        SELECT x.*, CASE WHEN x.billed THEN {ROUNDED} END AS charged
+        FROM (
+            SELECT w.*, (w.billable - w.covered) * w.price / w.block_size AS amount
+            FROM (
+                SELECT v.seq, v.external_id, v.content_hash, v.customer_ref, v.customer_id, v.kind, v.quantity,
+                       v.occurred_at, v.period, v.destination, v.attributes, v.status, v.unrated_reason, v.plan_id,
+                       v.rated_kind, v.unit, v.billable, v.snapshot_id, v.summary_id, v.allowance_id, v.included,
+                       v.price, v.block_size, v.places, v.rounding, v.billed,
+                       CASE WHEN v.billed THEN {COVERED.format(v="v", prior="v.prior")} END AS covered
+                -- a hashed lookup in the array of summaries folded here, per record
+                FROM (SELECT *, coalesce(summary_id = ANY(%(folded)s::bigint[]), false) AS billed
+                      FROM usage_work WHERE outcome = 'new') v
+                LEFT JOIN {ALLOWANCE_USAGE} au ON v.billed AND au.summary_id = v.summary_id
+                                              AND au.allowance_id = v.allowance_id
+            ) w
+        ) x"""
+    stored = f"""
+        INSERT INTO {USAGE} ({INSERTED_COLUMNS})
+        SELECT %(tenant)s, external_id, content_hash, %(token)s, customer_ref, customer_id, kind, quantity,
+               occurred_at, period, destination, attributes, now(), CASE WHEN billed THEN 'billed' ELSE status END,
+               unrated_reason, plan_id, rated_kind, billable, snapshot_id, summary_id,
+               CASE WHEN billed THEN %(batch)s::bigint END, covered, charged, CASE WHEN billed THEN now() END
+        FROM charged ORDER BY seq"""
+    if folded:
+        statement = f"""
+            WITH charged AS MATERIALIZED ({charged}), stored AS ({stored})
             INSERT INTO usage_billed (summary_id, rated_kind, unit, allowance_id, included, quantity, billable,
                                       covered, charged)
             SELECT summary_id, rated_kind, unit, allowance_id, included, quantity, billable, covered, charged
-            FROM charged WHERE billed""",
-            {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id, "folded": folded},
-        )
+            FROM charged WHERE billed"""
+    else:  # nothing billed here (API calls): no rows to keep for the summaries, so nothing to materialise
+        statement = f"WITH charged AS ({charged}) {stored}"
+    try:
+        cursor.execute(statement, {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id,
+                                   "folded": folded})
     except (errors.UniqueViolation, errors.DeadlockDetected) as exc:  # two chunks sharing ids, in other orders
         raise _LostRace() from exc
 
