@@ -146,18 +146,17 @@ def ingest_in_python(*, tenant: Tenant, records: list) -> IngestResult:
     PostgreSQL path (`ingest_in_sql`) is tested against."""
     answers: list[RecordResult | None] = [None] * len(records)
     fresh: dict[str, tuple[int, _Clean]] = {}
+    repeats: list[tuple[int, _Clean]] = []  # the same id again in this call
     for index, record in enumerate(records):
         try:
             clean = clean_record(record)
         except _Rejected as rejected:
             answers[index] = rejection(record, rejected)
             continue
-        if clean.id in fresh:  # the same id twice in one call
-            same = fresh[clean.id][1].content_hash == clean.content_hash
-            answers[index] = RecordResult(clean.id, "duplicate") if same else RecordResult(
-                clean.id, "conflict", "id_conflict", CONFLICT)
-            continue
-        fresh[clean.id] = (index, clean)
+        if clean.id in fresh:
+            repeats.append((index, clean))
+        else:
+            fresh[clean.id] = (index, clean)
 
     with transaction.atomic():
         stored = _stored_hashes(tenant, list(fresh))
@@ -179,13 +178,19 @@ def ingest_in_python(*, tenant: Tenant, records: list) -> IngestResult:
         stored.update(_stored_hashes(tenant, lost_races))
         queue_folds()
     for external_id, (index, clean) in fresh.items():
-        if external_id in inserted:
-            answers[index] = RecordResult(external_id, "accepted")
-        elif stored[external_id] == clean.content_hash:
-            answers[index] = RecordResult(external_id, "duplicate")
-        else:
-            answers[index] = RecordResult(external_id, "conflict", "id_conflict", CONFLICT)
+        answers[index] = RecordResult(external_id, "accepted") if external_id in inserted else _compared(
+            clean, stored[external_id])
+    # A repeated id is compared with the stored record, which is its first send in this call
+    # only when nothing was stored under the id before (a first send that conflicted is not).
+    for index, clean in repeats:
+        answers[index] = _compared(clean, stored.get(clean.id) or fresh[clean.id][1].content_hash)
     return IngestResult(results=answers)
+
+
+def _compared(clean: _Clean, stored_hash: str) -> RecordResult:
+    if stored_hash == clean.content_hash:
+        return RecordResult(clean.id, "duplicate")
+    return RecordResult(clean.id, "conflict", "id_conflict", CONFLICT)
 
 
 def rejection(record, rejected: _Rejected) -> RecordResult:

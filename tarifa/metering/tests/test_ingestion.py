@@ -37,6 +37,10 @@ def test_duplicates_count_once_and_conflicts_are_reported(api, customers):
     assert changed["results"][0]["status"] == "conflict" and changed["results"][0]["code"] == "id_conflict"
     in_one_call = api.post("/api/v1/usage", {"records": [call("r9", "c1", 1, at(1)), call("r9", "c1", 2, at(1))]}).json()
     assert [r["status"] for r in in_one_call["results"]] == ["accepted", "conflict"]
+    # A stored id sent twice in one call, changed then as stored: each send is compared with the
+    # stored record (the changed one is not stored, so the unchanged one is not its conflict).
+    mixed = api.post("/api/v1/usage", {"records": [call("r1", "c1", 46, at(1)), call("r1", "c1", 45, at(1))]}).json()
+    assert [r["status"] for r in mixed["results"]] == ["conflict", "duplicate"]
     assert UsageRecord.objects.filter(external_id="r1").count() == 1
     assert UsageRecord.objects.get(external_id="r1").quantity == 45
 
