@@ -73,6 +73,8 @@ def _text(record: dict, key: str, *, required: bool = True, limit: int = 128) ->
 
 
 def text_value(value, key: str, *, required: bool = True, limit: int = 128) -> str:
+    if value.__class__ is str and 0 < len(value) <= limit and not value[0].isspace() and not value[-1].isspace():
+        return value  # the usual case, first: checked per record of every call
     if value is None or value == "":
         if required:
             raise _Rejected(f"missing_{key}", f"'{key}' is required.")
@@ -117,14 +119,19 @@ def clean_record(record, *, with_hash: bool = True) -> _Clean:
                   hashlib.sha256(canonical.encode()).hexdigest())
 
 
+MAX_QUANTITY = Decimal(10) ** 17
+
+
 def parse_quantity(raw) -> Decimal:
+    if raw.__class__ is int and 0 <= raw < MAX_QUANTITY:  # the usual case, first
+        return Decimal(raw)
     try:
         if isinstance(raw, bool) or raw is None:
             raise InvalidOperation
         quantity = Decimal(str(raw))
     except (InvalidOperation, ValueError):
         raise _Rejected("invalid_quantity", "'quantity' must be a number.")
-    if not quantity.is_finite() or quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= Decimal(10) ** 17:
+    if not quantity.is_finite() or quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= MAX_QUANTITY:
         raise _Rejected("invalid_quantity", "'quantity' must be >= 0 with at most 6 decimal places.")
     return quantity
 
