@@ -108,7 +108,7 @@ def create_stage() -> None:
 
 def copy_rows(rows) -> None:
     """COPY (seq, external_id, customer_ref, kind, quantity, occurred_at, occurred_local, destination,
-    attributes-as-Jsonb) tuples into the stage."""
+    attributes as JSON text) tuples into the stage."""
     with connection.cursor() as wrapper:
         with wrapper.cursor.copy(f"COPY usage_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
             for row in rows:

@@ -207,8 +207,6 @@ def rejection(record, rejected: _Rejected) -> RecordResult:
 
 def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
     """PostgreSQL: validate here, then deduplicate, rate and store in SQL (bulk.store_stage)."""
-    from psycopg.types.json import Jsonb
-
     from tarifa.metering.services import bulk
 
     answers: list[RecordResult | None] = [None] * len(records)
@@ -221,8 +219,9 @@ def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
             answers[index] = rejection(record, rejected)
             continue
         staged.append((index, clean.id))
+        # Attributes as JSON text (most records have none: no encoder call for those).
         rows.append((index, clean.id, clean.customer, clean.kind, clean.quantity, clean.occurred_at, None,
-                     clean.destination, Jsonb(clean.attributes)))
+                     clean.destination, json.dumps(clean.attributes) if clean.attributes else "{}"))
     with transaction.atomic():
         bulk.create_stage()
         bulk.copy_rows(rows)
