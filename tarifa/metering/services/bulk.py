@@ -520,9 +520,14 @@ def add_to_summaries(cursor, *, table: str) -> Added:
                  {row[0]: row[1:4] for row in rows})
 
 
-def _conflicts(cursor, limit: int = 20):
-    cursor.execute("SELECT seq, external_id FROM usage_work WHERE outcome = 'conflict' ORDER BY seq LIMIT %s", [limit])
-    return cursor.fetchall()
+def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:
+    """The chunk's outcomes, counts and first conflicting ids: known once it is classified."""
+    cursor.execute("SELECT seq, outcome, external_id FROM usage_work WHERE outcome <> 'new' ORDER BY seq")
+    rows = cursor.fetchall()
+    result.outcomes = {seq: outcome for seq, outcome, _id in rows}
+    result.conflict_ids = [external_id for _seq, outcome, external_id in rows if outcome == "conflict"][:limit]
+    cursor.execute("SELECT count(*) FROM usage_work WHERE outcome = 'new'")
+    result.counts = Counter(outcome for _seq, outcome, _id in rows) + Counter(accepted=cursor.fetchone()[0])
 
 
 def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
@@ -547,6 +552,8 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
                 # Temp tables get no autovacuum statistics; these columns steer the joins that
                 # follow. Analysed before the turn (only the rows of new summaries change after).
                 cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
+                result = ChunkResult()
+                _answer(cursor, result)  # here, not in the part of a chunk that the next one waits for
                 wait_turn()
                 _attach_summaries(cursor, tenant=tenant)
                 summary_ids = _fold_in_place(cursor) if fold else []
@@ -562,19 +569,12 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
             break
         else:
             raise RuntimeError("bulk ingestion kept losing insert races; try again")
-        result = ChunkResult()
         if batch is not None:
             moves = allowance_moves(cursor, table="usage_billed")
             added = add_to_summaries(cursor, table="usage_billed")
             result.folded, result.charged = added.records, added.charged
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
             emit_events_of_summaries(ids=summary_ids, crossed=crossed_thresholds(moves), batch_id=batch.id)
-        cursor.execute("SELECT seq, outcome FROM usage_work WHERE outcome <> 'new'")
-        result.outcomes = dict(cursor.fetchall())
-        result.conflict_ids = [external_id for seq, external_id in sorted(
-            (seq, wid) for seq, wid in _conflicts(cursor))]
-        cursor.execute("SELECT outcome, count(*) FROM usage_work GROUP BY outcome")
-        result.counts = Counter({("accepted" if k == "new" else k): n for k, n in cursor.fetchall()})
         cursor.execute("SELECT DISTINCT summary_id FROM usage_work WHERE outcome = 'new' AND status = 'rated'")
         result.pending_summaries = {row[0] for row in cursor.fetchall()} - set(summary_ids)
         cursor.execute(
