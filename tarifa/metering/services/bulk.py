@@ -533,8 +533,10 @@ def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:
 def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
                 wait_turn: Callable[[], None] = _nothing) -> ChunkResult:
     """Deduplicate, rate and store what is staged (and fold what can be folded here, with `fold`),
-    in the caller's transaction (whose commit empties the stage). `wait_turn` is called (maybe more than once)
-    before anything shared is written: everything before it only reads and fills temp tables."""
+    in the caller's transaction, which staged the records after create_stage (so the work tables
+    start empty, as they are again after a retry's rollback to the savepoint; its commit empties
+    them all). `wait_turn` is called (maybe more than once) before anything shared is written:
+    everything before it only reads and fills temp tables."""
     from tarifa.metering.services.folding import crossed_thresholds, emit_events_of_summaries
     from tarifa.metering.services.ingestion import queue_folds
 
@@ -547,7 +549,6 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
         for _attempt in range(5):
             savepoint = transaction.savepoint()
             try:
-                cursor.execute("DELETE FROM usage_work; DELETE FROM usage_billed")  # (a savepoint keeps them empty)
                 _classify_and_rate(cursor, tenant=tenant, fold=fold)
                 # Temp tables get no autovacuum statistics; these columns steer the joins that
                 # follow. Analysed before the turn (only the rows of new summaries change after).

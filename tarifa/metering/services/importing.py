@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from tarifa.metering.importers import Skipped, asterisk_attributes, asterisk_cdrs, read_asterisk_csv
-from tarifa.metering.services.bulk import COPY_SPECIAL, copy_line
+from tarifa.metering.services import bulk
 from tarifa.metering.services.plans import KIND_PATTERN
 from tarifa.metering.services.ingestion import (
     CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, RecordResult, _Rejected, clean_record, ingest_usage, parse_quantity,
@@ -103,12 +103,17 @@ def _clean_rows(records: Iterable[dict]):
         except _Rejected as rejected:
             yield rejection(record, rejected)
             continue
-        yield copy_line((clean.id, clean.customer, clean.kind, str(clean.quantity), clean.occurred_at.isoformat(),
+        yield bulk.copy_line((clean.id, clean.customer, clean.kind, str(clean.quantity), clean.occurred_at.isoformat(),
                          None, clean.destination, json.dumps(clean.attributes, default=str)))
 
 
 # Characters a JSON string must escape; attributes without any are written out directly.
 JSON_SPECIAL = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _is_whole_count(text: str) -> bool:
+    """ASCII digits that fit a quantity as they are (str.isdigit alone admits "４５")."""
+    return text.isascii() and text.isdigit() and len(text) < 17
 
 
 def _asterisk_rows(cdrs, *, kind: str):
@@ -121,8 +126,8 @@ def _asterisk_rows(cdrs, *, kind: str):
             continue
         _line, uniqueid, account, billsec, start, dst, kept = cdr
         src, dcontext, channel, duration, userfield = kept
-        if (ID_PATTERN.match(uniqueid) and account and len(account) <= 128 and len(dst) <= 64 and billsec.isascii()
-                and billsec.isdigit() and len(billsec) < 17 and not COPY_SPECIAL.search(uniqueid + account + dst)
+        if (ID_PATTERN.match(uniqueid) and account and len(account) <= 128 and len(dst) <= 64
+                and _is_whole_count(billsec) and not bulk.COPY_SPECIAL.search(uniqueid + account + dst)
                 and not JSON_SPECIAL.search(src + dcontext + channel + duration + userfield)):
             extra = f', "userfield": "{userfield}"' if userfield else ""
             # Local time: PostgreSQL applies the tenant's zone (occurred_local).
@@ -134,14 +139,13 @@ def _asterisk_rows(cdrs, *, kind: str):
             if not ID_PATTERN.match(record_id):
                 raise _Rejected("invalid_id", "'id' must be 1-128 visible ASCII characters.")
             customer = text_value(account, "customer")
-            quantity = billsec if billsec.isascii() and billsec.isdigit() and len(billsec) < 17 else str(
-                parse_quantity(billsec))
+            quantity = billsec if _is_whole_count(billsec) else str(parse_quantity(billsec))
             destination = text_value(dst, "destination", required=False, limit=64)
         except _Rejected as rejected:
             yield RecordResult(uniqueid, "rejected", rejected.code, rejected.message)
             continue
-        yield copy_line((record_id, customer, kind, quantity, None, start, destination,
-                         json.dumps(asterisk_attributes(kept))))
+        yield bulk.copy_line((record_id, customer, kind, quantity, None, start, destination,
+                              json.dumps(asterisk_attributes(kept))))
 
 
 class _ImportStopped(Exception):
@@ -298,8 +302,6 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
 
 def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
     """One chunk in one transaction: stage its COPY text, then rate, store and fold it."""
-    from tarifa.metering.services import bulk
-
     with transaction.atomic():
         # Chunks commit without waiting for the WAL flush; the import's last commit waits, and
         # flushing it flushes every chunk before it. A crash mid-import may lose the last chunks,
