@@ -8,5 +8,5 @@ from tarifa.events.listeners import listens_to
 
 @listens_to("summary.updated", name="alerts.allowance_thresholds",
             when=lambda payload: payload.get("allowance_threshold_crossed", True))
-def on_summary_updated(event) -> None:
-    check_allowance_alerts(summary_id=event.payload["summary_id"])
+def on_summaries_updated(events) -> None:
+    check_allowance_alerts(summary_ids=sorted({event.payload["summary_id"] for event in events}))

@@ -1,13 +1,18 @@
-"""In-process listeners of domain events. Each runs as its own job after the emitter commits.
+"""In-process listeners of domain events. They run as jobs after the emitter commits.
 
-A listener may name a condition on the payload (`when`), checked at emit time, so events it
-would ignore do not cost a job each (e.g. the allowance check only wants summaries that crossed
+A listener takes a list of events of its type: one job carries the events that one emit call
+gave it (up to LISTENER_BATCH_SIZE), so a bulk import that crosses thousands of thresholds costs
+a few jobs, not one per event. A listener must therefore be idempotent per event (a failed batch
+is retried whole). It may name a condition on the payload (`when`), checked at emit time, so
+events it would ignore cost nothing (e.g. the allowance check only wants summaries that crossed
 a threshold).
 """
 
 from __future__ import annotations
 
 from typing import Callable
+
+LISTENER_BATCH_SIZE = 500
 
 _listeners: dict[str, dict[str, tuple[Callable, Callable | None]]] = {}
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from tarifa.core.errors import DomainError
 from tarifa.events import signing
-from tarifa.events.listeners import listeners_for
+from tarifa.events.listeners import LISTENER_BATCH_SIZE, listeners_for
 from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tarifa.ops import metrics
 from tarifa.runtime.services import enqueue_many
@@ -44,10 +44,7 @@ def emit_events(*, events: list[tuple[int, str, dict]]) -> list[Event]:
             Event(tenant_id=tenant_id, type=type_, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
             for tenant_id, type_, payload in events
         ])
-        enqueue_many("events.run_listener", [
-            {"event_id": event.id, "listener": name} for event in created
-            for name in listeners_for(event.type, event.payload)
-        ])
+        enqueue_many("events.run_listener", _listener_jobs(created))
         endpoints: dict[int, list[WebhookEndpoint]] = {}
         for endpoint in WebhookEndpoint.objects.filter(tenant_id__in={e.tenant_id for e in created}, active=True):
             endpoints.setdefault(endpoint.tenant_id, []).append(endpoint)
@@ -57,6 +54,17 @@ def emit_events(*, events: list[tuple[int, str, dict]]) -> list[Event]:
         ])
         enqueue_many("events.deliver_webhook", [{"delivery_id": d.id} for d in deliveries])
     return created
+
+
+def _listener_jobs(events: list[Event]) -> list[dict]:
+    """One job per listener and event type for up to LISTENER_BATCH_SIZE of these events."""
+    wanted: dict[tuple[str, str], list[int]] = {}
+    for event in events:
+        for name in listeners_for(event.type, event.payload):
+            wanted.setdefault((event.type, name), []).append(event.id)
+    return [{"event_type": event_type, "listener": name, "event_ids": ids[start:start + LISTENER_BATCH_SIZE]}
+            for (event_type, name), ids in wanted.items()
+            for start in range(0, len(ids), LISTENER_BATCH_SIZE)]
 
 
 def event_body(event: Event) -> bytes:

@@ -9,10 +9,12 @@ from tarifa.runtime.registry import job
 
 
 @job("events.run_listener", queue="default", max_attempts=10)
-def run_listener(ctx, *, event_id: int, listener: str) -> None:  # noqa: A002 - payload key
-    event = Event.objects.select_related("tenant").get(pk=event_id)
-    handler = _listener(event.type, listener)
-    handler(event)
+def run_listener(ctx, *, listener: str, event_ids: list[int] | None = None, event_type: str = "",
+                 event_id: int | None = None) -> None:  # noqa: A002 - payload keys
+    # `event_id` alone: a job queued before listeners took batches.
+    events = list(Event.objects.select_related("tenant").filter(pk__in=event_ids or [event_id]).order_by("id"))
+    if events:
+        _listener(event_type or events[0].type, listener)(events)
 
 
 def _listener(event_type: str, name: str):

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tarifa.alerts.models import Alert
+from tarifa.alerts import services as alert_services
 from tarifa.alerts.services import check_allowance_alerts
 from tarifa.events.models import Event
 from tarifa.metering.models import Summary
@@ -44,10 +47,52 @@ def test_repeated_checks_and_retries_never_duplicate(customers):
     _use(customers, [600], "a")
     summary = Summary.objects.get()
     for _ in range(3):
-        check_allowance_alerts(summary_id=summary.id)
+        check_allowance_alerts(summary_ids=[summary.id])
     drain()
     assert Alert.objects.count() == 3
     assert Event.objects.filter(type="alert.raised").count() == 3
+
+
+def test_one_check_job_raises_the_alerts_of_every_summary_a_fold_crossed(customers):
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call(f"r{c}", c, seconds, at(1))
+                                         for c, seconds in (("c1", 300), ("c2", 500), ("c3", 600))])
+    fold_all_pending(batch_size=1000)
+    assert Job.objects.filter(type="events.run_listener", status="queued").count() == 1
+    first, *others = Summary.objects.order_by("id").values_list("id", flat=True)
+    with CaptureQueriesContext(connection) as one_summary:
+        check_allowance_alerts(summary_ids=[first])
+    Alert.objects.all().delete()
+    Event.objects.filter(type="alert.raised").delete()
+    with CaptureQueriesContext(connection) as three_summaries:
+        raised = check_allowance_alerts(summary_ids=[first, *others])
+    assert len(three_summaries) == len(one_summary)  # a fixed number of queries, not one per alert
+    assert sorted((a.customer.external_id, a.data["threshold"]) for a in raised) == [
+        ("c1", 50), ("c2", 50), ("c2", 80), ("c3", 50), ("c3", 80), ("c3", 100)]
+    drain()  # the queued job finds them raised
+    assert Alert.objects.count() == 6 and Event.objects.filter(type="alert.raised").count() == 6
+
+
+def test_a_clash_with_a_concurrent_raiser_raises_only_the_missing_alerts(customers, monkeypatch):
+    """The bulk insert meets a key that another raiser stored after this one looked: each alert is
+    then tried on its own, and only the missing ones are raised."""
+    _use(customers, [600], "a")
+    summary = Summary.objects.get()
+    check_allowance_alerts(summary_ids=[summary.id])
+    Alert.objects.filter(data__threshold__in=[50, 100]).delete()
+    Event.objects.all().delete()
+    looks = []
+
+    def first_look_misses_the_stored_alert(alerts):
+        looks.append(alerts)
+        return list(alerts) if len(looks) == 1 else real_look(alerts)
+
+    real_look = alert_services._not_yet_raised
+    monkeypatch.setattr(alert_services, "_not_yet_raised", first_look_misses_the_stored_alert)
+    raised = check_allowance_alerts(summary_ids=[summary.id])
+    assert sorted(a.data["threshold"] for a in raised) == [50, 100]
+    assert sorted(Alert.objects.values_list("data__threshold", flat=True)) == [50, 80, 100]
+    assert Event.objects.filter(type="alert.raised").count() == 2
 
 
 def test_plan_thresholds_are_configurable(customers, plan):
@@ -86,6 +131,6 @@ def test_concurrent_checks_raise_each_alert_once_on_postgres(postgres, tenant, c
 
     _use(customers, [600], "a")
     summary = Summary.objects.get()
-    run_in_threads(lambda _i: check_allowance_alerts(summary_id=summary.id), 4)
+    run_in_threads(lambda _i: check_allowance_alerts(summary_ids=[summary.id]), 4)
     assert Alert.objects.count() == 3
     assert Event.objects.filter(type="alert.raised").count() == 3

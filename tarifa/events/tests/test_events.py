@@ -8,8 +8,9 @@ from django.db import transaction
 from tarifa.events import signing
 from tarifa.events.listeners import listens_to
 from tarifa.events.models import Event, WebhookDelivery
-from tarifa.events.services import create_webhook_endpoint, emit_event
+from tarifa.events.services import create_webhook_endpoint, emit_event, emit_events
 from tarifa.runtime.models import Job
+from tarifa.runtime.services import enqueue
 from tarifa.runtime.testing import drain
 
 pytestmark = pytest.mark.django_db
@@ -21,8 +22,8 @@ def recorded(monkeypatch):
     monkeypatch.setattr("tarifa.events.listeners._listeners", {})
 
     @listens_to("summary.updated", name="recorder")
-    def recorder(event):
-        calls.append(event.payload["customer"])
+    def recorder(events):
+        calls.extend(event.payload["customer"] for event in events)
 
     return calls
 
@@ -44,12 +45,30 @@ def test_listener_runs_as_a_job_after_commit(tenant, recorded):
     assert recorded == ["c1"]
 
 
+def test_one_emit_costs_one_listener_job_per_batch_of_events(tenant, recorded, monkeypatch):
+    monkeypatch.setattr("tarifa.events.services.LISTENER_BATCH_SIZE", 2)
+    emit_events(events=[(tenant.id, "summary.updated", {"customer": f"c{i}"}) for i in range(5)]
+                + [(tenant.id, "alert.raised", {"customer": "x"})])  # nobody listens to this one
+    jobs = list(Job.objects.filter(type="events.run_listener").order_by("id").values_list("payload", flat=True))
+    assert [len(job["event_ids"]) for job in jobs] == [2, 2, 1]
+    assert {job["listener"] for job in jobs} == {"recorder"}
+    drain()
+    assert recorded == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_a_listener_job_queued_before_batches_still_runs(tenant, recorded):
+    event = Event.objects.create(tenant=tenant, type="summary.updated", payload={"customer": "old"})
+    enqueue("events.run_listener", payload={"event_id": event.id, "listener": "recorder"})
+    drain()
+    assert recorded == ["old"]
+
+
 def test_failing_listener_is_retried_and_never_blocks_the_emitter(tenant, monkeypatch):
     monkeypatch.setattr("tarifa.events.listeners._listeners", {})
     attempts = []
 
     @listens_to("alert.raised", name="fragile")
-    def fragile(event):
+    def fragile(events):
         attempts.append(1)
         if len(attempts) < 2:
             raise ConnectionError("downstream away")
