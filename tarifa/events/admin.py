@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from tarifa.core.admin import URLAdmin
 from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
@@ -11,7 +12,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(URLAdmin):
     list_display = ("id", "tenant", "url", "active", "created_at")
     list_filter = ("active", "tenant")
     exclude = ("secret",)

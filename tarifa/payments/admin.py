@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from tarifa.core.admin import URLAdmin
 from tarifa.payments.models import CheckLog, GatewayCredential, Invoice, PaymentCheck, PaymentTransaction
 
 
@@ -27,7 +28,7 @@ class CheckLogInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(URLAdmin):
     list_display = ("reference", "tenant", "customer", "amount", "currency", "status", "due_date", "paid_at")
     list_filter = ("tenant", "status", "gateway")
     search_fields = ("reference", "customer__external_id", "transaction_code")
@@ -37,7 +38,7 @@ class InvoiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(GatewayCredential)
-class GatewayCredentialAdmin(admin.ModelAdmin):
+class GatewayCredentialAdmin(URLAdmin):
     list_display = ("tenant", "gateway", "base_url", "status", "consecutive_failures", "last_error")
     list_filter = ("status", "gateway")
     exclude = ("token",)  # write-only: set through PUT /api/v1/payments/gateways/{gateway}
