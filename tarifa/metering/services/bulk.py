@@ -376,6 +376,9 @@ def _fold_in_place(cursor) -> list[int]:
 COVERED = """CASE WHEN {v}.allowance_id IS NULL THEN 0 ELSE greatest(0, least({v}.billable,
         coalesce(au.included, {v}.included) - coalesce(au.used, 0) - {prior})) END"""
 
+# What the part beyond the allowance costs, before rounding (ROUNDED reads it as x.amount).
+AMOUNT = "({v}.billable - {v}.covered) * {v}.price / {v}.block_size"
+
 
 def charge_rows(cursor, *, table: str, terms: str, params: dict) -> None:
     """Charge the new rated rows of a fold's work table (`seq` in processing order) and mark them
@@ -388,7 +391,7 @@ def charge_rows(cursor, *, table: str, terms: str, params: dict) -> None:
         UPDATE {table} w SET covered = x.covered, charged = {ROUNDED}, status = 'billed', unit = x.unit,
                              allowance_id = x.allowance_id, included = x.included
         FROM (
-            SELECT y.*, (y.billable - y.covered) * y.price / y.block_size AS amount
+            SELECT y.*, {AMOUNT.format(v="y")} AS amount
             FROM (
                 SELECT v.seq, v.billable, v.price, v.block_size, v.places, v.rounding, v.unit, v.allowance_id,
                        v.included, {COVERED.format(v="v", prior=prior)} AS covered
@@ -440,7 +443,7 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
     charged = f"""
         SELECT x.*, CASE WHEN x.billed THEN {ROUNDED} END AS charged
         FROM (
-            SELECT w.*, (w.billable - w.covered) * w.price / w.block_size AS amount
+            SELECT w.*, {AMOUNT.format(v="w")} AS amount
             FROM (
                 SELECT v.seq, v.external_id, v.content_hash, v.customer_ref, v.customer_id, v.kind, v.quantity,
                        v.occurred_at, v.period, v.destination, v.attributes, v.status, v.unrated_reason, v.plan_id,
