@@ -62,8 +62,8 @@ def _listener_jobs(events: list[Event]) -> list[dict]:
     for event in events:
         for name in listeners_for(event.type, event.payload):
             wanted.setdefault((event.type, name), []).append(event.id)
-    return [{"event_type": event_type, "listener": name, "event_ids": ids[start:start + LISTENER_BATCH_SIZE]}
-            for (event_type, name), ids in wanted.items()
+    return [{"listener": name, "event_ids": ids[start:start + LISTENER_BATCH_SIZE]}
+            for (_event_type, name), ids in wanted.items()
             for start in range(0, len(ids), LISTENER_BATCH_SIZE)]
 
 

@@ -9,12 +9,12 @@ from tarifa.runtime.registry import job
 
 
 @job("events.run_listener", queue="default", max_attempts=10)
-def run_listener(ctx, *, listener: str, event_ids: list[int] | None = None, event_type: str = "",
+def run_listener(ctx, *, listener: str, event_ids: list[int] | None = None,
                  event_id: int | None = None) -> None:  # noqa: A002 - payload keys
-    # `event_id` alone: a job queued before listeners took batches.
+    # `event_id` alone: a job queued before listeners took batches. A batch holds one event type.
     events = list(Event.objects.select_related("tenant").filter(pk__in=event_ids or [event_id]).order_by("id"))
     if events:
-        _listener(event_type or events[0].type, listener)(events)
+        _listener(events[0].type, listener)(events)
 
 
 def _listener(event_type: str, name: str):
