@@ -69,8 +69,8 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
         # Temp tables get no autovacuum statistics: without these the planner took the batch for
         # one row and charged it by re-running the window query for every row.
         cursor.execute("ANALYZE fold_work (seq, summary_id, snapshot_id, plan_id, rated_kind)")
-        charge_rows(cursor, table="fold_work", terms=TERMS_RELATION, params=terms)
-        cursor.execute("SELECT summary_id, count(*), sum(charged) FROM fold_work GROUP BY summary_id ORDER BY summary_id")
+        charge_rows(cursor, table="fold_work", into="fold_charged", terms=TERMS_RELATION, params=terms)
+        cursor.execute("SELECT summary_id, count(*), sum(charged) FROM fold_charged GROUP BY summary_id ORDER BY summary_id")
         per_summary = cursor.fetchall()
         funds = _prepaid_funds(summaries=summaries, per_summary=per_summary)
         if funds is False:
@@ -84,9 +84,9 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
         _mark_billed(cursor, count=loaded, batch_id=batch.id, entries={
             summary_id: entries[summaries[summary_id].customer_id] for summary_id, _n, _t in per_summary
             if summaries[summary_id].customer_id in entries})
-        moves = allowance_moves(cursor, table="fold_work")
+        moves = allowance_moves(cursor, table="fold_charged")
         # The in-memory summaries take the totals just written (the events carry them).
-        for summary_id, (count, total, updated_at) in add_to_summaries(cursor, table="fold_work").totals.items():
+        for summary_id, (count, total, updated_at) in add_to_summaries(cursor, table="fold_charged").totals.items():
             summary = summaries[summary_id]
             summary.record_count, summary.total_amount, summary.updated_at = count, total, updated_at
     return SetFold(batch.id, records, summaries, [s for s, _n, _t in per_summary], charged, moves)
@@ -109,14 +109,18 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     process's last batch, so a batch of busy summaries reads about the records it keeps (each
     summary's are read up to what the batch still lacks). Locked first, so a summary's records
     are read after whatever locked it before us (a re-rate, an in-place import fold) has committed."""
-    # No price-term columns: charging joins them in from TERMS_RELATION.
+    # No price-term columns: charging joins them in from TERMS_RELATION, and writes the charged
+    # rows to fold_charged.
     cursor.execute("""
         CREATE TEMP TABLE IF NOT EXISTS fold_work (
             seq bigint, tid tid, summary_id bigint, snapshot_id bigint, plan_id bigint, rated_kind text,
-            quantity numeric, billable numeric, occurred_at timestamptz, outcome text DEFAULT 'new',
-            status text DEFAULT 'rated', unit text, allowance_id bigint, included numeric, covered numeric,
-            charged numeric) ON COMMIT DELETE ROWS""")
-    cursor.execute("DELETE FROM fold_work")  # empty unless an earlier fold of this transaction fell back
+            quantity numeric, billable numeric, occurred_at timestamptz) ON COMMIT DELETE ROWS;
+        CREATE TEMP TABLE IF NOT EXISTS fold_charged (
+            seq bigint, tid tid, summary_id bigint, rated_kind text, unit text, allowance_id bigint,
+            included numeric, quantity numeric, billable numeric, covered numeric, charged numeric,
+            outcome text DEFAULT 'new', status text DEFAULT 'billed') ON COMMIT DELETE ROWS""")
+    # empty unless an earlier fold of this transaction fell back
+    cursor.execute("DELETE FROM fold_work; DELETE FROM fold_charged")
     summaries: dict[int, Summary] = {}
     loaded, start, size = 0, 0, _first_group_size(batch_size)
     while loaded < batch_size and start < len(claimed):
@@ -203,7 +207,7 @@ def _mark_billed(cursor, *, count: int, batch_id: int, entries: dict[int, int]) 
                 charged_amount = w.charged, billed_at = %s, unrated_reason = '', failure_code = '', amount_due = NULL,
                 wallet_entry_id = coalesce((%s::bigint[])[array_position(%s::bigint[], w.summary_id)],
                                            u.wallet_entry_id)
-            FROM fold_work w
+            FROM fold_charged w
             WHERE u.ctid = w.tid AND u.id = w.seq""",
         # The entry by array lookup, not a join: a join to an unnest() of the pairs was planned as a
         # nested loop that evaluated the unnest() again for every row (22 ms of a 48 ms UPDATE at
