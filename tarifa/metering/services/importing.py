@@ -104,7 +104,7 @@ def _clean_rows(records: Iterable[dict]):
             yield rejection(record, rejected)
             continue
         yield bulk.copy_line((clean.id, clean.customer, clean.kind, str(clean.quantity), clean.occurred_at.isoformat(),
-                         None, clean.destination, json.dumps(clean.attributes, default=str)))
+                              None, clean.destination, json.dumps(clean.attributes, default=str)))
 
 
 # Characters a JSON string must escape; attributes without any are written out directly.

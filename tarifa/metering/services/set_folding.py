@@ -27,7 +27,7 @@ from django.utils import timezone
 from tarifa.core.pgarrays import array_literal
 from tarifa.metering.models import FoldBatch, RateSnapshot, Summary, UsageRecord
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
-from tarifa.metering.services.bulk import add_to_summaries, allowance_moves, charge_rows
+from tarifa.metering.services.bulk import BILLED_ROWS, add_to_summaries, allowance_moves, charge_rows
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -111,14 +111,11 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     are read after whatever locked it before us (a re-rate, an in-place import fold) has committed."""
     # No price-term columns: charging joins them in from TERMS_RELATION, and writes the charged
     # rows to fold_charged.
-    cursor.execute("""
+    cursor.execute(f"""
         CREATE TEMP TABLE IF NOT EXISTS fold_work (
             seq bigint, tid tid, summary_id bigint, snapshot_id bigint, plan_id bigint, rated_kind text,
             quantity numeric, billable numeric, occurred_at timestamptz) ON COMMIT DELETE ROWS;
-        CREATE TEMP TABLE IF NOT EXISTS fold_charged (
-            seq bigint, tid tid, summary_id bigint, rated_kind text, unit text, allowance_id bigint,
-            included numeric, quantity numeric, billable numeric, covered numeric, charged numeric,
-            outcome text DEFAULT 'new', status text DEFAULT 'billed') ON COMMIT DELETE ROWS""")
+        CREATE TEMP TABLE IF NOT EXISTS fold_charged ({BILLED_ROWS}) ON COMMIT DELETE ROWS""")
     # empty unless an earlier fold of this transaction fell back
     cursor.execute("DELETE FROM fold_work; DELETE FROM fold_charged")
     summaries: dict[int, Summary] = {}
