@@ -489,7 +489,6 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
 class Added:
     records: int
     charged: Decimal
-    totals: dict[int, tuple]  # summary id -> its record_count, total_amount, updated_at as written
 
 
 def add_to_summaries(cursor, *, table: str) -> Added:
@@ -522,10 +521,9 @@ def add_to_summaries(cursor, *, table: str) -> Added:
         FROM (SELECT summary_id, count(*) AS n, sum(charged) AS total FROM {table}
               GROUP BY summary_id) v
         WHERE s.id = v.summary_id
-        RETURNING s.id, s.record_count, s.total_amount, s.updated_at, v.n, v.total""")
+        RETURNING v.n, v.total""")
     rows = cursor.fetchall()
-    return Added(sum(row[4] for row in rows), sum((row[5] for row in rows), ZERO),
-                 {row[0]: row[1:4] for row in rows})
+    return Added(sum(row[0] for row in rows), sum((row[1] for row in rows), ZERO))
 
 
 def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:

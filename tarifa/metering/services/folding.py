@@ -27,7 +27,7 @@ from tarifa.metering.models import (
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
-from tarifa.metering.services.set_folding import fold_claimed_in_sql, lock_summaries
+from tarifa.metering.services.set_folding import claim_size, fold_claimed_in_sql, lock_summaries
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -69,14 +69,13 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         claims = PendingSummary.objects.select_for_update(skip_locked=True).order_by("summary_id")
         if summary_ids is not None:
             claims = claims.filter(summary_id__in=summary_ids)
-        # Few enough summaries that the other workers find their own to claim.
-        claimed = list(claims.values_list("summary_id", flat=True)[:max(10, batch_size // 10)])
+        claimed = list(claims.values_list("summary_id", flat=True)[:claim_size(batch_size)])
         if not claimed:
             return FoldResult(0, ZERO)
         if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
             done = fold_claimed_in_sql(claimed=claimed, batch_size=batch_size, folded_by=folded_by)
             if done is not None:  # it read only the summaries it needed: the others keep their markers
-                _close_batch(claimed=sorted(done.summaries), summaries=done.summaries, touched=done.summary_ids,
+                _close_batch(claimed=sorted(done.summaries), touched=done.summary_ids,
                              taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
                              batch_id=done.batch_id)
                 return FoldResult(done.records, done.charged, 1, 0)
@@ -98,13 +97,13 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
         failed = sum(1 for r in records if r.status == UsageRecord.Status.FAILED)
         FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
-        _close_batch(claimed=claimed, summaries=summaries, touched=sorted({r.summary_id for r in records}),
+        _close_batch(claimed=claimed, touched=sorted({r.summary_id for r in records}),
                      taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
                      keep_markers=record_ids is not None)
     return FoldResult(billed, charged, 1, failed)
 
 
-def _close_batch(*, claimed: list[int], summaries: dict[int, Summary], touched: list[int], taken: int,
+def _close_batch(*, claimed: list[int], touched: list[int], taken: int,
                  batch_size: int, crossed: set[int], batch_id: int, keep_markers: bool = False) -> None:
     """Drop the markers of the claimed summaries the batch drained and emit events for those it
     touched (ascending ids). Records came ordered by summary: a batch that was not full drained
@@ -113,7 +112,7 @@ def _close_batch(*, claimed: list[int], summaries: dict[int, Summary], touched: 
     if not keep_markers:
         drained = claimed if taken < batch_size else [i for i in claimed if i < touched[-1]]
         PendingSummary.objects.filter(summary_id__in=drained).delete()
-    emit_summary_events(summaries=[summaries[i] for i in touched], crossed=crossed, batch_id=batch_id)
+    emit_events_of_summaries(ids=touched, crossed=crossed, batch_id=batch_id)
 
 
 def emit_summary_events(*, summaries: list[Summary], crossed: set[int], force: bool = False, **extra) -> int:

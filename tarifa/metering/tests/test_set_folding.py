@@ -108,8 +108,8 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     Summaries are locked and read in doubling groups until the batch is full, the first of 10 in
     a fresh process: a batch of 3 locks the first ten only and, being full, keeps the markers from
     its last summary on (that one may hold more). It took 3 records from 2 summaries, so the next
-    batch of 200 (which claims up to 20) starts with a group of 134, takes the other 21 from the
-    11 left in one group and drains them."""
+    batch of 200 (which, at 1.5 records a summary, claims up to 167) starts with a group of 134,
+    takes the other 21 from the 11 left in one group and drains them."""
     from tarifa.metering.models import PendingSummary
     from tarifa.metering.services.folding import fold_next_batch
 
@@ -121,8 +121,8 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     ids = list(Summary.objects.filter(tenant=tenant).order_by("period").values_list("id", flat=True))
     assert ids == sorted(ids) and len(ids) == 12  # claimed in month order
     locked = []
-    original = set_folding.lock_summaries
-    monkeypatch.setattr(set_folding, "lock_summaries", lambda group: locked.append(list(group)) or original(group))
+    original = set_folding._lock
+    monkeypatch.setattr(set_folding, "_lock", lambda cursor, group: locked.append(list(group)) or original(cursor, group))
     monkeypatch.setattr(set_folding._Density, "records_per_summary", 0.0)  # as in a fresh process
 
     def waiting() -> set[str]:
@@ -134,7 +134,7 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     assert fold_next_batch(batch_size=3, folded_by="test").records == 3
     assert locked == [ids[:10]] and {"m1-0", "m1-1", "m2-0"}.isdisjoint(waiting()) and len(waiting()) == 21
     assert marked() == ids[1:]
-    assert set_folding._first_group_size(200) == 134
+    assert set_folding._first_group_size(200) == 134 and set_folding.claim_size(200) == 167
     assert fold_next_batch(batch_size=200, folded_by="test").records == 21
     assert locked[1:] == [ids[1:]] and not waiting() and not marked()
     assert fold_next_batch(batch_size=200, folded_by="test").batches == 0
