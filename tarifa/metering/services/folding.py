@@ -27,7 +27,7 @@ from tarifa.metering.models import (
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
-from tarifa.metering.services.set_folding import claim_size, fold_claimed_in_sql, lock_summaries
+from tarifa.metering.services.set_folding import NOTHING_WAITING, claim_size, fold_claimed_in_sql, lock_summaries
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -74,6 +74,8 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
             return FoldResult(0, ZERO)
         if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
             done = fold_claimed_in_sql(claimed=claimed, batch_size=batch_size, folded_by=folded_by)
+            if done == NOTHING_WAITING:
+                return _drop_stale_markers(claimed)
             if done is not None:  # it read only the summaries it needed: the others keep their markers
                 _close_batch(claimed=sorted(done.summaries), touched=done.summary_ids,
                              taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
@@ -87,9 +89,8 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
                    .values_list(*FoldRecord.__slots__)[:batch_size]]
         if not records and record_ids is not None:
             return FoldResult(0, ZERO)
-        if not records:  # stale markers (folded meanwhile, or re-rated away): drop them
-            PendingSummary.objects.filter(summary_id__in=claimed).delete()
-            return FoldResult(0, ZERO, 1)
+        if not records:
+            return _drop_stale_markers(claimed)
         batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
                                          summary_count=len({r.summary_id for r in records}))
         charged, crossed = apply_records(summaries=summaries, records=records, batch_id=batch.id, caused_by=folded_by)
@@ -101,6 +102,12 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
                      taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
                      keep_markers=record_ids is not None)
     return FoldResult(billed, charged, 1, failed)
+
+
+def _drop_stale_markers(claimed: list[int]) -> FoldResult:
+    """The claimed summaries (locked) have nothing waiting: folded meanwhile, or re-rated away."""
+    PendingSummary.objects.filter(summary_id__in=claimed).delete()
+    return FoldResult(0, ZERO, 1)
 
 
 def _close_batch(*, claimed: list[int], touched: list[int], taken: int,

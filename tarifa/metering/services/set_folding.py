@@ -56,10 +56,14 @@ class SetFold:
     moves: list  # (summary, allowance, used before, used after, included) for threshold alerts
 
 
-def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) -> SetFold | None:
+NOTHING_WAITING = "nothing waiting"
+
+
+def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) -> SetFold | str | None:
     """Charge up to `batch_size` waiting records of the `claimed` summaries (ascending ids, whose
-    markers the caller holds); None: the batch needs the Python path, and nothing was written.
-    Runs in the caller's transaction."""
+    markers the caller holds); None: the batch needs the Python path, and nothing was written;
+    NOTHING_WAITING: the claimed summaries, all locked and read, have no record waiting (their
+    markers are stale). Runs in the caller's transaction."""
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         # Index probes over scans for the batch's reads (summary locks, pending-index probes): with
@@ -72,8 +76,8 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
         summaries, loaded = _load_batch(cursor, claimed=claimed, batch_size=batch_size)
         cursor.execute("SELECT DISTINCT summary_id, snapshot_id, plan_id, rated_kind FROM fold_work")
         groups = cursor.fetchall()
-        if not groups:
-            return None  # nothing waiting: the caller drops the stale markers
+        if not groups:  # _load_batch, finding nothing, locked and read every claimed summary
+            return NOTHING_WAITING
         terms = _terms(groups=groups, summaries=summaries)
         if terms is None:
             return None
