@@ -27,7 +27,7 @@ from tarifa.metering.models import (
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
-from tarifa.metering.services.set_folding import NOTHING_WAITING, claim_size, fold_claimed_in_sql, lock_summaries
+from tarifa.metering.services.set_folding import NOTHING_WAITING, claim_size, fold_claimed_in_sql
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -74,10 +74,10 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
             return FoldResult(0, ZERO)
         if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
             done = fold_claimed_in_sql(claimed=claimed, batch_size=batch_size, folded_by=folded_by)
-            if done == NOTHING_WAITING:
+            if done is NOTHING_WAITING:
                 return _drop_stale_markers(claimed)
             if done is not None:  # it read only the summaries it needed: the others keep their markers
-                _close_batch(claimed=sorted(done.summaries), touched=done.summary_ids,
+                _close_batch(claimed=done.read, touched=done.summary_ids,
                              taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
                              batch_id=done.batch_id)
                 return FoldResult(done.records, done.charged, 1, 0)
@@ -102,6 +102,12 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
                      taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
                      keep_markers=record_ids is not None)
     return FoldResult(billed, charged, 1, failed)
+
+
+def lock_summaries(ids: list[int]) -> dict[int, Summary]:
+    """Lock (FOR NO KEY UPDATE, in id order, as bulk ingestion locks them) and load summaries."""
+    return {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=ids)
+            .select_related("customer").order_by("id")}
 
 
 def _drop_stale_markers(claimed: list[int]) -> FoldResult:

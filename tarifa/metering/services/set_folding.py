@@ -50,7 +50,7 @@ class LockedSummary:
 class SetFold:
     batch_id: int
     records: int  # taken from the claimed summaries (all billed)
-    summaries: dict[int, LockedSummary]  # the claimed summaries it read (locked), a prefix of the claim
+    read: list[int]  # the claimed summaries it read (locked), a prefix of the claim, ascending
     summary_ids: list[int]  # that billed records, ascending (the last holds the batch's last record)
     charged: Decimal
     moves: list  # (summary, allowance, used before, used after, included) for threshold alerts
@@ -101,18 +101,12 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
             if summaries[summary_id].customer_id in entries})
         moves = allowance_moves(cursor, table="fold_charged")
         add_to_summaries(cursor, table="fold_charged")
-    return SetFold(batch.id, records, summaries, [s for s, _n, _t in per_summary], charged, moves)
-
-
-def lock_summaries(ids: list[int]) -> dict[int, Summary]:
-    """Lock (FOR NO KEY UPDATE, in id order, as bulk ingestion locks them) and load summaries."""
-    return {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=ids)
-            .select_related("customer").order_by("id")}
+    return SetFold(batch.id, records, sorted(summaries), [s for s, _n, _t in per_summary], charged, moves)
 
 
 def _lock(cursor, ids: list[int]) -> dict[int, LockedSummary]:
-    """Lock (FOR NO KEY UPDATE, in id order, as lock_summaries and bulk ingestion lock them) and
-    read summaries."""
+    """Lock (FOR NO KEY UPDATE, in id order, as folding.lock_summaries and bulk ingestion lock
+    them) and read summaries."""
     cursor.execute(
         f"""SELECT s.id, s.customer_id, s.currency, c.billing_mode = %(prepaid)s
             FROM {Summary._meta.db_table} s JOIN {Customer._meta.db_table} c ON c.id = s.customer_id
