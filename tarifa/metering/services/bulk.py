@@ -104,6 +104,7 @@ def create_stage() -> None:
                 plan_id bigint, lookup_kind text, prefix text, rate_id bigint, rated_kind text, unit text,
                 price numeric, block_size numeric, minimum numeric, increment numeric, places integer,
                 rounding text, tiered boolean, currency text, snapshot_id bigint);
+            CREATE INDEX IF NOT EXISTS bulk_rates_longest ON bulk_rates (plan_id, lookup_kind, length(prefix) DESC);
             CREATE TEMP TABLE IF NOT EXISTS bulk_allowances (
                 plan_id bigint, rated_kind text, allowance_id bigint, included numeric);
             CREATE TEMP TABLE IF NOT EXISTS bulk_rates_key (digest text);
@@ -291,7 +292,7 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool) -> None:
                           WHERE sm.customer_id = c.id AND sm.period BETWEEN c.first_period AND c.last_period) sm ON true
         ),
         matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
-            SELECT DISTINCT ON (s.seq) s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
+            SELECT s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
                    c.id AS customer_id, c.billing_mode, p.plan_id, br.rate_id, br.rated_kind, br.unit, br.price,
                    br.block_size, br.minimum, br.increment, br.places, br.rounding, br.tiered, br.currency,
                    br.snapshot_id
@@ -308,9 +309,12 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool) -> None:
                  AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq)
             LEFT JOIN subscribed p ON p.customer_id = c.id AND p.starts_on <= s.local_day
                  AND (p.next_starts_on IS NULL OR s.local_day < p.next_starts_on)
-            LEFT JOIN bulk_rates br ON br.plan_id = p.plan_id AND br.lookup_kind = s.kind
-                 AND starts_with(s.rate_key, br.prefix)
-            ORDER BY s.seq, length(br.prefix) DESC NULLS LAST
+            -- one probe of bulk_rates_longest per record, longest prefix first, stopping at the first
+            -- match: joining every candidate rate and keeping one by DISTINCT ON sorted the wide rows,
+            -- and made the planner expect 200 rows, so the joins after it sorted them again
+            LEFT JOIN LATERAL (SELECT * FROM bulk_rates br WHERE br.plan_id = p.plan_id AND br.lookup_kind = s.kind
+                               AND starts_with(s.rate_key, br.prefix)
+                               ORDER BY length(br.prefix) DESC LIMIT 1) br ON true
         )
         SELECT m.seq, m.external_id, m.customer_ref, m.kind, m.quantity, m.occurred_at, m.destination, m.attributes,
             m.content_hash, m.period,
