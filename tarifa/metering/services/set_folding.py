@@ -167,10 +167,11 @@ class _Density:
 
 
 def claim_size(batch_size: int) -> int:
-    """How many summaries a fold claims: a tenth of a batch while their records are dense (or
-    unknown), so the other workers find their own; more when they are sparse, enough for a full
-    batch at the last batch's density. Records spread thin over many summaries (a busy API
-    folded as it arrives) had made batches of ~140 records cost 180 µs a record."""
+    """How many summaries a fold claims: enough for a full batch at the records per summary of
+    this process's last batch, with a quarter to spare (at least 10, at most a batch); a tenth of
+    a batch in a fresh process. Fewer when records are dense, so the other workers find their own;
+    more when they are sparse: a fixed tenth had made a busy API's records, folded as they
+    arrive (1.4 a summary), batches of ~140 records costing 180 µs a record."""
     if not _Density.records_per_summary:
         return max(10, batch_size // 10)
     return max(10, min(batch_size, math.ceil(batch_size / _Density.records_per_summary * 1.25)))

@@ -139,3 +139,25 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
     assert locked[1:] == [ids[1:]] and not waiting() and not marked()
     assert fold_next_batch(batch_size=200, folded_by="test").batches == 0
     assert find_differences(tenant=tenant) == []
+
+
+def test_records_spread_thin_are_claimed_a_full_batch_at_a_time(postgres, monkeypatch):
+    """24 summaries (two years of one customer's months) with one waiting record each. A fresh
+    process claims a tenth of a batch of 20, i.e. the minimum of 10 summaries, and folds their 10
+    records; having seen one record a summary, the next claim is sized for a full batch (20) and
+    takes the 14 left in one batch, where a fixed tenth would have needed two more."""
+    from tarifa.metering.services.folding import fold_next_batch
+
+    tenant = make_tenant("thin")
+    ingest_in_python(tenant=tenant, records=[
+        {"id": f"y{year}-m{month}", "customer": "c1", "kind": "call", "quantity": 60, "destination": "33334444",
+         "occurred_at": datetime(year, month, 10, 10, tzinfo=SAO_PAULO).isoformat()}
+        for year in (2025, 2026) for month in range(1, 13)])
+    monkeypatch.setattr(set_folding._Density, "records_per_summary", 0.0)  # as in a fresh process
+    assert set_folding.claim_size(20) == 10
+    assert fold_next_batch(batch_size=20, folded_by="test").records == 10
+    assert set_folding._Density.records_per_summary == 1.0 and set_folding.claim_size(20) == 20
+    assert fold_next_batch(batch_size=20, folded_by="test").records == 14
+    assert fold_next_batch(batch_size=20, folded_by="test").batches == 0
+    assert not UsageRecord.objects.filter(tenant=tenant, status="rated").exists()
+    assert find_differences(tenant=tenant) == []
