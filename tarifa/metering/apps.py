@@ -5,3 +5,8 @@ class MeteringConfig(AppConfig):
     name = "tarifa.metering"
     label = "metering"
     verbose_name = "Usage metering"
+
+    def ready(self) -> None:
+        from tarifa.core.lookups import register
+
+        register()

@@ -113,5 +113,5 @@ def billing_stats(*, tenant: Tenant, customer: Customer | None = None) -> dict:
 def summaries_maybe_due_events(*, ids: list[int], crossed: set[int], quiet_since: datetime) -> list[Summary]:
     """The summaries among `ids` that `folding.emit_summary_events` may emit for: never emitted,
     last emitted at or before `quiet_since`, or past an allowance threshold."""
-    due = Q(last_event_at__isnull=True) | Q(last_event_at__lte=quiet_since) | Q(id__in=crossed)
-    return list(Summary.objects.filter(due, id__in=ids).select_related("customer").order_by("id"))
+    due = Q(last_event_at__isnull=True) | Q(last_event_at__lte=quiet_since) | Q(id__any=crossed)
+    return list(Summary.objects.filter(due, id__any=ids).select_related("customer").order_by("id"))

@@ -68,7 +68,7 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
     with transaction.atomic():
         claims = PendingSummary.objects.select_for_update(skip_locked=True).order_by("summary_id")
         if summary_ids is not None:
-            claims = claims.filter(summary_id__in=summary_ids)
+            claims = claims.filter(summary_id__any=summary_ids)
         claimed = list(claims.values_list("summary_id", flat=True)[:claim_size(batch_size)])
         if not claimed:
             return FoldResult(0, ZERO)
@@ -112,7 +112,7 @@ def lock_summaries(ids: list[int]) -> dict[int, Summary]:
 
 def _drop_stale_markers(claimed: list[int]) -> FoldResult:
     """The claimed summaries (locked) have nothing waiting: folded meanwhile, or re-rated away."""
-    PendingSummary.objects.filter(summary_id__in=claimed).delete()
+    PendingSummary.objects.filter(summary_id__any=claimed).delete()
     return FoldResult(0, ZERO, 1)
 
 
@@ -124,7 +124,7 @@ def _close_batch(*, claimed: list[int], touched: list[int], taken: int,
     ones) may hold more."""
     if not keep_markers:
         drained = claimed if taken < batch_size else [i for i in claimed if i < touched[-1]]
-        PendingSummary.objects.filter(summary_id__in=drained).delete()
+        PendingSummary.objects.filter(summary_id__any=drained).delete()
     emit_events_of_summaries(ids=touched, crossed=crossed, batch_id=batch_id)
 
 
@@ -143,7 +143,7 @@ def emit_summary_events(*, summaries: list[Summary], crossed: set[int], force: b
         (s.tenant_id, "summary.updated", summary_payload(s, allowance_threshold_crossed=s.id in crossed, **extra))
         for s in due
     ])
-    Summary.objects.filter(id__in=[s.id for s in due]).update(last_event_at=now)
+    Summary.objects.filter(id__any=[s.id for s in due]).update(last_event_at=now)
     return len(due)
 
 
