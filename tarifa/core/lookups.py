@@ -5,7 +5,7 @@ backend binds parameters client-side: psycopg parses the statement text in Pytho
 With the ~700 summary ids of a thin fold batch, that parsing (and PostgreSQL's of the long
 statement) took about an eighth of the batch. `= ANY('{…}'::bigint[])`, one array literal, means
 the same to PostgreSQL; other databases get the plain IN.
-Registered on every field by `register()`, which the metering app calls when it loads.
+Registered on every field by `register()`, which the core app calls when it loads.
 """
 
 from __future__ import annotations

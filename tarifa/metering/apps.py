@@ -5,8 +5,3 @@ class MeteringConfig(AppConfig):
     name = "tarifa.metering"
     label = "metering"
     verbose_name = "Usage metering"
-
-    def ready(self) -> None:
-        from tarifa.core.lookups import register
-
-        register()

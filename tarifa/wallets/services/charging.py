@@ -22,7 +22,7 @@ class PrepaidFunds:
 
     def __init__(self, *, customer_ids: set[int]):
         self.wallets = {w.customer_id: w for w in
-                        Wallet.objects.select_for_update().filter(customer_id__in=customer_ids).order_by("id")}
+                        Wallet.objects.select_for_update().filter(customer_id__any=customer_ids).order_by("id")}
         self.taken: dict[int, list] = {}  # wallet id -> records debited (those passed one by one)
         self.counts: dict[int, int] = {}  # wallet id -> how many records it paid for
         self.spent: dict[int, Decimal] = {}  # wallet id -> their total
