@@ -65,7 +65,7 @@ def raise_alerts(*, alerts: list[NewAlert]) -> list[Alert]:
 
 def _not_yet_raised(alerts: list[NewAlert]) -> list[NewAlert]:
     """The alerts whose (tenant, key) is neither stored nor repeated earlier in the list."""
-    seen = set(Alert.objects.filter(tenant_id__in={a.tenant_id for a in alerts}, key__in={a.key for a in alerts})
+    seen = set(Alert.objects.filter(tenant_id__in={a.tenant_id for a in alerts}, key__any={a.key for a in alerts})
                .values_list("tenant_id", "key"))
     fresh = []
     for alert in alerts:
@@ -78,7 +78,7 @@ def _not_yet_raised(alerts: list[NewAlert]) -> list[NewAlert]:
 def check_allowance_alerts(*, summary_ids: list[int]) -> list[Alert]:
     """Raise every allowance threshold these summaries have reached and not yet alerted."""
     due = []
-    usages = (AllowanceUsage.objects.filter(summary_id__in=summary_ids, included__gt=0)
+    usages = (AllowanceUsage.objects.filter(summary_id__any=summary_ids, included__gt=0)
               .select_related("summary__customer", "allowance__plan").order_by("summary_id", "allowance_id"))
     for usage in usages:
         summary, customer = usage.summary, usage.summary.customer

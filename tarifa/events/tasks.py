@@ -12,7 +12,7 @@ from tarifa.runtime.registry import job
 def run_listener(ctx, *, listener: str, event_ids: list[int] | None = None,
                  event_id: int | None = None) -> None:  # noqa: A002 - payload keys
     # `event_id` alone: a job queued before listeners took batches. A batch holds one event type.
-    events = list(Event.objects.select_related("tenant").filter(pk__in=event_ids or [event_id]).order_by("id"))
+    events = list(Event.objects.select_related("tenant").filter(pk__any=event_ids or [event_id]).order_by("id"))
     if events:
         _listener(events[0].type, listener)(events)
 
