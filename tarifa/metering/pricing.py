@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
-
 from tarifa.metering.models import PricePlan, Rate, RateSnapshot, Subscription
 from tarifa.metering.rating import RateTerms, Tier, billable_quantity, longest_prefix, rate_key
 from tarifa.tenants.models import Customer, Tenant
@@ -53,14 +51,11 @@ def snapshot_ids_for(datas: list[dict]) -> list[int]:
     """The ids of the stored snapshots with these contents (in order), storing missing ones."""
     digests = [_digest(d) for d in datas]
     found = dict(RateSnapshot.objects.filter(digest__in=set(digests)).values_list("digest", "id"))
-    for digest, data in zip(digests, datas):
-        if digest in found:
-            continue
-        try:
-            with transaction.atomic():
-                found[digest] = RateSnapshot.objects.create(digest=digest, data=data).id
-        except IntegrityError:  # stored concurrently
-            found[digest] = RateSnapshot.objects.get(digest=digest).id
+    missing = {digest: data for digest, data in zip(digests, datas) if digest not in found}
+    if missing:  # one INSERT for a tariff of thousands of rates; a concurrent call may store some first
+        RateSnapshot.objects.bulk_create([RateSnapshot(digest=digest, data=data) for digest, data in missing.items()],
+                                         ignore_conflicts=True)
+        found.update(RateSnapshot.objects.filter(digest__in=list(missing)).values_list("digest", "id"))
     return [found[d] for d in digests]
 
 
