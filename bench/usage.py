@@ -52,6 +52,20 @@ def setup_django(url: str) -> None:
     call_command("migrate", verbosity=0)
 
 
+def world_rates(count: int) -> list[dict]:
+    """`count` international rates by destination prefix ("00" + country + area), as a full
+    international table has them: rating must not slow down with the size of the tariff."""
+    rng = random.Random(3)
+    prefixes: set[str] = set()
+    while len(prefixes) < count:
+        prefixes.add(f"00{rng.randrange(1, 999)}{rng.randrange(10 ** rng.randrange(0, 4))}")
+    return [{"kind": "call.international", "destination_prefix": prefix, "price": f"{rng.randrange(50, 500) / 100:.2f}",
+             "unit": "second", "block_size": "60", "minimum": "60", "increment": "60"} for prefix in sorted(prefixes)]
+
+
+EXTRA_PREFIXES = 0  # --extra-prefixes
+
+
 def create_tenant(slug: str):
     from datetime import date
 
@@ -63,7 +77,8 @@ def create_tenant(slug: str):
     tenant, issued = make_tenant(name=slug, slug=slug)
     plan = create_plan(
         tenant=tenant, code="pbx", name="PBX", rates=[
-            {"kind": k, "destination_prefix": p, "price": price, **terms} for k, p, price, _d, terms in DEMO_RATES],
+            {"kind": k, "destination_prefix": p, "price": price, **terms} for k, p, price, _d, terms in DEMO_RATES]
+        + [rate for rate in world_rates(EXTRA_PREFIXES) if rate["destination_prefix"] != "00"],
         allowances=[{"code": "minutes", "kinds": ["call.local", "call.mobile", "call.long_distance"],
                      "quantity": "60000"}],
     )
@@ -284,7 +299,11 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip", default="", help="comma list of: file,http,http-alone,naive,floor")
+    parser.add_argument("--extra-prefixes", type=int, default=0,
+                        help="international prefixes added to the plan (a full table has thousands)")
     args = parser.parse_args()
+    global EXTRA_PREFIXES
+    EXTRA_PREFIXES = args.extra_prefixes
     url = os.environ.get("TARIFA_BENCH_DATABASE_URL") or DEFAULT_URL
     skip = set(filter(None, args.skip.split(",")))
     setup_django(url)
@@ -293,7 +312,9 @@ def main() -> None:
     path = work / "Master.csv"
     write_cdrs(path, args.records)
     print(f"usage benchmark: {args.records:,} CDRs, {CUSTOMERS:,} customers, 2 months, PostgreSQL, "
-          f"{args.workers} fold workers, {os.cpu_count()} cores", flush=True)
+          f"{args.workers} fold workers, {os.cpu_count()} cores"
+          + (f", plan with {args.extra_prefixes:,} more international prefixes" if args.extra_prefixes else ""),
+          flush=True)
     results = {}
     if "floor" not in skip:
         results["floor"] = bench_floor(url, path, args.records)

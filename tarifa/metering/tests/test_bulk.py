@@ -11,6 +11,7 @@ Every answer, rating, charge, allowance use, summary line and wallet balance mus
 from __future__ import annotations
 
 import copy
+import random
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,6 +23,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tarifa.metering.models import Summary, UsageRecord
+from tarifa.metering.services import bulk
 from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.importing import import_usage
 from tarifa.metering.services.ingestion import ingest_in_python, ingest_in_sql
@@ -57,9 +59,9 @@ KINDS = ["call", "call.local", "call.mobile", "llm.input_tokens", "llm.output_to
 MONTH_START = datetime(2025, 12, 1, tzinfo=SAO_PAULO)
 
 
-def make_tenant(slug: str):
+def make_tenant(slug: str, *, extra_rates: list[dict] = ()):
     tenant, _issued = create_tenant(name=slug, slug=slug)
-    main = create_plan(tenant=tenant, code="main", name="Main", rates=MAIN_RATES, allowances=[
+    main = create_plan(tenant=tenant, code="main", name="Main", rates=MAIN_RATES + list(extra_rates), allowances=[
         {"code": "minutes", "kinds": ["call.local", "call.mobile"], "quantity": "600"},
         {"code": "tokens", "kinds": ["llm.input_tokens"], "quantity": "5000"},
     ], alert_thresholds=[50, 100])
@@ -119,9 +121,9 @@ def _balances_of(tenant) -> dict:
     return {w.customer.external_id: w.balance for w in Wallet.objects.filter(tenant=tenant).select_related("customer")}
 
 
-def ingest_three_ways(chunks: list[list[dict]], *, batch: int) -> None:
+def ingest_three_ways(chunks: list[list[dict]], *, batch: int, extra_rates: list[dict] = ()) -> None:
     """Send `chunks` to three identical tenants by the three paths and require the same outcome."""
-    ref, api, imp = make_tenant("ref"), make_tenant("api"), make_tenant("imp")
+    ref, api, imp = (make_tenant(slug, extra_rates=extra_rates) for slug in ("ref", "api", "imp"))
     ref_answers, api_answers, imp_counts = [], [], {}
     for chunk in chunks:
         ref_answers += ingest_in_python(tenant=ref, records=copy.deepcopy(chunk)).results
@@ -161,6 +163,32 @@ def differential_examples(test):
 def test_sql_ingestion_matches_the_python_reference(postgres, records, cuts, batch):
     with rolled_back():
         ingest_three_ways(chunks_of(records, cuts), batch=batch)
+
+
+@differential_examples
+def test_rates_probed_by_prefix_match_the_python_reference(postgres, monkeypatch, records, cuts, batch):
+    """Every (plan, kind) probed at its prefix lengths instead of walked, as a large tariff is."""
+    monkeypatch.setattr(bulk, "WALKED_RATES", 0)
+    with rolled_back():
+        ingest_three_ways(chunks_of(records, cuts), batch=batch)
+
+
+def test_a_tariff_of_many_prefixes_rates_each_call_by_its_longest_prefix(postgres):
+    """An international table, more prefixes than bulk.WALKED_RATES and nested ones among them:
+    every call gets the rate the Python reference picks, whatever the lengths of its prefixes."""
+    rng = random.Random(5)
+    prefixes = {"00", "001", "0012", "00123", "+1", "+44", "+4420", *(f"00{rng.randrange(2, 999)}" for _ in range(30))}
+    world = [{"kind": "call.international", "destination_prefix": prefix, "price": f"{rng.randrange(50, 500) / 100:.2f}",
+              **PER_MINUTE} for prefix in sorted(prefixes - {"00"})]
+    assert len(world) > bulk.WALKED_RATES
+    destinations = [prefix + str(rng.randrange(10 ** rng.randrange(0, 8))) for prefix in sorted(prefixes)]
+    destinations += ["0", "", "+", "+4", "12345", "(00) 44 20 7946-0000", "+44 20 7946 0000", "987654321"]
+    records = [{"id": f"w{n}", "customer": rng.choice(["c1", "c2"]), "kind": rng.choice(["call", "call.international"]),
+                "quantity": rng.randrange(1, 900), "destination": rng.choice(destinations),
+                "occurred_at": (MONTH_START + timedelta(minutes=n)).isoformat()} for n in range(300)]
+    ingest_three_ways([records[:120], records[120:]], batch=50, extra_rates=world)
+    kinds = set(UsageRecord.objects.filter(tenant__slug="api").values_list("rated_kind", flat=True))
+    assert {"call.international", "call.local", "call.mobile", "call.long_distance"} <= kinds
 
 
 def chunks_of(records: list[dict], cuts: list[int]) -> list[list[dict]]:
