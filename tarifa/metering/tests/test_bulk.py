@@ -191,6 +191,28 @@ def test_a_tariff_of_many_prefixes_rates_each_call_by_its_longest_prefix(postgre
     assert {"call.international", "call.local", "call.mobile", "call.long_distance"} <= kinds
 
 
+def test_a_change_of_terms_is_rated_by_the_next_call_on_the_same_connection(postgres):
+    """The rate tables a connection keeps (bulk.load_rate_tables) are rebuilt when a plan's rates
+    are replaced or one of them is edited in place (as the admin does)."""
+    from tarifa.metering.models import PricePlan, Rate
+    from tarifa.metering.services.plans import replace_plan_terms
+
+    tenant = make_tenant("terms")
+    plan = PricePlan.objects.get(tenant=tenant, code="main")
+
+    def price_of(record_id: str, destination: str) -> str:
+        ingest_in_sql(tenant=tenant, records=[call(record_id, 60, 5, customer="c3", destination=destination)])
+        return UsageRecord.objects.select_related("snapshot").get(external_id=record_id).snapshot.data["price"]
+
+    subscribe(customer=tenant.customers.get(external_id="c3"), plan=plan, starts_on=date(2025, 1, 1))
+    assert Decimal(price_of("t1", "33334444")) == Decimal("0.13")
+    replace_plan_terms(plan=plan, rates=[{**MAIN_RATES[0], "price": "0.21"}, *MAIN_RATES[1:]])
+    assert Decimal(price_of("t2", "33334444")) == Decimal("0.21")
+    Rate.objects.filter(plan=plan, kind="call.mobile", destination_prefix="9").update(price=Decimal("0.44"))
+    assert Decimal(price_of("t3", "987654321")) == Decimal("0.44")
+    assert Decimal(price_of("t4", "33334444")) == Decimal("0.21")
+
+
 def chunks_of(records: list[dict], cuts: list[int]) -> list[list[dict]]:
     """`records` cut before each position in `cuts` (those inside the list)."""
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
