@@ -1,11 +1,28 @@
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from tarifa.metering.models import Allowance, FoldBatch, PricePlan, Rate, Subscription, Summary, SummaryLine, UsageRecord
+
+# A plan's page holds a form per rate up to this many. A full international table (thousands of
+# prefixes) would take seconds to render and could not be saved (DATA_UPLOAD_MAX_NUMBER_FIELDS):
+# its rates are edited in the rate list instead, which the plan's page links to.
+MAX_INLINE_RATES = 100
 
 
 class RateInline(admin.TabularInline):
     model = Rate
     extra = 0
+
+
+@admin.register(Rate)
+class RateAdmin(admin.ModelAdmin):
+    list_display = ("plan", "kind", "destination_prefix", "price", "unit", "block_size", "minimum", "increment",
+                    "rounding")
+    list_filter = ("plan", "kind")
+    list_select_related = ("plan",)
+    search_fields = ("destination_prefix",)
+    ordering = ("plan", "kind", "destination_prefix")
 
 
 class AllowanceInline(admin.TabularInline):
@@ -17,7 +34,19 @@ class AllowanceInline(admin.TabularInline):
 class PricePlanAdmin(admin.ModelAdmin):
     list_display = ("code", "tenant", "name", "currency", "updated_at")
     list_filter = ("tenant",)
-    inlines = [RateInline, AllowanceInline]
+    readonly_fields = ("rate_list",)
+
+    def get_inlines(self, request, obj):
+        if obj is not None and obj.rates.count() > MAX_INLINE_RATES:
+            return [AllowanceInline]
+        return [RateInline, AllowanceInline]
+
+    @admin.display(description="Rate list")
+    def rate_list(self, plan: PricePlan) -> str:
+        if plan.pk is None:
+            return "-"
+        url = reverse("admin:metering_rate_changelist") + f"?plan__id__exact={plan.pk}"
+        return format_html('<a href="{}">{} rates</a>', url, plan.rates.count())
 
 
 @admin.register(Subscription)
