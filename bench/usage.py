@@ -78,7 +78,7 @@ def create_tenant(slug: str):
     plan = create_plan(
         tenant=tenant, code="pbx", name="PBX", rates=[
             {"kind": k, "destination_prefix": p, "price": price, **terms} for k, p, price, _d, terms in DEMO_RATES]
-        + [rate for rate in world_rates(EXTRA_PREFIXES) if rate["destination_prefix"] != "00"],
+        + world_rates(EXTRA_PREFIXES),
         allowances=[{"code": "minutes", "kinds": ["call.local", "call.mobile", "call.long_distance"],
                      "quantity": "60000"}],
     )

@@ -210,7 +210,8 @@ def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _no
 # A (plan, kind looked up) with up to this many rates finds a key's longest prefix by testing its
 # rates longest first; one with more (a full international table holds thousands) by probing the
 # key's own prefixes, at the lengths its rates' prefixes have. Walking 5,000 rates had made an
-# import 20 times slower; probing costs more plan nodes per record than walking a few rates.
+# import 28 times slower (bench/usage.py --extra-prefixes 5000); probing costs more plan nodes per
+# record than walking a few rates.
 WALKED_RATES = 16
 
 
@@ -256,25 +257,18 @@ RATE_KEY = """CASE WHEN {t}.kind LIKE 'llm.%%'
         ELSE (CASE WHEN btrim({t}.destination, E' \\t\\n\\r\\f\\v') LIKE '+%%' THEN '+' ELSE '' END)
              || regexp_replace({t}.destination, '[^0-9]', '', 'g') END"""
 
-# The rate with the longest prefix of the key (the telecom rule, as rating.longest_prefix finds it):
-# one walk of bulk_rates_longest per record, longest prefix first, stopping at the first match
-# (see WALKED_RATES). Joining every candidate rate and keeping one by DISTINCT ON had sorted the
-# wide rows, and made the planner expect 200 rows, so the joins after it sorted them again.
-WALK_RATES = """LEFT JOIN LATERAL (
-                SELECT * FROM bulk_rates br WHERE br.plan_id = p.plan_id AND br.lookup_kind = s.kind AND br.walked
+# The rate with the longest prefix of the key (the telecom rule, as rating.longest_prefix finds it),
+# walked: one walk of bulk_rates_longest per record, longest prefix first, stopping at the first
+# match (see WALKED_RATES). Joining every candidate rate and keeping one by DISTINCT ON had sorted
+# the wide rows, and made the planner expect 200 rows, so the joins after it sorted them again.
+_WALK = """SELECT * FROM bulk_rates br WHERE br.plan_id = p.plan_id AND br.lookup_kind = s.kind AND br.walked
                     AND starts_with(s.rate_key, br.prefix)
-                ORDER BY length(br.prefix) DESC LIMIT 1) br ON true"""
+                ORDER BY length(br.prefix) DESC LIMIT 1"""
 
-# Walked, or probed at the lengths in bulk_rate_lengths, longest first. Each probe is kept a lookup
-# of the index by its LIMIT 1: as a join, the planner (no statistics on temp tables) ran it as a
-# scan of all the kind's rates per record. Used only when a tenant has a probed (plan, kind): its
-# extra plan nodes cost 4% of a chunk's time.
-WALK_OR_PROBE_RATES = """LEFT JOIN LATERAL (
-                (SELECT * FROM bulk_rates br WHERE br.plan_id = p.plan_id AND br.lookup_kind = s.kind AND br.walked
-                     AND starts_with(s.rate_key, br.prefix)
-                 ORDER BY length(br.prefix) DESC LIMIT 1)
-                UNION ALL
-                (SELECT br.* FROM unnest((SELECT bl.lengths FROM bulk_rate_lengths bl
+# Or probed at the lengths bulk_rate_lengths gives, longest first. Each probe is kept a lookup of the
+# index by its LIMIT 1: as a join, the planner (no statistics on temp tables) ran it as a scan of all
+# the kind's rates per record.
+_PROBE = """SELECT br.* FROM unnest((SELECT bl.lengths FROM bulk_rate_lengths bl
                                           WHERE bl.plan_id = p.plan_id AND bl.lookup_kind = s.kind
                                             AND bl.head IN (left(s.rate_key, 1), '')
                                           ORDER BY bl.head DESC LIMIT 1)) WITH ORDINALITY AS l(n, i)
@@ -282,8 +276,11 @@ WALK_OR_PROBE_RATES = """LEFT JOIN LATERAL (
                                      AND br.lookup_kind = s.kind AND NOT br.walked
                                      AND br.prefix = left(s.rate_key, l.n) LIMIT 1) br
                  WHERE l.n <= length(s.rate_key)
-                 ORDER BY l.i LIMIT 1)
-                LIMIT 1) br ON true"""
+                 ORDER BY l.i LIMIT 1"""
+
+WALK_RATES = f"LEFT JOIN LATERAL ({_WALK}) br ON true"
+# Only when a tenant has a probed (plan, kind): its extra plan nodes cost 4% of a chunk's time.
+WALK_OR_PROBE_RATES = f"LEFT JOIN LATERAL (({_WALK}) UNION ALL ({_PROBE}) LIMIT 1) br ON true"
 
 # rating.billable_quantity: round up to the increment, at least the minimum; zero stays zero.
 BILLABLE = """CASE WHEN m.quantity <= 0 THEN 0 WHEN m.quantity <= m.minimum THEN m.minimum
