@@ -50,12 +50,12 @@ def snapshot_id_for(data: dict) -> int:
 def snapshot_ids_for(datas: list[dict]) -> list[int]:
     """The ids of the stored snapshots with these contents (in order), storing missing ones."""
     digests = [_digest(d) for d in datas]
-    found = dict(RateSnapshot.objects.filter(digest__in=set(digests)).values_list("digest", "id"))
+    found = dict(RateSnapshot.objects.filter(digest__any=set(digests)).values_list("digest", "id"))
     missing = {digest: data for digest, data in zip(digests, datas) if digest not in found}
     if missing:  # one INSERT for a tariff of thousands of rates; a concurrent call may store some first
         RateSnapshot.objects.bulk_create([RateSnapshot(digest=digest, data=data) for digest, data in missing.items()],
                                          ignore_conflicts=True)
-        found.update(RateSnapshot.objects.filter(digest__in=list(missing)).values_list("digest", "id"))
+        found.update(RateSnapshot.objects.filter(digest__any=list(missing)).values_list("digest", "id"))
     return [found[d] for d in digests]
 
 

@@ -82,9 +82,9 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
                              batch_id=done.batch_id)
                 return FoldResult(done.records, done.charged, 1, 0)
         summaries = lock_summaries(claimed)
-        waiting = UsageRecord.objects.filter(summary_id__in=claimed, status=UsageRecord.Status.RATED)
+        waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
         if record_ids is not None:
-            waiting = waiting.filter(id__in=record_ids)
+            waiting = waiting.filter(id__any=record_ids)
         records = [FoldRecord(*row) for row in waiting.order_by("summary_id", "occurred_at", "id")
                    .values_list(*FoldRecord.__slots__)[:batch_size]]
         if not records and record_ids is not None:
@@ -106,7 +106,7 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
 
 def lock_summaries(ids: list[int]) -> dict[int, Summary]:
     """Lock (FOR NO KEY UPDATE, in id order, as bulk ingestion locks them) and load summaries."""
-    return {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=ids)
+    return {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__any=ids)
             .select_related("customer").order_by("id")}
 
 
@@ -195,8 +195,8 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
     Returns the total charged and the ids of summaries whose allowance use crossed an alert threshold.
     """
     ids = list(summaries)
-    lines = {(l.summary_id, l.kind): l for l in SummaryLine.objects.filter(summary_id__in=ids)}
-    usage = {(u.summary_id, u.allowance_id): u for u in AllowanceUsage.objects.filter(summary_id__in=ids)}
+    lines = {(l.summary_id, l.kind): l for l in SummaryLine.objects.filter(summary_id__any=ids)}
+    usage = {(u.summary_id, u.allowance_id): u for u in AllowanceUsage.objects.filter(summary_id__any=ids)}
     used_before = {key: u.used for key, u in usage.items()}
     snapshots = {i: d for i, d in RateSnapshot.objects.filter(id__in={r.snapshot_id for r in records})
                  .values_list("id", "data")}
