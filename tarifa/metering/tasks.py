@@ -21,7 +21,12 @@ def fold(ctx, **_payload) -> None:
     for _ in range(BATCHES_PER_JOB):
         if not fold_next_batch(batch_size=settings.TARIFA_FOLD_BATCH_SIZE, folded_by=ctx.worker_id).batches:
             return
-    queue_folds()  # more is waiting: hand over to a fresh job so other job types get turns
+    # More may be waiting: hand over to a fresh job so other job types get turns. One job even
+    # when less than a batch waits (queue_folds counts full batches only): the other workers'
+    # jobs may have ended on finding this one's summaries locked, and the rest would then wait
+    # for the sweep.
+    if not queue_folds():
+        enqueue("metering.fold")
 
 
 @job("metering.sweep", queue="default", max_attempts=3)

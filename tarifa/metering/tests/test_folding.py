@@ -253,3 +253,20 @@ def test_only_summaries_that_may_be_due_an_event_are_loaded_for_it(customers):
                                      quiet_since=now - timedelta(seconds=60))
     assert [s.id for s in due] == sorted([never.id, old.id, crossed.id])
     assert due[0].customer.external_id  # loaded with its customer, for the payload
+
+
+def test_a_fold_job_stopped_by_its_batch_limit_hands_over_what_is_left(tenant, customers, settings, monkeypatch):
+    """Less than a batch left when a fold job reaches BATCHES_PER_JOB: a fresh job folds it,
+    not the next sweep (the other workers' jobs may have ended on finding its summaries locked)."""
+    from tarifa.metering import tasks
+    from tarifa.runtime.worker import JobContext
+
+    settings.TARIFA_FOLD_BATCH_SIZE = 10
+    monkeypatch.setattr(tasks, "BATCHES_PER_JOB", 2)
+    ingest_usage(tenant=tenant, records=[call(f"h{i}", "c1", 60, at(1, i)) for i in range(25)])
+    Job.objects.filter(type="metering.fold").delete()  # the ones ingestion queued: this job runs alone
+    tasks.fold(JobContext(job_id=1, type="metering.fold", attempt=1, max_attempts=20, worker_id="w"))
+    assert UsageRecord.objects.filter(status="rated").count() == 5
+    assert Job.objects.filter(type="metering.fold", status="queued").count() == 1
+    drain()
+    assert UsageRecord.objects.filter(status="rated").count() == 0
