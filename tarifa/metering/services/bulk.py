@@ -116,7 +116,7 @@ def create_stage() -> None:
             CREATE INDEX IF NOT EXISTS bulk_rate_lengths_key ON bulk_rate_lengths (plan_id, lookup_kind, head);
             CREATE TEMP TABLE IF NOT EXISTS bulk_allowances (
                 plan_id bigint, rated_kind text, allowance_id bigint, included numeric);
-            CREATE TEMP TABLE IF NOT EXISTS bulk_rates_key (digest text);
+            CREATE TEMP TABLE IF NOT EXISTS bulk_rates_key (digest text, probed boolean);
             DELETE FROM usage_stage; DELETE FROM usage_work; DELETE FROM usage_billed""")
 
 
@@ -148,22 +148,21 @@ def copy_line(values) -> str:
                      else value for value in values)
 
 
-def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _nothing) -> None:
+def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _nothing) -> bool:
     """Fill `bulk_rates` with every (plan, kind looked up, destination prefix) the Python rater
     would match — the exact kinds, and for a family ("call") its members' prefixes, the first
     member in name order winning a prefix — and `bulk_allowances` with the allowance that covers
     each (plan, rated kind). Kept while the tenant's plans, rates and allowances are unchanged
     (`bulk_rates_key` holds their digest; being a temp table too, it rolls back with them).
-    `before_writing` runs before rate snapshots are stored (see store_stage's `wait_turn`)."""
+    `before_writing` runs before rate snapshots are stored (see store_stage's `wait_turn`).
+    Returns whether some (plan, kind) is probed rather than walked (see WALKED_RATES)."""
     with connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        cursor.execute(TERMS_DIGEST, {"tenant": tenant.id})
-        (digest,) = cursor.fetchone()
-        cursor.execute("SELECT digest FROM bulk_rates_key")
-        if cursor.fetchone() == (digest,):
-            return
-        cursor.execute("TRUNCATE bulk_rates_key")
-        cursor.execute("INSERT INTO bulk_rates_key VALUES (%s)", [digest])
+        # The terms' digest and, if the tables were built for it, their `probed`: one round trip a call.
+        wrapper.cursor.execute(f"SELECT d.digest, k.probed FROM ({TERMS_DIGEST}) d (digest) "
+                               "LEFT JOIN bulk_rates_key k ON k.digest = d.digest", {"tenant": tenant.id})
+        digest, probed = wrapper.cursor.fetchone()
+    if probed is not None:
+        return probed
     plans = list(PricePlan.objects.filter(tenant=tenant).prefetch_related("rates"))
     pairs = [(plan, rate) for plan in plans for rate in plan.rates.all()]
     before_writing()
@@ -193,9 +192,11 @@ def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _no
             allowance = covering_allowance(allowances.get(plan.id, []), kind)
             if allowance is not None:
                 allowance_rows.append((plan.id, kind, allowance.id, allowance.quantity))
+    probed = not all(row[-1] for row in rate_rows)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
-        cursor.execute("TRUNCATE bulk_rates, bulk_rate_lengths, bulk_allowances")
+        cursor.execute("TRUNCATE bulk_rates, bulk_rate_lengths, bulk_allowances, bulk_rates_key")
+        cursor.execute("INSERT INTO bulk_rates_key VALUES (%s, %s)", [digest, probed])
         with cursor.copy("COPY bulk_rates FROM STDIN") as copy:
             for row in rate_rows:
                 copy.write_row(row)
@@ -205,6 +206,7 @@ def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _no
         with cursor.copy("COPY bulk_allowances FROM STDIN") as copy:
             for row in allowance_rows:
                 copy.write_row(row)
+    return probed
 
 
 # A (plan, kind looked up) with up to this many rates finds a key's longest prefix by testing its
@@ -298,14 +300,13 @@ ROUNDED = """CASE x.rounding
         ELSE round(x.amount, x.places) END"""
 
 
-def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool) -> None:
+def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool) -> None:
     """Step 1: usage_work gets each staged record's hash, period, outcome and rating; with `fold`,
     also each record's `prior`: the billable quantity of the chunk's earlier records (by time,
     then seq) on the same customer, period and allowance. Charging subtracts it from what the
     allowance has left; computed here, before the chunk's turn, so the part of a chunk that
     chunks take in turn sorts nothing."""
-    cursor.execute("SELECT EXISTS (SELECT FROM bulk_rate_lengths)")
-    rate_lookup = WALK_OR_PROBE_RATES if cursor.fetchone()[0] else WALK_RATES
+    rate_lookup = WALK_OR_PROBE_RATES if probed else WALK_RATES
     prior, window = "NULL", ""
     if fold:
         prior = "CASE WHEN a.allowance_id IS NOT NULL THEN coalesce(sum(m.billable) OVER earlier, 0) END"
@@ -612,7 +613,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
     from tarifa.metering.services.folding import crossed_thresholds, emit_events_of_summaries
     from tarifa.metering.services.ingestion import queue_folds
 
-    load_rate_tables(tenant=tenant, before_writing=wait_turn)
+    probed = load_rate_tables(tenant=tenant, before_writing=wait_turn)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         # Sorts of a chunk fit in memory; compiling these one-off plans (JIT) costs more than it saves.
@@ -621,7 +622,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
         for _attempt in range(5):
             savepoint = transaction.savepoint()
             try:
-                _classify_and_rate(cursor, tenant=tenant, fold=fold)
+                _classify_and_rate(cursor, tenant=tenant, fold=fold, probed=probed)
                 # Temp tables get no autovacuum statistics; these columns steer the joins that
                 # follow. Analysed before the turn (only the rows of new summaries change after).
                 cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
