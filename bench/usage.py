@@ -63,10 +63,7 @@ def world_rates(count: int) -> list[dict]:
              "unit": "second", "block_size": "60", "minimum": "60", "increment": "60"} for prefix in sorted(prefixes)]
 
 
-EXTRA_PREFIXES = 0  # --extra-prefixes
-
-
-def create_tenant(slug: str):
+def create_tenant(slug: str, *, extra_prefixes: int):
     from datetime import date
 
     from tarifa.metering.services.demo import DEMO_RATES
@@ -78,7 +75,7 @@ def create_tenant(slug: str):
     plan = create_plan(
         tenant=tenant, code="pbx", name="PBX", rates=[
             {"kind": k, "destination_prefix": p, "price": price, **terms} for k, p, price, _d, terms in DEMO_RATES]
-        + world_rates(EXTRA_PREFIXES),
+        + world_rates(extra_prefixes),
         allowances=[{"code": "minutes", "kinds": ["call.local", "call.mobile", "call.long_distance"],
                      "quantity": "60000"}],
     )
@@ -135,8 +132,8 @@ def sweep() -> None:
     enqueue("metering.sweep")
 
 
-def bench_file(url: str, path: Path, records: int, workers: int) -> dict:
-    tenant, _key = create_tenant("bench-file")
+def bench_file(url: str, path: Path, records: int, workers: int, *, extra_prefixes: int) -> dict:
+    tenant, _key = create_tenant("bench-file", extra_prefixes=extra_prefixes)
     env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING"}
     pool = start_workers(url, workers)
     try:
@@ -165,12 +162,12 @@ def bench_file(url: str, path: Path, records: int, workers: int) -> dict:
             "peak_mb": peak_kb / 1024, "differences": differences, "output": output.strip()}
 
 
-def bench_http(url: str, records: int, workers: int, *, fold_beside: bool = True) -> dict:
+def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fold_beside: bool = True) -> dict:
     """POST the records; with `fold_beside` the fold workers run during the ingestion (as in
     production), else they start once it is done. Either way, also times until all is folded."""
     import httpx
 
-    tenant, key = create_tenant("bench-http" if fold_beside else "bench-http-alone")
+    tenant, key = create_tenant("bench-http" if fold_beside else "bench-http-alone", extra_prefixes=extra_prefixes)
     port = 8931
     env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING", "TARIFA_API_RATE_LIMIT": "1000000/minute"}
     web = subprocess.Popen([sys.executable, "-m", "tarifa", "web", "--bind", f"127.0.0.1:{port}", "--workers", "3",
@@ -223,7 +220,7 @@ def bench_http(url: str, records: int, workers: int, *, fold_beside: bool = True
             "folded_rate": records / folded_seconds}
 
 
-def bench_naive(path: Path, sample: int) -> dict:
+def bench_naive(path: Path, sample: int, *, extra_prefixes: int) -> dict:
     """The seed's flow: each CDR stored and rated in its own transaction, then folded one by one."""
     from django.db import transaction
     from django.db.models import F
@@ -234,7 +231,7 @@ def bench_naive(path: Path, sample: int) -> dict:
     from tarifa.metering.rating import charge
     from tarifa.metering.services.ingestion import clean_record
 
-    tenant, _key = create_tenant("bench-naive")
+    tenant, _key = create_tenant("bench-naive", extra_prefixes=extra_prefixes)
     t0 = time.perf_counter()
     with path.open(newline="") as stream:
         for n, raw in enumerate(read_asterisk_csv(stream, tz=tenant.tzinfo)):
@@ -302,8 +299,6 @@ def main() -> None:
     parser.add_argument("--extra-prefixes", type=int, default=0,
                         help="international prefixes added to the plan (a full table has thousands)")
     args = parser.parse_args()
-    global EXTRA_PREFIXES
-    EXTRA_PREFIXES = args.extra_prefixes
     url = os.environ.get("TARIFA_BENCH_DATABASE_URL") or DEFAULT_URL
     skip = set(filter(None, args.skip.split(",")))
     setup_django(url)
@@ -321,11 +316,11 @@ def main() -> None:
         print(f"raw-SQL floor (COPY + INSERT…SELECT…GROUP BY): {results['floor']['rate']:>10,.0f} records/s "
               f"({results['floor']['seconds']:.1f} s)", flush=True)
     if "naive" not in skip:
-        results["naive"] = bench_naive(path, args.naive_sample)
+        results["naive"] = bench_naive(path, args.naive_sample, extra_prefixes=args.extra_prefixes)
         print(f"naive (1 ORM transaction per record, {args.naive_sample:,} sample): "
               f"{results['naive']['rate']:>10,.0f} records/s", flush=True)
     if "file" not in skip:
-        ours = results["file"] = bench_file(url, path, args.records, args.workers)
+        ours = results["file"] = bench_file(url, path, args.records, args.workers, extra_prefixes=args.extra_prefixes)
         print(f"ours: import Master.csv + rate + fold:   {ours['rate']:>10,.0f} records/s "
               f"({ours['seconds']:.1f} s, import {ours['import_seconds']:.1f} s); import peak memory "
               f"{ours['peak_mb']:.0f} MB; reconcile differences: {ours['differences']}", flush=True)
@@ -339,7 +334,7 @@ def main() -> None:
         if name in skip:
             continue
         http = results[name] = bench_http(url, args.http_records or args.records, args.workers,
-                                          fold_beside=fold_beside)
+                                          extra_prefixes=args.extra_prefixes, fold_beside=fold_beside)
         print(f"ours: HTTP ingestion, batches of 1,000, {label}: {http['rate']:>10,.0f} records/s "
               f"({http['seconds']:.1f} s); all folded after {http['folded_seconds']:.1f} s "
               f"({http['folded_rate']:,.0f} records/s end to end)", flush=True)

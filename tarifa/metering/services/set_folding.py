@@ -56,10 +56,14 @@ class SetFold:
     moves: list  # (summary, allowance, used before, used after, included) for threshold alerts
 
 
-NOTHING_WAITING = "nothing waiting"
+class NothingWaiting:
+    """fold_claimed_in_sql's answer when the claimed summaries hold no waiting record."""
 
 
-def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) -> SetFold | str | None:
+NOTHING_WAITING = NothingWaiting()
+
+
+def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) -> SetFold | NothingWaiting | None:
     """Charge up to `batch_size` waiting records of the `claimed` summaries (ascending ids, whose
     markers the caller holds); None: the batch needs the Python path, and nothing was written;
     NOTHING_WAITING: the claimed summaries, all locked and read, have no record waiting (their
