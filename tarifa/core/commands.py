@@ -8,13 +8,15 @@ from tarifa.core.errors import DomainError
 
 
 class TarifaCommand(BaseCommand):
-    """A command whose expected failures end as one line on stderr and exit code 1."""
+    """A command whose expected failures end as one line on stderr and exit code 2, as argparse's
+    usage errors do: 1 stays free for a command's own finding (reconcile's differences), so a
+    script can tell "the books differ" from "you mistyped the tenant"."""
 
     def execute(self, *args, **options):
         try:
             return super().execute(*args, **options)
         except DomainError as exc:
-            raise CommandError(f"{exc.code}: {exc.message}") from exc
+            raise CommandError(f"{exc.code}: {exc.message}", returncode=2) from exc
 
     def table(self, headers: list[str], rows: list[list]) -> None:
         cells = [[str(c) for c in row] for row in rows]

@@ -28,8 +28,8 @@ class DomainError(Exception):
 class NotFound(DomainError):
     status = 404
 
-    def __init__(self, what: str, key: str):
-        super().__init__(f"{what}_not_found", f"No {what.replace('_', ' ')} '{key}' for this tenant.")
+    def __init__(self, what: str, key: str, *, scope: str = " for this tenant"):
+        super().__init__(f"{what}_not_found", f"No {what.replace('_', ' ')} '{key}'{scope}.")
 
 
 class Conflict(DomainError):

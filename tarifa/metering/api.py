@@ -17,17 +17,11 @@ from tarifa.core.errors import DomainError
 from tarifa.core.pagination import paginate
 from tarifa.core.schemas import ErrorOut
 from tarifa.metering import selectors
+from tarifa.metering.periods import checked_period
 from tarifa.metering.services import ingestion, plans, processing, reversal
 from tarifa.tenants.selectors import customer_by_external_id
 
 router = Router()
-PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
-
-def _period(value: str | None) -> str | None:
-    if value is not None and not PERIOD.match(value):
-        raise DomainError("invalid_period", "period must look like 2025-12.", field="period")
-    return value
 
 
 # --- plans ---------------------------------------------------------------------------
@@ -242,7 +236,7 @@ class UsagePage(Schema):
 def list_usage(request: HttpRequest, customer: str | None = None, status: str | None = None,
                period: str | None = None, cursor: str | None = None, limit: int = 100):
     owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
-    records = selectors.usage_records(tenant=request.tenant, customer=owner, status=status, period=_period(period))
+    records = selectors.usage_records(tenant=request.tenant, customer=owner, status=status, period=checked_period(period))
     return paginate(records, cursor=cursor, limit=limit)
 
 
@@ -337,7 +331,7 @@ class SummaryOut(Schema):
             tags=["usage"])
 def list_summaries(request: HttpRequest, external_id: str, period: str | None = None):
     customer = customer_by_external_id(tenant=request.tenant, external_id=external_id)
-    return list(selectors.summaries(customer=customer, period=_period(period)).select_related("customer"))
+    return list(selectors.summaries(customer=customer, period=checked_period(period)).select_related("customer"))
 
 
 # --- on-demand billing -----------------------------------------------------------------

@@ -31,7 +31,7 @@ def api_key_for(*, raw_key: str) -> ApiKey | None:
 def tenant_by_slug(*, slug: str) -> Tenant:
     tenant = Tenant.objects.filter(slug=slug).first()
     if tenant is None:
-        raise NotFound("tenant", slug)
+        raise NotFound("tenant", slug, scope="")
     return tenant
 
 

@@ -13,6 +13,7 @@ from tarifa.core.money import DecimalSum
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, RateSnapshot, Summary, SummaryLine, UsageRecord,
 )
+from tarifa.metering.periods import checked_period
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.metering.services.folding import add_to_line, apply_records, emit_summary_events, save_billing
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
@@ -44,6 +45,7 @@ def _expected_lines(records) -> dict[tuple[int, str, str], dict]:
 
 def find_differences(*, tenant: Tenant | None = None, customer: Customer | None = None,
                      period: str | None = None) -> list[Difference]:
+    period = checked_period(period)
     records, lines, summaries = UsageRecord.objects.all(), SummaryLine.objects.all(), Summary.objects.all()
     if tenant:
         records, lines, summaries = (records.filter(tenant=tenant), lines.filter(summary__tenant=tenant),
@@ -122,6 +124,7 @@ def rerate_period(*, tenant: Tenant, period: str, customer: Customer | None = No
     Per customer, in one transaction holding the summary lock: the summary is emptied, every
     record of the period is rated again against the current plans and folded in occurred_at order.
     """
+    checked_period(period)
     counts = {"customers": 0, "records": 0, "billed": 0, "unrated": 0}
     # Records whose customer was unknown may belong to one now.
     unknown = UsageRecord.objects.filter(tenant=tenant, period=period, customer__isnull=True,

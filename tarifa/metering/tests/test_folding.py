@@ -5,6 +5,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tarifa.metering.models import FoldBatch, Summary, SummaryLine, UsageRecord
@@ -157,6 +158,18 @@ def test_reconcile_detects_tampering_and_fix_rebuilds(customers, capsys):
     call_command("billing", "reconcile", "--fix")
     assert "0 difference(s) remain" in capsys.readouterr().out
     assert summary_of("c1") == before
+
+
+def test_a_mistyped_period_is_an_error_not_an_empty_success(customers, capsys):
+    """A period matching nothing would make reconcile report no difference and rerate re-rate
+    nothing, both with success."""
+    tenant = customers[0].tenant
+    for command in (["billing", "reconcile", "--period", "2025-13"],
+                    ["usage", "rerate", "--tenant", tenant.slug, "--period", "12/2025"]):
+        with pytest.raises(CommandError, match="^invalid_period: period must look like 2025-12") as error:
+            call_command(*command)
+        assert error.value.returncode == 2
+        assert capsys.readouterr().out == ""  # nothing checked or printed first
 
 
 def test_rerate_after_a_tariff_correction(customers, plan, capsys):

@@ -17,6 +17,15 @@ ROW = ('"c1","1133334444","{dst}","from-internal","""c1"" <1000>","SIP/c1-1","SI
        '"{disposition}","DOCUMENTATION","{uid}",""')
 
 
+def import_file(*args) -> int:
+    """`tarifa usage import` through call_command; its exit code (1: some lines not imported)."""
+    try:
+        call_command("usage", "import", *map(str, args), "--no-progress")
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
 def _master_csv(tmp_path, rows):
     path = tmp_path / "Master.csv"
     path.write_text("\n".join(rows) + "\n")
@@ -32,19 +41,32 @@ def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, 
         ROW.format(dst="33334444", minute=3, billsec=20, disposition="BUSY", uid="1700000000.4"),
     ])
     switch_interval = sys.getswitchinterval()
-    call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1  # the broken line
     assert sys.getswitchinterval() == switch_interval  # shortened for the import only
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "accepted=2" in out and "rejected=1" in out and "skipped(not billable)=2" in out
     assert "line-4: unreadable_line expected 18 columns, found 2" in out
+    assert err.strip() == ("import: 1 rejected and 0 conflicting record(s) not imported (the first 20 are listed "
+                           "above); the rest is stored")
     records = {r.external_id: r for r in UsageRecord.objects.all()}
     assert set(records) == {"1700000000.1", "1700000000.3"}
     assert records["1700000000.3"].rated_kind == "call.mobile" and records["1700000000.3"].quantity == 31
     # Asterisk writes local time: 09:00 in São Paulo is 12:00 UTC.
     assert records["1700000000.1"].occurred_at.isoformat() == "2025-12-01T12:00:00+00:00"
     # Importing the same file again counts nothing twice.
-    call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
     assert "accepted=0 duplicate=2" in capsys.readouterr().out
+    # Without the broken line, a re-import is all duplicates: a success.
+    path.write_text("\n".join(path.read_text().splitlines()[:3]) + "\n")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 0
+    out, err = capsys.readouterr()
+    assert "accepted=0 duplicate=2 conflict=0 rejected=0 skipped(not billable)=1" in out and err == ""
+    # A changed record under a stored id is a conflict: not imported, and the exit code says so.
+    path.write_text(ROW.format(dst="33334444", minute=0, billsec=46, disposition="ANSWERED", uid="1700000000.1") + "\n")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
+    out, err = capsys.readouterr()
+    assert "conflict=1" in out and "1 conflicting record(s)" in err
+    assert UsageRecord.objects.get(external_id="1700000000.1").quantity == 45
 
 
 def test_asterisk_values_that_need_escaping_are_stored_as_read(tenant, customers, tmp_path, capsys):
@@ -71,7 +93,7 @@ def test_asterisk_values_that_need_escaping_are_stored_as_read(tenant, customers
             cdr("wide.4", "c2", "987654321", "４５"),  # full-width digits: a number, but not ASCII
             cdr("nul\x01.5", "c1", "33334444", "10"),  # not a visible-ASCII id: rejected
         ])
-    call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
     out = capsys.readouterr().out
     assert "accepted=4" in out and "rejected=1" in out and "invalid_id" in out
     stored = {r.external_id: r for r in UsageRecord.objects.all()}
@@ -94,25 +116,26 @@ def test_csv_and_jsonl_imports(tenant, customers, tmp_path, capsys):
     csv_path.write_text("id,customer,kind,quantity,occurred_at,destination,campaign\n"
                         "a,c1,call,60,2025-12-01T10:00:00-03:00,33334444,promo\n"
                         "b,c1,call,x,2025-12-01T10:00:00-03:00,33334444,\n")
-    call_command("usage", "import", str(csv_path), "--tenant", tenant.slug, "--format", "csv", "--no-progress")
+    assert import_file(csv_path, "--tenant", tenant.slug, "--format", "csv") == 1
     assert "accepted=1" in capsys.readouterr().out
     assert UsageRecord.objects.get(external_id="a").attributes == {"campaign": "promo"}
     jsonl = tmp_path / "usage.jsonl"
     jsonl.write_text(json.dumps({"id": "j1", "customer": "c2", "kind": "llm.input_tokens", "quantity": 2000,
                                  "occurred_at": "2025-12-03T00:00:00Z"}) + "\n{not json\n")
-    call_command("usage", "import", str(jsonl), "--tenant", tenant.slug, "--format", "jsonl", "--no-progress")
+    assert import_file(jsonl, "--tenant", tenant.slug, "--format", "jsonl") == 1
     out = capsys.readouterr().out
     assert "accepted=1" in out and "rejected=1" in out and "invalid JSON" in out
 
 
 def test_import_errors_are_one_line(tenant, tmp_path):
-    with pytest.raises(CommandError, match="no such file"):
+    with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")
-    with pytest.raises(CommandError, match="tenant_not_found"):
+    with pytest.raises(CommandError, match="^tenant_not_found: No tenant 'nope'.$") as error:
         call_command("usage", "import", str(tmp_path / "x"), "--tenant", "nope", "--format", "csv")
+    assert error.value.returncode == 2  # usage errors exit 2, like argparse's; 1 is a command's finding
     bad = tmp_path / "bad.csv"
     bad.write_text("who,what\n1,2\n")
-    with pytest.raises(CommandError, match="lacks id, customer, kind, quantity, occurred_at"):
+    with pytest.raises(CommandError, match="^unreadable_file: .*lacks id, customer, kind, quantity, occurred_at"):
         call_command("usage", "import", str(bad), "--tenant", tenant.slug, "--format", "csv", "--no-progress")
 
 

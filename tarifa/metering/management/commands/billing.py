@@ -4,6 +4,7 @@ import sys
 
 from tarifa.core.commands import TarifaCommand
 from tarifa.core.errors import DomainError
+from tarifa.metering.periods import checked_period
 from tarifa.metering.selectors import billing_stats
 from tarifa.metering.services.processing import process_usage
 from tarifa.metering.services.reconciliation import find_differences, rebuild_summary
@@ -57,6 +58,7 @@ class Command(TarifaCommand):
         self.table(headers, [row(c["customer"], c) for c in stats["customers"]] + [row("TOTAL", stats["overall"])])
 
     def _reconcile(self, *, tenant, customer, period, fix, **_):
+        period = checked_period(period)  # before the wallet check prints anything
         owner = tenant_by_slug(slug=tenant) if tenant else None
         if customer and not owner:
             raise DomainError("tenant_required", "--customer needs --tenant.")

@@ -1,20 +1,19 @@
 from __future__ import annotations
 
 import getpass
-
 import sys
 from pathlib import Path
 
-from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from tarifa.core.commands import TarifaCommand
-from tarifa.metering.services.reversal import reverse_usage
+from tarifa.core.errors import DomainError
 from tarifa.metering import importers
 from tarifa.metering.models import UsageRecord
-from tarifa.metering.services.importing import import_asterisk, import_usage
+from tarifa.metering.services.importing import MAX_PROBLEMS, import_asterisk, import_usage
 from tarifa.metering.services.ingestion import rerate_unrated
 from tarifa.metering.services.reconciliation import rerate_period
+from tarifa.metering.services.reversal import reverse_usage
 from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
 
 FORMATS = ("asterisk-csv", "csv", "jsonl")
@@ -53,7 +52,7 @@ class Command(TarifaCommand):
         owner = tenant_by_slug(slug=tenant)
         path = Path(file)
         if not path.is_file():
-            raise CommandError(f"no such file: {file}")
+            raise DomainError("file_not_found", f"no such file: {file}")
         # The import's storer threads return from PostgreSQL dozens of times a chunk; with the
         # default 5 ms interpreter slices each return can wait that long behind the reader thread.
         switch_interval = sys.getswitchinterval()
@@ -69,6 +68,12 @@ class Command(TarifaCommand):
         )
         for problem in report.problems:
             self.stdout.write(f"  {problem.status} {problem.id}: {problem.code} {problem.message or ''}")
+        if counts["rejected"] or counts["conflict"]:
+            # The rest is stored; exit 1 so that a scheduled import does not pass the lines it
+            # could not take for success (they are listed above, the first of them).
+            self.stderr.write(f"import: {counts['rejected']} rejected and {counts['conflict']} conflicting record(s) "
+                              f"not imported (the first {MAX_PROBLEMS} are listed above); the rest is stored")
+            sys.exit(1)
 
     def _import_file(self, *, owner, path: Path, format: str, kind: str, no_progress: bool):
         with path.open(newline="", encoding="utf-8", errors="replace") as stream:
@@ -78,8 +83,8 @@ class Command(TarifaCommand):
                     return import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=bar.update)
                 records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
                 return import_usage(tenant=owner, records=records, on_progress=bar.update)
-            except ValueError as exc:
-                raise CommandError(str(exc))
+            except ValueError as exc:  # the file as a whole is unreadable (a CSV header without the columns)
+                raise DomainError("unreadable_file", str(exc)) from exc
             finally:
                 bar.close()
 
