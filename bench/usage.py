@@ -271,7 +271,9 @@ def bench_floor(url: str, path: Path, records: int) -> dict:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS floor_cdr, floor_summary")
-        conn.execute("""CREATE UNLOGGED TABLE floor_cdr (accountcode text, src text, dst text, dcontext text,
+        # A bare table as the issue defines the floor: no index, no constraint, but logged, as ours
+        # are (UNLOGGED, without WAL, measured 8% faster).
+        conn.execute("""CREATE TABLE floor_cdr (accountcode text, src text, dst text, dcontext text,
             clid text, channel text, dstchannel text, lastapp text, lastdata text, start timestamp,
             answer timestamp, "end" timestamp, duration int, billsec int, disposition text, amaflags text,
             uniqueid text, userfield text)""")
