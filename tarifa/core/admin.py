@@ -11,3 +11,17 @@ class URLAdmin(admin.ModelAdmin):
     Django 6 makes this the default, and 5.2 warns until it is chosen."""
 
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+
+class ReadOnly:
+    """Mixed into a ModelAdmin or an inline whose rows only services write (ledgers, usage,
+    summaries): operators look, and correct through the audited commands and API."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,8 +1,24 @@
+"""Operators' pages for metering. Plans, rates, allowances and subscriptions are edited through
+forms that check them as the plan service does (an operator's zero increment would otherwise make
+every rating of the tenant fail); usage, summaries and fold batches are read only, since they
+change through ingestion, folding, reversal and re-rating (`tarifa billing reconcile --fix`
+rebuilds a summary from its records)."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
+from tarifa.core.admin import ReadOnly
+from tarifa.core.errors import DomainError
 from tarifa.metering.models import Allowance, FoldBatch, PricePlan, Rate, Subscription, Summary, SummaryLine, UsageRecord
+from tarifa.metering.rating import ROUNDING_MODES
+from tarifa.metering.services import plans
 
 # A plan's page holds a form per rate up to this many. A full international table (thousands of
 # prefixes) would take seconds to render and could not be saved (DATA_UPLOAD_MAX_NUMBER_FIELDS):
@@ -10,13 +26,90 @@ from tarifa.metering.models import Allowance, FoldBatch, PricePlan, Rate, Subscr
 MAX_INLINE_RATES = 100
 
 
+class ServiceCheckedForm(forms.ModelForm):
+    """A model form whose values are checked and normalised by a plan-service function, its
+    DomainError shown on the field it names (`tiers[0].price` on tiers)."""
+
+    checked_fields: tuple[str, ...] = ()
+
+    def check(self, values: dict) -> dict:
+        raise NotImplementedError
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:  # a value the field itself refused (not a number, not JSON) is reported first
+            return data
+        try:
+            checked = self.check({name: data[name] for name in self.checked_fields if data.get(name) is not None})
+        except DomainError as error:
+            field = re.split(r"[.\[]", error.field or "", maxsplit=1)[0]
+            raise ValidationError({field: error.message} if field in self.fields else error.message) from error
+        data.update({name: value for name, value in checked.items() if name in self.fields})
+        return data
+
+
+class RateForm(ServiceCheckedForm):
+    rounding = forms.ChoiceField(choices=[(mode, mode) for mode in ROUNDING_MODES], initial="half_up")
+    checked_fields = ("kind", "destination_prefix", "description", "unit", "price", "block_size", "minimum",
+                      "increment", "tiers", "rounding")
+
+    class Meta:
+        model = Rate
+        fields = "__all__"
+
+    def check(self, values: dict) -> dict:
+        return plans.clean_rate(values)
+
+
+class AllowanceForm(ServiceCheckedForm):
+    checked_fields = ("code", "kinds", "quantity")
+
+    class Meta:
+        model = Allowance
+        fields = "__all__"
+
+    def check(self, values: dict) -> dict:
+        return plans.clean_allowance(values)
+
+
+class PricePlanForm(ServiceCheckedForm):
+    checked_fields = ("code", "currency", "currency_places", "alert_thresholds", "monthly_grant", "grant_expiry_days")
+
+    class Meta:
+        model = PricePlan
+        fields = "__all__"
+
+    def check(self, values: dict) -> dict:
+        return {
+            "code": plans.clean_plan_code(values.get("code", "")),
+            "currency": plans.clean_currency(values.get("currency", "")),
+            "currency_places": plans.clean_currency_places(values.get("currency_places", 2)),
+            "alert_thresholds": plans.clean_thresholds(values.get("alert_thresholds")),
+            **plans.clean_grant(values.get("monthly_grant"), values.get("grant_expiry_days")),
+        }
+
+
+class SubscriptionForm(ServiceCheckedForm):
+    checked_fields = ("customer", "plan")
+
+    class Meta:
+        model = Subscription
+        fields = "__all__"
+
+    def check(self, values: dict) -> dict:
+        plans.check_plan_of_customer(customer=values["customer"], plan=values["plan"])
+        return {}
+
+
 class RateInline(admin.TabularInline):
     model = Rate
+    form = RateForm
     extra = 0
 
 
 @admin.register(Rate)
 class RateAdmin(admin.ModelAdmin):
+    form = RateForm
     list_display = ("plan", "kind", "destination_prefix", "price", "unit", "block_size", "minimum", "increment",
                     "rounding")
     list_filter = ("plan", "kind")
@@ -27,11 +120,13 @@ class RateAdmin(admin.ModelAdmin):
 
 class AllowanceInline(admin.TabularInline):
     model = Allowance
+    form = AllowanceForm
     extra = 0
 
 
 @admin.register(PricePlan)
 class PricePlanAdmin(admin.ModelAdmin):
+    form = PricePlanForm
     list_display = ("code", "tenant", "name", "currency", "updated_at")
     list_filter = ("tenant",)
     readonly_fields = ("rate_list",)
@@ -51,29 +146,31 @@ class PricePlanAdmin(admin.ModelAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
+    form = SubscriptionForm
     list_display = ("customer", "plan", "starts_on")
+    list_select_related = ("customer", "plan")
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("external_id", "tenant", "customer_ref", "kind", "quantity", "occurred_at", "status",
                     "unrated_reason", "charged_amount")
     list_filter = ("status", "unrated_reason", "tenant", "period")
     search_fields = ("external_id", "customer_ref")
 
 
-class SummaryLineInline(admin.TabularInline):
+class SummaryLineInline(ReadOnly, admin.TabularInline):
     model = SummaryLine
     extra = 0
 
 
 @admin.register(Summary)
-class SummaryAdmin(admin.ModelAdmin):
+class SummaryAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("customer", "period", "currency", "record_count", "total_amount", "updated_at")
     list_filter = ("period", "tenant")
     inlines = [SummaryLineInline]
 
 
 @admin.register(FoldBatch)
-class FoldBatchAdmin(admin.ModelAdmin):
+class FoldBatchAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "record_count", "summary_count", "charged_amount", "folded_by", "created_at")

@@ -26,7 +26,11 @@ class PricePlan(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "code"], name="plan_unique_code")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "code"], name="plan_unique_code"),
+            # Charges are rounded to these places and stored in 6-place money columns.
+            models.CheckConstraint(condition=Q(currency_places__lte=6), name="plan_currency_places_in_range"),
+        ]
 
     def __str__(self) -> str:
         return self.code
@@ -58,6 +62,10 @@ class Rate(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["plan", "kind", "destination_prefix"], name="rate_unique_kind_prefix"),
+            # What rating divides by, and what it must never make negative, whoever writes the row
+            # (the plan service and the admin's forms check them first, with a clear message).
+            models.CheckConstraint(condition=Q(block_size__gt=0, increment__gt=0, price__gte=0, minimum__gte=0),
+                                   name="rate_terms_in_range"),
         ]
 
     def __str__(self) -> str:
@@ -73,7 +81,10 @@ class Allowance(models.Model):
     quantity = models.DecimalField(**QUANTITY, help_text="In the kinds' unit (seconds for calls).")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["plan", "code"], name="allowance_unique_code")]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "code"], name="allowance_unique_code"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="allowance_quantity_positive"),
+        ]
 
     def __str__(self) -> str:
         return self.code

@@ -8,20 +8,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from tarifa.core.admin import ReadOnly
 from tarifa.core.errors import DomainError
 from tarifa.wallets.models import AuditEntry, LedgerEntry, Wallet
 from tarifa.wallets.services.ledger import adjust_balance
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(ReadOnly, admin.TabularInline):
     extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class LedgerInline(ReadOnlyInline):
@@ -87,15 +81,6 @@ class WalletAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("created_at", "wallet", "actor", "action", "reason")
     readonly_fields = ("wallet", "entry", "actor", "action", "before", "after", "reason", "created_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

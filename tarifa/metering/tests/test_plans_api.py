@@ -40,6 +40,9 @@ def test_create_get_list_and_replace(api):
     ({"rates": [{"kind": "x", "price": "1"}, {"kind": "x", "price": "2"}]}, "duplicate_rate", "rates"),
     ({"rates": [{"kind": "x", "price": "1", "destination_prefix": "9a"}]}, "invalid_prefix", "rates[0].destination_prefix"),
     ({"allowances": [{"code": "a", "kinds": [], "quantity": "1"}]}, "invalid_allowance", "allowances[0].kinds"),
+    # charges are rounded to these places and stored with 6: 9 had been accepted, -1 a server error
+    ({"currency_places": 9}, "invalid_currency_places", "currency_places"),
+    ({"currency_places": -1}, "invalid_currency_places", "currency_places"),
 ])
 def test_invalid_plans_are_422_with_the_field(api, change, code, field):
     response = api.post("/api/v1/plans", {**PLAN, **change})
