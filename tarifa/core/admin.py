@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from tarifa.core.errors import DomainError
 
 
 class URLAdmin(admin.ModelAdmin):
@@ -25,3 +31,27 @@ class ReadOnly:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ServiceCheckedForm(forms.ModelForm):
+    """A model form whose values `check` passes through the domain's own checks (the functions its
+    services validate with), so that the admin stores only what the API would; a DomainError is
+    shown on the field it names (`tiers[0].price` on tiers), and normalised values replace the
+    typed ones."""
+
+    checked_fields: tuple[str, ...] = ()
+
+    def check(self, values: dict) -> dict:
+        raise NotImplementedError
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:  # a value the field itself refused (not a number, not JSON) is reported first
+            return data
+        try:
+            checked = self.check({name: data[name] for name in self.checked_fields if data.get(name) is not None})
+        except DomainError as error:
+            field = re.split(r"[.\[]", error.field or "", maxsplit=1)[0]
+            raise ValidationError({field: error.message} if field in self.fields else error.message) from error
+        data.update({name: value for name, value in checked.items() if name in self.fields})
+        return data

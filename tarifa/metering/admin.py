@@ -6,16 +6,12 @@ rebuilds a summary from its records)."""
 
 from __future__ import annotations
 
-import re
-
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html
 
-from tarifa.core.admin import ReadOnly
-from tarifa.core.errors import DomainError
+from tarifa.core.admin import ReadOnly, ServiceCheckedForm
 from tarifa.metering.models import Allowance, FoldBatch, PricePlan, Rate, Subscription, Summary, SummaryLine, UsageRecord
 from tarifa.metering.rating import ROUNDING_MODES
 from tarifa.metering.services import plans
@@ -24,28 +20,6 @@ from tarifa.metering.services import plans
 # prefixes) would take seconds to render and could not be saved (DATA_UPLOAD_MAX_NUMBER_FIELDS):
 # its rates are edited in the rate list instead, which the plan's page links to.
 MAX_INLINE_RATES = 100
-
-
-class ServiceCheckedForm(forms.ModelForm):
-    """A model form whose values are checked and normalised by a plan-service function, its
-    DomainError shown on the field it names (`tiers[0].price` on tiers)."""
-
-    checked_fields: tuple[str, ...] = ()
-
-    def check(self, values: dict) -> dict:
-        raise NotImplementedError
-
-    def clean(self):
-        data = super().clean()
-        if self.errors:  # a value the field itself refused (not a number, not JSON) is reported first
-            return data
-        try:
-            checked = self.check({name: data[name] for name in self.checked_fields if data.get(name) is not None})
-        except DomainError as error:
-            field = re.split(r"[.\[]", error.field or "", maxsplit=1)[0]
-            raise ValidationError({field: error.message} if field in self.fields else error.message) from error
-        data.update({name: value for name, value in checked.items() if name in self.fields})
-        return data
 
 
 class RateForm(ServiceCheckedForm):

@@ -32,8 +32,8 @@ def create_tenant(
     slug = slug or slugify(name)
     if not slug:
         raise DomainError("invalid_slug", "A tenant needs a name or slug made of letters or digits.", field="slug")
-    _check_timezone(timezone_name)
-    _check_region(default_phone_region)
+    check_timezone(timezone_name)
+    check_region(default_phone_region)
     with transaction.atomic():
         if Tenant.objects.filter(slug=slug).exists():
             raise Conflict("tenant_exists", f"A tenant with slug '{slug}' already exists.", field="slug")
@@ -94,7 +94,7 @@ def normalize_email(*, raw: str) -> str:
         raise DomainError("invalid_email", f"'{raw}' is not a valid e-mail address: {exc}", field="email")
 
 
-def _clean_customer_fields(*, tenant: Tenant, fields: dict) -> dict:
+def clean_customer_fields(*, tenant: Tenant, fields: dict) -> dict:
     cleaned = {key: value for key, value in fields.items() if key in CUSTOMER_FIELDS and value is not None}
     if "phone" in cleaned:
         cleaned["phone"] = normalize_phone(raw=cleaned["phone"], region=tenant.default_phone_region)
@@ -117,7 +117,7 @@ def create_customer(*, tenant: Tenant, external_id: str, **fields) -> tuple[Cust
     external_id = (external_id or "").strip()
     if not external_id:
         raise DomainError("invalid_external_id", "external_id must not be empty.", field="external_id")
-    cleaned = _clean_customer_fields(tenant=tenant, fields=fields)
+    cleaned = clean_customer_fields(tenant=tenant, fields=fields)
     existing = Customer.objects.filter(tenant=tenant, external_id=external_id).first()
     if existing is None:
         try:
@@ -136,7 +136,7 @@ def create_customer(*, tenant: Tenant, external_id: str, **fields) -> tuple[Cust
 
 
 def update_customer(*, customer: Customer, **fields) -> Customer:
-    cleaned = _clean_customer_fields(tenant=customer.tenant, fields=fields)
+    cleaned = clean_customer_fields(tenant=customer.tenant, fields=fields)
     for key, value in cleaned.items():
         setattr(customer, key, value)
     if cleaned:
@@ -144,13 +144,13 @@ def update_customer(*, customer: Customer, **fields) -> Customer:
     return customer
 
 
-def _check_timezone(name: str) -> None:
+def check_timezone(name: str) -> None:
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise DomainError("invalid_timezone", f"'{name}' is not an IANA time zone.", field="timezone")
 
 
-def _check_region(region: str) -> None:
+def check_region(region: str) -> None:
     if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise DomainError("invalid_region", f"'{region}' is not a phone region code.", field="default_phone_region")

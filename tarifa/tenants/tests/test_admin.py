@@ -1,0 +1,52 @@
+"""Operators' admin pages for tenants and customers check what the tenants service checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from tarifa.tenants.models import ApiKey, Customer
+from tarifa.tenants.services import create_customer
+
+pytestmark = pytest.mark.django_db
+
+
+def _tenant_post(tenant, **changes) -> dict:
+    return {"slug": tenant.slug, "name": tenant.name, "timezone": tenant.timezone,
+            "default_phone_region": tenant.default_phone_region, "default_currency": tenant.default_currency, **changes}
+
+
+def test_a_tenant_keeps_a_known_time_zone_and_region(operator, tenant):
+    url = f"/admin/tenants/tenant/{tenant.pk}/change/"
+    for changes, field in [({"timezone": "Mars/Olympus_Mons"}, "timezone"), ({"default_phone_region": "XX"},
+                                                                            "default_phone_region")]:
+        page = operator.post(url, _tenant_post(tenant, **changes))
+        assert page.status_code == 200 and list(page.context["adminform"].form.errors) == [field], changes
+    assert operator.post(url, _tenant_post(tenant, timezone="America/Manaus", default_phone_region="pt",
+                                           default_currency="eur")).status_code == 302
+    tenant.refresh_from_db()
+    assert (tenant.timezone, tenant.default_phone_region, tenant.default_currency) == ("America/Manaus", "PT", "EUR")
+
+
+def test_a_customer_is_checked_and_normalised_and_keeps_its_tenant_and_id(operator, tenant):
+    customer, _ = create_customer(tenant=tenant, external_id="org-1")
+    url = f"/admin/tenants/customer/{customer.pk}/change/"
+    values = {"name": "Org", "email": "", "phone": "", "metadata": "{}", "billing_mode": "postpaid"}
+    page = operator.post(url, {**values, "phone": "12"})
+    assert page.status_code == 200 and list(page.context["adminform"].form.errors) == ["phone"]
+    page = operator.post(url, {**values, "metadata": "[1]"})
+    assert list(page.context["adminform"].form.errors) == ["metadata"]
+    # tenant and external_id are not fields of the change form: posting them changes nothing
+    assert operator.post(url, {**values, "phone": "(11) 98765-4321", "email": "Ana@Example.COM",
+                               "external_id": "org-2", "tenant": 999}).status_code == 302
+    customer.refresh_from_db()
+    assert (customer.phone, customer.email, customer.external_id, customer.tenant_id) == (
+        "+5511987654321", "Ana@example.com", "org-1", tenant.pk)
+    added = operator.post("/admin/tenants/customer/add/", {**values, "tenant": tenant.pk, "external_id": "org-3",
+                                                           "phone": "11 3333-4444"})
+    assert added.status_code == 302 and Customer.objects.get(external_id="org-3").phone == "+551133334444"
+
+
+def test_api_keys_are_issued_by_the_command_not_added_in_the_admin(operator, tenant):
+    assert operator.get("/admin/tenants/apikey/add/").status_code == 403
+    key = ApiKey.objects.get(tenant=tenant)
+    assert operator.get(f"/admin/tenants/apikey/{key.pk}/change/").status_code == 200
