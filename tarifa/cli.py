@@ -6,6 +6,9 @@ import os
 import sys
 
 SERVER_COMMANDS = {"run", "web", "worker", "scheduler"}
+# Besides the servers, the commands that ingest or fold usage write their counts where the web
+# process's /metrics adds them up (tarifa_usage_records_total, tarifa_usage_folded_total).
+METRICS_COMMANDS = SERVER_COMMANDS | {"usage", "revenue", "billing"}
 
 
 def _prepare_metrics_dir() -> None:
@@ -33,7 +36,7 @@ def _print_help() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tarifa.settings")
-    if argv and argv[0] in SERVER_COMMANDS:
+    if argv and argv[0] in METRICS_COMMANDS:
         _prepare_metrics_dir()
     if not argv or argv[0] in ("-h", "--help", "help"):
         _print_help()

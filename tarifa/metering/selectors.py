@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
 from tarifa.core.money import DecimalSum
-from tarifa.metering.models import Allowance, PricePlan, Subscription, Summary, UsageRecord
+from tarifa.metering.models import Allowance, PendingSummary, PricePlan, Subscription, Summary, UsageRecord
 from tarifa.tenants.models import Customer, Tenant
 
 
@@ -33,6 +34,34 @@ def pending_groups(*, tenant_id: int | None = None, customer_id: int | None = No
     if period:
         records = records.filter(period=period)
     return list(records.values_list("customer_id", "period").annotate(n=Count("id")).order_by("customer_id", "period"))
+
+
+@dataclass(frozen=True)
+class UsageBacklog:
+    """What monitoring watches of metering, across tenants."""
+
+    waiting: int  # rated records not yet folded
+    waiting_summaries: int  # summaries marked for a fold
+    oldest_waiting_seconds: float  # since the oldest marker was set (0: none): the fold's lag
+    unrated: dict[str, int]  # by reason, until fixed and re-rated
+    failed: int  # prepaid records their wallet could not pay
+
+
+def usage_backlog(*, now: datetime | None = None) -> UsageBacklog:
+    """Read at each /metrics scrape; every count goes by the partial index of records not billed."""
+    now = now or timezone.now()
+    unbilled = dict(UsageRecord.objects.exclude(status=UsageRecord.Status.BILLED).values_list("status")
+                    .annotate(n=Count("*")).order_by())
+    unrated = dict(UsageRecord.objects.filter(status=UsageRecord.Status.UNRATED).values_list("unrated_reason")
+                   .annotate(n=Count("*")).order_by())
+    markers = PendingSummary.objects.aggregate(n=Count("summary_id"), oldest=Min("marked_at"))
+    return UsageBacklog(
+        waiting=unbilled.get(UsageRecord.Status.RATED, 0),
+        waiting_summaries=markers["n"],
+        oldest_waiting_seconds=max(0.0, (now - markers["oldest"]).total_seconds()) if markers["oldest"] else 0.0,
+        unrated=unrated,
+        failed=unbilled.get(UsageRecord.Status.FAILED, 0),
+    )
 
 
 def summaries(*, customer: Customer, period: str | None = None) -> QuerySet[Summary]:

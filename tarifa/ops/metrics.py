@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from prometheus_client import Counter, Histogram
 
 JOBS_TOTAL = Counter("tarifa_jobs_total", "Jobs finished by type and outcome", ["type", "outcome"])
@@ -17,3 +18,21 @@ JOB_START_LATENCY = Histogram(
 JOBS_ENQUEUED = Counter("tarifa_jobs_enqueued_total", "Jobs enqueued", ["type"])
 HTTP_REQUESTS = Counter("tarifa_http_requests_total", "HTTP requests by method and status", ["method", "status"])
 WEBHOOK_DELIVERIES = Counter("tarifa_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+USAGE_RECORDS = Counter("tarifa_usage_records_total",
+                        "Usage records received (API and imports) by outcome: accepted, duplicate, conflict, "
+                        "rejected, skipped (an unbillable CDR)", ["outcome"])
+USAGE_FOLDED = Counter("tarifa_usage_folded_total", "Usage records billed into monthly summaries by folds")
+
+
+def count_on_commit(counter, amount: int, **labels) -> None:
+    """Add `amount` once the current transaction commits (at once outside one), so work that
+    rolls back, a fold batch or an import chunk, is not counted."""
+    if amount:
+        metric = counter.labels(**labels) if labels else counter
+        transaction.on_commit(lambda: metric.inc(amount))
+
+
+def count_usage(counts) -> None:
+    """Count usage records by outcome ({"accepted": 3, "rejected": 1, …}) once committed."""
+    for outcome, amount in counts.items():
+        count_on_commit(USAGE_RECORDS, amount, outcome=outcome)

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from tarifa.metering.selectors import usage_backlog
 from tarifa.ops.selectors import health_checks
 from tarifa.runtime.selectors import job_stats
 
@@ -33,6 +34,29 @@ class _QueueCollector:
         yield gauge
 
 
+class _UsageCollector:
+    """Metering's backlog read from the database at scrape time: alert on the fold's lag."""
+
+    def collect(self):
+        backlog = usage_backlog()
+        yield _gauge("tarifa_usage_waiting_records", "Rated usage records not yet folded into a summary",
+                     backlog.waiting)
+        yield _gauge("tarifa_fold_waiting_summaries", "Summaries marked with usage waiting for a fold",
+                     backlog.waiting_summaries)
+        yield _gauge("tarifa_fold_lag_seconds", "Since the oldest summary waiting for a fold was marked (0: none)",
+                     backlog.oldest_waiting_seconds)
+        yield _gauge("tarifa_usage_failed_records", "Prepaid usage records their wallet could not pay", backlog.failed)
+        unrated = GaugeMetricFamily("tarifa_usage_unrated_records", "Usage records that could not be rated, by reason",
+                                    labels=["reason"])
+        for reason, count in sorted(backlog.unrated.items()):
+            unrated.add_metric([reason], count)
+        yield unrated
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
 @require_GET
 def metrics(request):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -42,6 +66,7 @@ def metrics(request):
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
     registry.register(_QueueCollector())
+    registry.register(_UsageCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 

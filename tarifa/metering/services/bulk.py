@@ -39,6 +39,7 @@ from tarifa.metering.models import (
 )
 from tarifa.metering.pricing import snapshot_ids_for, snapshot_of
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.ops.metrics import USAGE_FOLDED, count_on_commit
 from tarifa.tenants.models import Customer, Tenant
 
 ZERO = Decimal(0)
@@ -648,6 +649,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
             added = add_to_summaries(cursor, table="usage_billed")
             result.folded, result.charged = added.records, added.charged
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
+            count_on_commit(USAGE_FOLDED, result.folded)
             emit_events_of_summaries(ids=summary_ids, crossed=crossed_thresholds(moves), batch_id=batch.id)
         cursor.execute("SELECT DISTINCT summary_id FROM usage_work WHERE outcome = 'new' AND status = 'rated'")
         result.pending_summaries = {row[0] for row in cursor.fetchall()} - set(summary_ids)

@@ -28,6 +28,7 @@ from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
 from tarifa.metering.services.set_folding import NOTHING_WAITING, claim_size, fold_claimed_in_sql
+from tarifa.ops.metrics import USAGE_FOLDED, count_on_commit
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -80,6 +81,7 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
                 _close_batch(claimed=done.read, touched=done.summary_ids,
                              taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
                              batch_id=done.batch_id)
+                count_on_commit(USAGE_FOLDED, done.records)
                 return FoldResult(done.records, done.charged, 1, 0)
         summaries = lock_summaries(claimed)
         waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
@@ -98,6 +100,7 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
         failed = sum(1 for r in records if r.status == UsageRecord.Status.FAILED)
         FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
+        count_on_commit(USAGE_FOLDED, billed)
         _close_batch(claimed=claimed, touched=sorted({r.summary_id for r in records}),
                      taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
                      keep_markers=record_ids is not None)

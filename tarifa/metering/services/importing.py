@@ -26,6 +26,7 @@ from tarifa.metering.services.ingestion import (
     CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, RecordResult, _Rejected, clean_record, ingest_usage, parse_quantity,
     rejection, text_value,
 )
+from tarifa.ops.metrics import count_usage
 from tarifa.tenants.models import Tenant
 
 MAX_PROBLEMS = 20
@@ -58,14 +59,18 @@ def import_usage(*, tenant: Tenant, records: Iterable[dict], chunk_size: int | N
             on_progress(len(chunk))
         chunk.clear()
 
+    passed_over = ImportReport()
     for record in records:
-        if _passed_over(record, report):
+        if _passed_over(record, passed_over):
             continue
         chunk.append(record)
         if len(chunk) >= chunk_size:
             flush()
     if chunk:
         flush()
+    count_usage(passed_over.counts)  # ingest_usage counted the others
+    report.counts += passed_over.counts
+    report.problems = (passed_over.problems + report.problems)[:MAX_PROBLEMS]
     return report
 
 
@@ -261,6 +266,7 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
                 chunk, text, staged = item
                 result = _store_chunk(tenant=tenant, text=text, wait_turn=lambda: turns.wait_for(chunk))
                 turns.committed(chunk)
+                count_usage({status: result.counts.get(status, 0) for status in ("accepted", "duplicate", "conflict")})
                 with reporting:
                     for status in ("accepted", "duplicate", "conflict"):
                         store_report.counts[status] += result.counts.get(status, 0)
@@ -295,6 +301,7 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
     with transaction.atomic():  # durable before we report it: flushes the WAL of every chunk
         with connection.cursor() as cursor:
             cursor.execute("SELECT txid_current()")  # a transaction id, so the commit is a real flush
+    count_usage(read_report.counts)  # the lines never staged: unbillable or unreadable
     report = ImportReport(counts=read_report.counts + store_report.counts,
                           problems=(read_report.problems + store_report.problems)[:MAX_PROBLEMS])
     return report

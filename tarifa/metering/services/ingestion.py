@@ -25,6 +25,7 @@ from tarifa.core.errors import DomainError
 from tarifa.metering.models import PendingSummary, Summary, UsageRecord
 from tarifa.metering.pricing import Rater, Rating
 from tarifa.metering.services.plans import KIND_PATTERN
+from tarifa.ops.metrics import count_usage
 from tarifa.runtime.selectors import queued_jobs
 from tarifa.runtime.services import enqueue_many
 from tarifa.tenants.models import Tenant
@@ -143,9 +144,9 @@ def ingest_usage(*, tenant: Tenant, records: list) -> IngestResult:
     """Store and rate up to MAX_RECORDS_PER_CALL records; answer per record, in input order."""
     if len(records) > MAX_RECORDS_PER_CALL:
         raise DomainError("too_many_records", f"At most {MAX_RECORDS_PER_CALL} records per call.", field="records")
-    if connection.vendor == "postgresql":
-        return ingest_in_sql(tenant=tenant, records=records)
-    return ingest_in_python(tenant=tenant, records=records)
+    result = (ingest_in_sql if connection.vendor == "postgresql" else ingest_in_python)(tenant=tenant, records=records)
+    count_usage(result.counts)
+    return result
 
 
 def ingest_in_python(*, tenant: Tenant, records: list) -> IngestResult:

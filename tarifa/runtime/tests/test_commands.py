@@ -109,3 +109,24 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path, args, message):
     result = _tarifa(args, env)
     assert result.returncode != 0
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_import_by_the_command_is_counted_where_the_web_process_reads_metrics(tmp_path):
+    """`tarifa usage import` runs in its own process: its counts go to the shared metrics folder
+    that /metrics of `tarifa web` adds up."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    env = _env(tmp_path)
+    assert _tarifa(["migrate", "-v0"], env).returncode == 0
+    assert _tarifa(["tenant", "create", "Acme", "--slug", "acme"], env).returncode == 0
+    usage = tmp_path / "usage.jsonl"
+    usage.write_text('{"id": "r1", "customer": "c1", "kind": "call", "quantity": 60, '
+                     '"occurred_at": "2025-12-01T10:00:00Z"}\n{broken\n')
+    result = _tarifa(["usage", "import", str(usage), "--tenant", "acme", "--format", "jsonl", "--no-progress"], env)
+    assert result.returncode == 1 and "accepted=1" in result.stdout, result.stdout + result.stderr
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path / "var" / "metrics"))
+    text = generate_latest(registry).decode()
+    assert 'tarifa_usage_records_total{outcome="accepted"} 1.0' in text
+    assert 'tarifa_usage_records_total{outcome="rejected"} 1.0' in text
