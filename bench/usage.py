@@ -1,6 +1,7 @@
 """Usage benchmark on PostgreSQL: CDRs for 1,000 customers over two months.
 
-Measures, in one run:
+Measures, in one run (ours and the floor also in CPU time per record, by part, which says more
+about another machine than a rate does: the floor runs on one core, ours on all):
   1. ours, file: `tarifa usage import Master.csv` (rated on the way in) + folding by 2 workers,
      end to end, with the import process's peak memory;
   2. ours, HTTP: POST /api/v1/usage in batches of 1,000 to `tarifa web` (gunicorn), twice: with the
@@ -103,6 +104,53 @@ def write_cdrs(path: Path, count: int, *, seed: int = 1, id_prefix: str = "") ->
                              f"{id_prefix}{n}", ""])
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by PostgreSQL, by the Tarifa processes this bench started (importer,
+    web, workers) and by this process (the HTTP clients, the polling). A part's figure is what its
+    live processes used plus what its exited ones used (counted in their parents' children times:
+    the postmaster's for backends, ours for the processes we waited for), so the difference of two
+    readings is what it spent in between, whoever started or exited meanwhile. Linux /proc, and
+    PostgreSQL on this machine."""
+    tick = os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[str, int, float, float]] = {}  # pid -> (name, parent, own, exited children)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                name, fields = stat.read().split(" (", 1)[1].rsplit(")", 1)
+        except OSError:
+            continue
+        values = fields.split()
+        processes[int(entry)] = (name, int(values[1]), (int(values[11]) + int(values[12])) / tick,
+                                 (int(values[13]) + int(values[14])) / tick)
+    postgres = {pid for pid, (name, *_rest) in processes.items() if name == "postgres"}
+    pg = sum(processes[pid][2] for pid in postgres)
+    pg += sum(processes[pid][3] for pid in postgres if processes[pid][1] not in postgres)  # the postmaster's
+    ours, parents = set(), {os.getpid()}
+    while parents:  # the live processes descending from this one
+        parents = {pid for pid, (_name, parent, *_rest) in processes.items() if parent in parents} - ours
+        ours |= parents
+    reaped, me = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    return {"PostgreSQL": pg,
+            "Tarifa processes": reaped.ru_utime + reaped.ru_stime + sum(processes[pid][2] + processes[pid][3]
+                                                                         for pid in ours),
+            "bench client": me.ru_utime + me.ru_stime}
+
+
+def cpu_per_record(before: dict[str, float], records: int) -> dict[str, float]:
+    """Microseconds of CPU per record since the reading `before`, by part."""
+    return {part: (seconds - before[part]) / records * 1e6 for part, seconds in cpu_seconds().items()}
+
+
+def describe_cpu(used: dict[str, float]) -> str:
+    total = sum(used.values())
+    cores = os.cpu_count() or 1
+    parts = ", ".join(f"{part} {value:.0f}" for part, value in used.items())
+    return (f"  CPU per record: {total:.0f} µs ({parts}); all {cores} cores busy on it would make at most "
+            f"{cores / total * 1e6:,.0f} records/s")
+
+
 def wait_folded(tenant, timeout: float = 3600) -> None:
     from tarifa.metering.models import UsageRecord
 
@@ -114,9 +162,20 @@ def wait_folded(tenant, timeout: float = 3600) -> None:
 
 
 def start_workers(url: str, count: int) -> list[subprocess.Popen]:
+    """Start `count` workers and return once each has sent its first heartbeat, so that what is
+    measured next does not include their start (about a second of CPU each)."""
+    from tarifa.runtime.models import WorkerHeartbeat
+
     env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING", "TARIFA_WORKER_POLL_SECONDS": "0.1"}
-    return [subprocess.Popen([sys.executable, "-m", "tarifa", "worker"], env=env, cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    workers = [subprocess.Popen([sys.executable, "-m", "tarifa", "worker"], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    deadline = time.monotonic() + 60
+    while WorkerHeartbeat.objects.filter(pid__in=[w.pid for w in workers]).count() < count:
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            stop(workers)
+            raise SystemExit("bench: the fold workers did not start")
+        time.sleep(0.1)
+    return workers
 
 
 def stop(processes) -> None:
@@ -137,7 +196,7 @@ def bench_file(url: str, path: Path, records: int, workers: int, *, extra_prefix
     env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING"}
     pool = start_workers(url, workers)
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         importer = subprocess.Popen([sys.executable, "-m", "tarifa", "usage", "import", str(path), "--tenant",
                                      tenant.slug, "--format", "asterisk-csv", "--no-progress"], env=env, cwd=ROOT,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -152,6 +211,7 @@ def bench_file(url: str, path: Path, records: int, workers: int, *, extra_prefix
         total_seconds = time.perf_counter() - t0
     finally:
         stop(pool)
+    cpu = cpu_per_record(cpu0, records)  # the workers' share too, now that they are stopped
     from tarifa.metering.models import UsageRecord
     from tarifa.metering.services.reconciliation import find_differences
 
@@ -159,7 +219,7 @@ def bench_file(url: str, path: Path, records: int, workers: int, *, extra_prefix
     assert billed == records, f"{billed} of {records} billed"
     differences = len(find_differences(tenant=tenant))
     return {"seconds": total_seconds, "import_seconds": import_seconds, "rate": records / total_seconds,
-            "peak_mb": peak_kb / 1024, "differences": differences, "output": output.strip()}
+            "peak_mb": peak_kb / 1024, "differences": differences, "output": output.strip(), "cpu": cpu}
 
 
 def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fold_beside: bool = True) -> dict:
@@ -201,7 +261,7 @@ def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fol
                         accepted[0] += response.json()["accepted"]
 
         threads = [threading.Thread(target=client, args=(bodies[i::4],)) for i in range(4)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -217,7 +277,7 @@ def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fol
         stop([web, *pool])
     assert accepted[0] == records, f"{accepted[0]} of {records} accepted"
     return {"seconds": seconds, "rate": records / seconds, "folded_seconds": folded_seconds,
-            "folded_rate": records / folded_seconds}
+            "folded_rate": records / folded_seconds, "cpu": cpu_per_record(cpu0, records)}
 
 
 def bench_naive(path: Path, sample: int, *, extra_prefixes: int) -> dict:
@@ -278,7 +338,7 @@ def bench_floor(url: str, path: Path, records: int) -> dict:
             answer timestamp, "end" timestamp, duration int, billsec int, disposition text, amaflags text,
             uniqueid text, userfield text)""")
         conn.execute("CREATE TABLE floor_summary (accountcode text, month int, year int, calls bigint, seconds bigint)")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         with conn.cursor() as cursor:
             with path.open("rb") as handle, cursor.copy("COPY floor_cdr FROM STDIN WITH (FORMAT csv)") as copy:
                 while chunk := handle.read(1 << 20):
@@ -286,9 +346,9 @@ def bench_floor(url: str, path: Path, records: int) -> dict:
             cursor.execute("""INSERT INTO floor_summary SELECT accountcode, extract(month FROM start)::int,
                 extract(year FROM start)::int, count(*), sum(billsec) FROM floor_cdr
                 WHERE disposition = 'ANSWERED' GROUP BY 1, 2, 3""")
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, cpu_per_record(cpu0, records)
         conn.execute("DROP TABLE floor_cdr, floor_summary")
-    return {"seconds": seconds, "rate": records / seconds}
+    return {"seconds": seconds, "rate": records / seconds, "cpu": cpu}
 
 
 def main() -> None:
@@ -317,6 +377,7 @@ def main() -> None:
         results["floor"] = bench_floor(url, path, args.records)
         print(f"raw-SQL floor (COPY + INSERT…SELECT…GROUP BY): {results['floor']['rate']:>10,.0f} records/s "
               f"({results['floor']['seconds']:.1f} s)", flush=True)
+        print(describe_cpu(results["floor"]["cpu"]), flush=True)
     if "naive" not in skip:
         results["naive"] = bench_naive(path, args.naive_sample, extra_prefixes=args.extra_prefixes)
         print(f"naive (1 ORM transaction per record, {args.naive_sample:,} sample): "
@@ -326,11 +387,14 @@ def main() -> None:
         print(f"ours: import Master.csv + rate + fold:   {ours['rate']:>10,.0f} records/s "
               f"({ours['seconds']:.1f} s, import {ours['import_seconds']:.1f} s); import peak memory "
               f"{ours['peak_mb']:.0f} MB; reconcile differences: {ours['differences']}", flush=True)
+        print(describe_cpu(ours["cpu"]), flush=True)
         if "naive" in results:
             print(f"  ratio ours/naive: {ours['rate'] / results['naive']['rate']:.1f}x")
         if "floor" in results:
             print(f"  ratio ours/floor: {ours['rate'] / results['floor']['rate']:.2f} "
-                  f"(floor is {results['floor']['rate'] / ours['rate']:.1f}x faster; target: within 3x)")
+                  f"(floor is {results['floor']['rate'] / ours['rate']:.1f}x faster; target: within 3x); "
+                  f"in CPU per record, ours costs {sum(ours['cpu'].values()) / sum(results['floor']['cpu'].values()):.1f}x"
+                  " the floor's")
     for name, fold_beside, label in (("http", True, f"{args.workers} fold workers running beside it"),
                                      ("http-alone", False, "fold workers started after it")):
         if name in skip:
@@ -340,6 +404,7 @@ def main() -> None:
         print(f"ours: HTTP ingestion, batches of 1,000, {label}: {http['rate']:>10,.0f} records/s "
               f"({http['seconds']:.1f} s); all folded after {http['folded_seconds']:.1f} s "
               f"({http['folded_rate']:,.0f} records/s end to end)", flush=True)
+        print(describe_cpu(http["cpu"]) + " end to end", flush=True)
     print("targets: file end to end >= 50,000 records/s, import peak < 200 MB, HTTP >= 20,000 records/s")
 
 
