@@ -23,8 +23,8 @@ from tarifa.metering.importers import Skipped, asterisk_attributes, asterisk_cdr
 from tarifa.metering.services import bulk
 from tarifa.metering.services.plans import KIND_PATTERN
 from tarifa.metering.services.ingestion import (
-    CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, RecordResult, _Rejected, clean_record, ingest_usage, parse_quantity,
-    rejection, text_value,
+    CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, RecordResult, _Rejected, check_attributes, clean_record, ingest_usage,
+    parse_quantity, rejection, text_value,
 )
 from tarifa.ops.metrics import count_usage
 from tarifa.tenants.models import Tenant
@@ -114,6 +114,8 @@ def _clean_rows(records: Iterable[dict]):
 
 # Characters a JSON string must escape; attributes without any are written out directly.
 JSON_SPECIAL = re.compile(r'[\x00-\x1f"\\]')
+# What COPY's text format must escape, or cannot hold (NUL): a value without any goes as it is.
+COPY_SPECIAL_OR_NUL = re.compile(r"[\\\t\n\r\x00]")
 
 
 def _is_whole_count(text: str) -> bool:
@@ -132,7 +134,7 @@ def _asterisk_rows(cdrs, *, kind: str):
         _line, uniqueid, account, billsec, start, dst, kept = cdr
         src, dcontext, channel, duration, userfield = kept
         if (ID_PATTERN.match(uniqueid) and account and len(account) <= 128 and len(dst) <= 64
-                and _is_whole_count(billsec) and not bulk.COPY_SPECIAL.search(uniqueid + account + dst)
+                and _is_whole_count(billsec) and not COPY_SPECIAL_OR_NUL.search(uniqueid + account + dst)
                 and not JSON_SPECIAL.search(src + dcontext + channel + duration + userfield)):
             extra = f', "userfield": "{userfield}"' if userfield else ""
             # Local time: PostgreSQL applies the tenant's zone (occurred_local).
@@ -146,11 +148,11 @@ def _asterisk_rows(cdrs, *, kind: str):
             customer = text_value(account, "customer")
             quantity = billsec if _is_whole_count(billsec) else str(parse_quantity(billsec))
             destination = text_value(dst, "destination", required=False, limit=64)
+            attributes = check_attributes(asterisk_attributes(kept))
         except _Rejected as rejected:
             yield RecordResult(uniqueid, "rejected", rejected.code, rejected.message)
             continue
-        yield bulk.copy_line((record_id, customer, kind, quantity, None, start, destination,
-                              json.dumps(asterisk_attributes(kept))))
+        yield bulk.copy_line((record_id, customer, kind, quantity, None, start, destination, json.dumps(attributes)))
 
 
 class _ImportStopped(Exception):

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from tarifa.core.errors import DomainError
+from tarifa.core.text import NUL, NUL_REFUSED, nul_path
 from tarifa.metering.models import PendingSummary, Summary, UsageRecord
 from tarifa.metering.pricing import Rater, Rating
 from tarifa.metering.services.plans import KIND_PATTERN
@@ -74,7 +75,8 @@ def _text(record: dict, key: str, *, required: bool = True, limit: int = 128) ->
 
 
 def text_value(value, key: str, *, required: bool = True, limit: int = 128) -> str:
-    if value.__class__ is str and 0 < len(value) <= limit and not value[0].isspace() and not value[-1].isspace():
+    if (value.__class__ is str and 0 < len(value) <= limit and not value[0].isspace() and not value[-1].isspace()
+            and NUL not in value):
         return value  # the usual case, first: checked per record of every call
     if value is None or value == "":
         if required:
@@ -85,7 +87,22 @@ def text_value(value, key: str, *, required: bool = True, limit: int = 128) -> s
     value = str(value).strip()
     if len(value) > limit:
         raise _Rejected(f"invalid_{key}", f"'{key}' is longer than {limit} characters.")
+    if NUL in value:
+        raise _Rejected(f"invalid_{key}", NUL_MESSAGE.format(key=key))
     return value
+
+
+# A NUL in one record (core.text) had failed its whole call; it rejects that record alone.
+NUL_MESSAGE = "'{key}' " + NUL_REFUSED
+
+
+def check_attributes(attributes) -> dict:
+    """`attributes` if it is a JSON object PostgreSQL can store (no NUL in any key or string)."""
+    if not isinstance(attributes, dict):
+        raise _Rejected("invalid_attributes", "'attributes' must be a JSON object.")
+    if attributes and nul_path(attributes) is not None:
+        raise _Rejected("invalid_attributes", NUL_MESSAGE.format(key="attributes"))
+    return attributes
 
 
 def clean_record(record, *, with_hash: bool = True) -> _Clean:
@@ -107,9 +124,7 @@ def clean_record(record, *, with_hash: bool = True) -> _Clean:
     if occurred_at.tzinfo is None:
         raise _Rejected("invalid_occurred_at", "'occurred_at' needs a UTC offset (e.g. 2025-12-01T10:00:00-03:00).")
     destination = _text(record, "destination", required=False, limit=64)
-    attributes = record.get("attributes") or {}
-    if not isinstance(attributes, dict):
-        raise _Rejected("invalid_attributes", "'attributes' must be a JSON object.")
+    attributes = check_attributes(record.get("attributes") or {})
     if not with_hash:  # PostgreSQL hashes staged records itself (bulk.py)
         return _Clean(record_id, customer, kind, quantity, occurred_at, destination, attributes, "")
     canonical = json.dumps(

@@ -111,6 +111,25 @@ def test_asterisk_values_that_need_escaping_are_stored_as_read(tenant, customers
     assert stored["wide.4"].quantity == 45 and stored["tabbed.3"].destination == "33 33\t4444"
 
 
+def test_a_nul_character_in_a_cdr_rejects_its_line_not_the_import(tenant, customers, tmp_path, capsys):
+    """Python's csv module passes NUL through; PostgreSQL's COPY and jsonb take none."""
+    path = _master_csv(tmp_path, [
+        ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="1700000000.1"),
+        ROW.format(dst="3333\x004444", minute=1, billsec=45, disposition="ANSWERED", uid="1700000000.2"),
+        ROW.format(dst="33334444", minute=2, billsec=45, disposition="ANSWERED", uid="1700000000.3").replace(
+            '"c1"', '"c\x001"', 1),
+        ROW.format(dst="33334444", minute=3, billsec=45, disposition="ANSWERED", uid="1700000000.4").replace(
+            '"DOCUMENTATION","1700000000.4",""', '"DOCUMENTATION","1700000000.4","vip\x00"'),
+        ROW.format(dst="33334444", minute=4, billsec=45, disposition="ANSWERED", uid="1700000000.5"),
+    ])
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
+    out = capsys.readouterr().out
+    assert "accepted=2" in out and "rejected=3" in out
+    assert "1700000000.2: invalid_destination" in out and "1700000000.3: invalid_customer" in out
+    assert "1700000000.4: invalid_attributes" in out
+    assert set(UsageRecord.objects.values_list("external_id", flat=True)) == {"1700000000.1", "1700000000.5"}
+
+
 def test_csv_and_jsonl_imports(tenant, customers, tmp_path, capsys):
     csv_path = tmp_path / "usage.csv"
     csv_path.write_text("id,customer,kind,quantity,occurred_at,destination,campaign\n"

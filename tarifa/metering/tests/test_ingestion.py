@@ -28,6 +28,27 @@ def test_each_record_gets_its_own_answer(api, customers):
     assert all(r["message"] for r in body["results"] if r["status"] == "rejected")
 
 
+def test_a_nul_character_rejects_its_record_not_the_call(api, customers):
+    """PostgreSQL stores no NUL in text or jsonb: one record with it had failed the whole call (500)."""
+    records = [
+        call("ok-1", "c1", 45, at(1)),
+        {**call("nul-attr", "c1", 45, at(1)), "attributes": {"note": "a\x00b"}},
+        {**call("nul-deep", "c1", 45, at(1)), "attributes": {"legs": [{"to": "x"}, {"to": "\x00"}]}},
+        {**call("nul-key", "c1", 45, at(1)), "attributes": {"k\x00": "v"}},
+        call("nul-dest", "c1", 45, at(1), "3333\x004444"),
+        call("nul-customer", "c\x001", 45, at(1)),
+        call("ok-2", "c1", 45, at(1, 1)),
+    ]
+    body = api.post("/api/v1/usage", {"records": records}).json()
+    assert [(r["id"], r["status"], r["code"]) for r in body["results"]] == [
+        ("ok-1", "accepted", None), ("nul-attr", "rejected", "invalid_attributes"),
+        ("nul-deep", "rejected", "invalid_attributes"), ("nul-key", "rejected", "invalid_attributes"),
+        ("nul-dest", "rejected", "invalid_destination"), ("nul-customer", "rejected", "invalid_customer"),
+        ("ok-2", "accepted", None)]
+    assert "NUL" in body["results"][1]["message"]
+    assert set(UsageRecord.objects.values_list("external_id", flat=True)) == {"ok-1", "ok-2"}
+
+
 def test_duplicates_count_once_and_conflicts_are_reported(api, customers):
     first = api.post("/api/v1/usage", {"records": [call("r1", "c1", 45, at(1))]}).json()
     assert first["accepted"] == 1
