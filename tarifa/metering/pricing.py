@@ -13,7 +13,9 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from tarifa.metering.models import PricePlan, Rate, RateSnapshot, Subscription
-from tarifa.metering.rating import RateTerms, Tier, billable_quantity, longest_prefix, rate_key
+from tarifa.metering.rating import (
+    RateTerms, Tier, billable_quantity, charge_out_of_range, longest_prefix, rate_key,
+)
 from tarifa.tenants.models import Customer, Tenant
 
 
@@ -57,6 +59,11 @@ def snapshot_ids_for(datas: list[dict]) -> list[int]:
                                          ignore_conflicts=True)
         found.update(RateSnapshot.objects.filter(digest__any=list(missing)).values_list("digest", "id"))
     return [found[d] for d in digests]
+
+
+def max_price(rate: Rate) -> Decimal:
+    """The highest price per block a rate may charge: its price, or its dearest tier's."""
+    return max([rate.price, *(Decimal(str(tier["price"])) for tier in rate.tiers or [])])
 
 
 def terms_of(snapshot: dict) -> RateTerms:
@@ -144,6 +151,10 @@ class Rater:
         rate = table.rate_for(kind, rate_key(kind=kind, destination=destination, attributes=attributes))
         if rate is None:
             return Rating(status="unrated", reason="no_rate_for_kind", customer_id=customer.id, plan_id=table.plan.id)
+        if charge_out_of_range(quantity, minimum=rate.minimum, increment=rate.increment, block_size=rate.block_size,
+                               max_price=max_price(rate)):
+            return Rating(status="unrated", reason="charge_out_of_range", customer_id=customer.id,
+                          plan_id=table.plan.id)
         snapshot_id = self._snapshots.get(rate.id)
         if snapshot_id is None:
             snapshot_id = self._snapshots[rate.id] = snapshot_id_for(snapshot_of(rate, table.plan))

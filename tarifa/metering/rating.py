@@ -41,6 +41,20 @@ class RateTerms:
     places: int = 2
 
 
+# The most a record may be charged. Money columns hold less than 10^14, so a summary holds at
+# least a hundred records of the largest charge; one record priced beyond any column (a quantity
+# of 10^16 seconds, say) had failed every fold of its summary, and an import's whole chunk.
+MAX_RECORD_CHARGE = Decimal(10) ** 12
+
+
+def charge_out_of_range(quantity: Decimal, *, minimum: Decimal, increment: Decimal, block_size: Decimal,
+                        max_price: Decimal) -> bool:
+    """Whether a record could be charged MAX_RECORD_CHARGE or more: a bound (its billable quantity
+    is at most its quantity or minimum plus one increment, priced at the rate's highest tier),
+    which bulk rating computes in SQL the same way."""
+    return (max(quantity, minimum) + increment) * max_price / block_size >= MAX_RECORD_CHARGE
+
+
 def billable_quantity(quantity: Decimal, *, minimum: Decimal, increment: Decimal) -> Decimal:
     """Round a used quantity up to the billing increment, charging at least the minimum.
 

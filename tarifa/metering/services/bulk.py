@@ -37,7 +37,8 @@ from django.db import connection, transaction
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, PricePlan, Rate, Summary, SummaryLine, UsageRecord,
 )
-from tarifa.metering.pricing import snapshot_ids_for, snapshot_of
+from tarifa.metering.pricing import max_price, snapshot_ids_for, snapshot_of
+from tarifa.metering.rating import MAX_RECORD_CHARGE
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.ops.metrics import USAGE_FOLDED, count_on_commit
 from tarifa.tenants.models import Customer, Tenant
@@ -104,7 +105,7 @@ def create_stage() -> None:
             CREATE TEMP TABLE IF NOT EXISTS bulk_rates (
                 plan_id bigint, lookup_kind text, prefix text, rate_id bigint, rated_kind text, unit text,
                 price numeric, block_size numeric, minimum numeric, increment numeric, places integer,
-                rounding text, tiered boolean, currency text, snapshot_id bigint, walked boolean);
+                rounding text, tiered boolean, currency text, snapshot_id bigint, walked boolean, max_price numeric);
             -- the rates of a (plan, kind looked up) that has few are walked longest prefix first
             CREATE INDEX IF NOT EXISTS bulk_rates_longest ON bulk_rates (plan_id, lookup_kind, length(prefix) DESC)
                 WHERE walked;
@@ -188,12 +189,12 @@ def load_rate_tables(*, tenant: Tenant, before_writing: Callable[[], None] = _no
             for prefix, rate in table.items():
                 rate_rows.append((plan.id, lookup_kind, prefix, rate.id, rate.kind, rate.unit, rate.price,
                                   rate.block_size, rate.minimum, rate.increment, plan.currency_places, rate.rounding,
-                                  bool(rate.tiers), plan.currency, snapshot_by_rate[rate.id], walked))
+                                  bool(rate.tiers), plan.currency, snapshot_by_rate[rate.id], walked, max_price(rate)))
         for kind in by_kind:
             allowance = covering_allowance(allowances.get(plan.id, []), kind)
             if allowance is not None:
                 allowance_rows.append((plan.id, kind, allowance.id, allowance.quantity))
-    probed = not all(row[-1] for row in rate_rows)
+    probed = any(not walked for *_columns, walked, _max_price in rate_rows)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         cursor.execute("TRUNCATE bulk_rates, bulk_rate_lengths, bulk_allowances, bulk_rates_key")
@@ -222,7 +223,7 @@ def _prefix_lengths(rate_rows) -> list[tuple[int, str, str, list[int]]]:
     """bulk_rate_lengths' rows, for the probed (plan, kind)s: the key "0219…" can only match
     prefixes that start with "0" (or the empty one), so it is probed at their lengths only."""
     heads: dict[tuple[int, str], dict[str, set[int]]] = {}
-    for plan_id, lookup_kind, prefix, *_terms, walked in rate_rows:
+    for plan_id, lookup_kind, prefix, *_terms, walked, _max_price in rate_rows:
         if not walked:
             heads.setdefault((plan_id, lookup_kind), {}).setdefault(prefix[:1], set()).add(len(prefix))
     rows = []
@@ -281,9 +282,13 @@ _PROBE = """SELECT br.* FROM unnest((SELECT bl.lengths FROM bulk_rate_lengths bl
                  WHERE l.n <= length(s.rate_key)
                  ORDER BY l.i LIMIT 1"""
 
-WALK_RATES = f"LEFT JOIN LATERAL ({_WALK}) br ON true"
+# The rate found is `br` unless a charge at it could reach MAX_RECORD_CHARGE (rating.charge_out_of_range):
+# then the record is unrated, `charge_out_of_range`.
+_IN_RANGE = f"""LEFT JOIN LATERAL (SELECT found.* WHERE (greatest(s.quantity, found.minimum) + found.increment)
+                                                  * found.max_price / found.block_size < {MAX_RECORD_CHARGE}) br ON true"""
+WALK_RATES = f"LEFT JOIN LATERAL ({_WALK}) found ON true {_IN_RANGE}"
 # Only when a tenant has a probed (plan, kind): its extra plan nodes cost 4% of a chunk's time.
-WALK_OR_PROBE_RATES = f"LEFT JOIN LATERAL (({_WALK}) UNION ALL ({_PROBE}) LIMIT 1) br ON true"
+WALK_OR_PROBE_RATES = f"LEFT JOIN LATERAL (({_WALK}) UNION ALL ({_PROBE}) LIMIT 1) found ON true {_IN_RANGE}"
 
 # rating.billable_quantity: round up to the increment, at least the minimum; zero stays zero.
 BILLABLE = """CASE WHEN m.quantity <= 0 THEN 0 WHEN m.quantity <= m.minimum THEN m.minimum
@@ -362,6 +367,7 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool) -> N
         ),
         matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
             SELECT s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
+                   found.rate_id IS NOT NULL AND br.rate_id IS NULL AS out_of_range,
                    c.id AS customer_id, c.billing_mode, p.plan_id, br.rate_id, br.rated_kind, br.unit, br.price,
                    br.block_size, br.minimum, br.increment, br.places, br.rounding, br.tiered, br.currency,
                    br.snapshot_id
@@ -389,7 +395,8 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool) -> N
                  ELSE 'new' END,
             CASE WHEN m.rate_id IS NULL THEN 'unrated' ELSE 'rated' END,
             CASE WHEN m.customer_id IS NULL THEN 'unknown_customer' WHEN m.plan_id IS NULL THEN 'no_plan'
-                 WHEN m.rate_id IS NULL THEN 'no_rate_for_kind' ELSE '' END,
+                 WHEN m.out_of_range THEN 'charge_out_of_range' WHEN m.rate_id IS NULL THEN 'no_rate_for_kind'
+                 ELSE '' END,
             m.customer_id, m.billing_mode = 'prepaid', m.plan_id, m.rate_id, coalesce(m.rated_kind, ''), m.unit,
             m.billable, m.snapshot_id, m.currency, m.price, m.block_size,
             m.places, m.rounding, m.tiered, a.allowance_id, a.included,

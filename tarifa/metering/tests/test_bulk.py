@@ -86,7 +86,9 @@ records_strategy = st.lists(
         "customer": st.sampled_from(["c1", "c1", "c1", "c2", "c2", *CUSTOMERS[2:]]),  # mostly foldable
         "kind": st.sampled_from(["call"] * 4 + KINDS),
         "quantity": st.one_of(st.integers(0, 900), st.decimals(0, 900, places=2).map(str),
-                              st.integers(0, 3000)),
+                              st.integers(0, 3000),
+                              # around MAX_RECORD_CHARGE at call.local's terms, and far beyond any
+                              st.sampled_from(["461538461538455", "461538461538456", "10000000000000000"])),
         # around the month boundaries, in minutes so that ties happen
         "occurred_at": st.integers(-90, 60 * 24 * 40).map(
             lambda m: (MONTH_START + timedelta(minutes=m * 7)).isoformat()),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tarifa.metering.models import UsageRecord
+from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.tests.conftest import at, call
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +48,24 @@ def test_a_nul_character_rejects_its_record_not_the_call(api, customers):
         ("ok-2", "accepted", None)]
     assert "NUL" in body["results"][1]["message"]
     assert set(UsageRecord.objects.values_list("external_id", flat=True)) == {"ok-1", "ok-2"}
+
+
+def test_a_record_priced_beyond_any_summary_is_unrated_and_the_others_fold(tenant, customers):
+    """10^16 seconds at R$ 0.10 a minute: a charge no money column holds, which had failed every fold
+    of the customer's summary (and an import's whole chunk). Rated by the API and by an import."""
+    from tarifa.metering.services.importing import import_usage
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.reconciliation import find_differences
+
+    huge = "10000000000000000"
+    ingest_usage(tenant=tenant, records=[call("api-huge", "c1", huge, at(1)), call("api-ok", "c1", 60, at(1, 1))])
+    report = import_usage(tenant=tenant, records=[call("imp-huge", "c1", huge, at(2)), call("imp-ok", "c1", 60, at(2, 1))])
+    assert report.counts["accepted"] == 2
+    fold_all_pending(batch_size=1000)
+    stored = {r.external_id: (r.status, r.unrated_reason) for r in UsageRecord.objects.all()}
+    assert stored == {"api-huge": ("unrated", "charge_out_of_range"), "imp-huge": ("unrated", "charge_out_of_range"),
+                      "api-ok": ("billed", ""), "imp-ok": ("billed", "")}
+    assert find_differences(tenant=tenant) == []
 
 
 def test_duplicates_count_once_and_conflicts_are_reported(api, customers):
