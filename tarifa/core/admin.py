@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from tarifa.core.errors import DomainError
+from tarifa.core.text import NUL_REFUSED, nul_path
 
 
 class URLAdmin(admin.ModelAdmin):
@@ -48,6 +49,9 @@ class ServiceCheckedForm(forms.ModelForm):
         data = super().clean()
         if self.errors:  # a value the field itself refused (not a number, not JSON) is reported first
             return data
+        for name, value in data.items():  # Django's text fields refuse NUL; its JSON fields do not
+            if nul_path(value) is not None:
+                raise ValidationError({name: f"This value {NUL_REFUSED}"})
         try:
             checked = self.check({name: data[name] for name in self.checked_fields if data.get(name) is not None})
         except DomainError as error:

@@ -35,6 +35,8 @@ def test_a_customer_is_checked_and_normalised_and_keeps_its_tenant_and_id(operat
     assert page.status_code == 200 and list(page.context["adminform"].form.errors) == ["phone"]
     page = operator.post(url, {**values, "metadata": "[1]"})
     assert list(page.context["adminform"].form.errors) == ["metadata"]
+    page = operator.post(url, {**values, "metadata": '{"note": "a\\u0000b"}'})  # PostgreSQL's jsonb refuses it
+    assert list(page.context["adminform"].form.errors) == ["metadata"]
     # tenant and external_id are not fields of the change form: posting them changes nothing
     assert operator.post(url, {**values, "phone": "(11) 98765-4321", "email": "Ana@Example.COM",
                                "external_id": "org-2", "tenant": 999}).status_code == 302
