@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from django.db import transaction
 
 from tarifa.core.errors import Conflict, DomainError
-from tarifa.core.money import MONEY
+from tarifa.core.money import MONEY, QUANTITY, check_decimal
 from tarifa.metering.models import Allowance, PricePlan, Rate, Subscription
 from tarifa.metering.rating import ROUNDING_MODES, normalize_destination, rate_key
 from tarifa.tenants.models import Customer, Tenant
@@ -17,14 +17,14 @@ from tarifa.tenants.models import Customer, Tenant
 KIND_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
 
-def _decimal(value, *, field: str, positive: bool = False) -> Decimal:
+def _decimal(value, *, field: str, positive: bool = False, column: dict = QUANTITY) -> Decimal:
     try:
         number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         raise DomainError("invalid_number", f"{field} must be a decimal number, got {value!r}.", field=field)
     if not number.is_finite() or number < 0 or (positive and number == 0):
         raise DomainError("invalid_number", f"{field} must be {'> 0' if positive else '>= 0'}.", field=field)
-    return number
+    return check_decimal(number, field=field, column=column)
 
 
 def _check_kind(kind: str, *, field: str) -> str:
@@ -50,7 +50,7 @@ def clean_rate(rate: dict, *, where: str = "") -> dict:
         tiers.append({
             "up_to": None if up_to in (None, "") else str(
                 _decimal(up_to, field=_at(where, f"tiers[{t_index}].up_to"), positive=True)),
-            "price": str(_decimal(tier.get("price"), field=_at(where, f"tiers[{t_index}].price"))),
+            "price": str(_decimal(tier.get("price"), field=_at(where, f"tiers[{t_index}].price"), column=MONEY)),
         })
     bounds = [Decimal(t["up_to"]) for t in tiers if t["up_to"] is not None]
     if tiers and (tiers[-1]["up_to"] is not None or bounds != sorted(set(bounds)) or len(bounds) != len(tiers) - 1):
@@ -74,7 +74,7 @@ def clean_rate(rate: dict, *, where: str = "") -> dict:
         destination_prefix=prefix,
         description=rate.get("description", ""),
         unit=unit,
-        price=_decimal(rate.get("price", 0), field=_at(where, "price")),
+        price=_decimal(rate.get("price", 0), field=_at(where, "price"), column=MONEY),
         block_size=_decimal(rate.get("block_size", 1), field=_at(where, "block_size"), positive=True),
         minimum=_decimal(rate.get("minimum", 0), field=_at(where, "minimum")),
         increment=_decimal(rate.get("increment", 1), field=_at(where, "increment"), positive=True),
@@ -186,6 +186,8 @@ def clean_currency(currency: str) -> str:
 
 
 def clean_grant(amount: Decimal | None, expiry_days: int | None) -> dict:
+    if amount is not None:
+        check_decimal(amount, field="monthly_grant")
     if amount is not None and amount < 0:
         raise DomainError("invalid_grant", "monthly_grant must be zero or positive.", field="monthly_grant")
     if expiry_days is not None and expiry_days < 1:

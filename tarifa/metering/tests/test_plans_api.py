@@ -77,3 +77,12 @@ def test_token_usage_with_tiers_and_allowance(api):
     # m1: 100k free, 9M at $3.00/M = 27.00; m2: 1M more at $3.00 (to 10M) + 1M at $2.50 = 5.50
     # m3: 1,234 output tokens at $15/M = 0.01851 → rounded up = 0.02
     assert charges == {"m1": Decimal("27.00"), "m2": Decimal("5.50"), "m3": Decimal("0.02")}
+
+
+def test_prices_and_quantities_beyond_their_columns_are_refused(api):
+    for rate, field in (({"kind": "x", "price": "1e15"}, "rates[0].price"),
+                        ({"kind": "x", "price": "0.0000001"}, "rates[0].price"),
+                        ({"kind": "x", "price": "1", "block_size": "1e19"}, "rates[0].block_size")):
+        response = api.post("/api/v1/plans", {**PLAN, "rates": [rate]})
+        assert response.status_code == 422 and response.json()["field"] == field, response.content
+    assert api.post("/api/v1/plans", {**PLAN, "monthly_grant": "1e15"}).json()["field"] == "monthly_grant"

@@ -35,6 +35,12 @@ def set_credential(*, tenant: Tenant, gateway: str, base_url: str, email: str, t
     return credential
 
 
+SETTINGS_RANGES = {
+    "first_interval_seconds": (1, 30 * 86400), "max_interval_seconds": (1, 30 * 86400),
+    "expire_after_days": (1, 3650), "invoice_due_days": (0, 3650), "failure_alert_after": (1, 1000),
+}
+
+
 def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
     config, _ = PaymentSettings.objects.get_or_create(tenant=tenant)
     for key, value in fields.items():
@@ -46,5 +52,9 @@ def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
         raise DomainError("invalid_intervals", "A list progression needs intervals like 30m,1h,2h.", field="intervals")
     if config.first_interval_seconds < 1 or config.max_interval_seconds < config.first_interval_seconds:
         raise DomainError("invalid_intervals", "0 < first_interval_seconds <= max_interval_seconds.")
+    # Days and seconds become dates: 10^18 days had been a server error (no such date).
+    for name, (low, high) in SETTINGS_RANGES.items():
+        if not low <= getattr(config, name) <= high:
+            raise DomainError(f"invalid_{name}", f"{name} is {low} to {high}.", field=name)
     config.save()
     return config

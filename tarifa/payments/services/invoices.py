@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
+from tarifa.core.money import check_decimal
 from tarifa.events.services import emit_event
 from tarifa.metering.models import Summary
 from tarifa.payments.models import Invoice, PaymentCheck
@@ -30,7 +31,7 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
     reference = (reference or "").strip()
     if not reference or len(reference) > 200:
         raise DomainError("invalid_reference", "reference must be 1-200 characters.", field="reference")
-    if amount is None or amount <= 0:
+    if amount is None or check_decimal(amount, field="amount") <= 0:
         raise DomainError("invalid_amount", "amount must be positive.", field="amount")
     if gateway not in GATEWAYS:
         raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")

@@ -81,3 +81,15 @@ def test_cli_stats_and_check(shop_api, tenant, capsys):
     out = capsys.readouterr().out
     assert "ORD-1: not paid yet" in out and "due now: 0" in out and "failing credentials: none" in out
     assert Invoice.objects.get().payment_check.attempts == 1
+
+
+def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
+    """Found by schemathesis: expire_after_days of 4.6e18 was a server error (no such date)."""
+    api = shop_api
+    for body, code in (({"expire_after_days": 4611686018427387904}, "invalid_expire_after_days"),
+                       ({"invoice_due_days": 99999}, "invalid_invoice_due_days"),
+                       ({"max_interval_seconds": 10 ** 12}, "invalid_max_interval_seconds")):
+        response = api.put("/api/v1/payments/settings", body)
+        assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)
+    huge = api.post("/api/v1/invoices", {**BODY, "reference": "HUGE", "amount": "1e20"})
+    assert huge.status_code == 422 and huge.json()["code"] == "invalid_number"

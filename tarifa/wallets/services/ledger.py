@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
+from tarifa.core.money import MONEY_LIMIT, check_decimal
 from tarifa.core.pgarrays import array_literal
 from tarifa.metering.selectors import current_plan
 from tarifa.runtime.services import enqueue
@@ -53,13 +54,14 @@ def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limi
             wallet.unit = _clean_unit(unit)
         before = _settings_of(wallet)
         if credit_limit is not None:
+            check_decimal(credit_limit, field="credit_limit")
             if credit_limit < 0:
                 raise DomainError("invalid_credit_limit", "credit_limit must be zero or positive.", field="credit_limit")
             wallet.credit_limit = credit_limit
         if clear_threshold:
             wallet.low_balance_threshold = None
         elif low_balance_threshold is not None:
-            wallet.low_balance_threshold = low_balance_threshold
+            wallet.low_balance_threshold = check_decimal(low_balance_threshold, field="low_balance_threshold")
         wallet.save()
         if not created and _settings_of(wallet) != before:
             AuditEntry.objects.create(wallet=wallet, actor=actor or "api", action="configure", before=before,
@@ -70,6 +72,7 @@ def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limi
 def top_up(*, customer: Customer, amount: Decimal, idempotency_key: str, caused_by: str,
            reason: str = "") -> Posted:
     """Credit a wallet once per idempotency key, then retry its usage that failed for lack of credit."""
+    check_decimal(amount, field="amount")
     if amount <= 0:
         raise DomainError("invalid_amount", "A top-up amount must be positive.", field="amount")
     with transaction.atomic():
@@ -88,6 +91,7 @@ def adjust_balance(*, customer: Customer, amount: Decimal, reason: str, actor: s
         raise DomainError("reason_required", "An adjustment needs a reason.", field="reason")
     if not (actor or "").strip():
         raise DomainError("actor_required", "An adjustment needs the operator's name.", field="actor")
+    check_decimal(amount, field="amount")
     if amount == 0:
         raise DomainError("invalid_amount", "An adjustment amount must not be zero.", field="amount")
     with transaction.atomic():
@@ -123,6 +127,9 @@ def post_entry(*, wallet: Wallet, kind: str, amount: Decimal, idempotency_key: s
                           f"The balance {wallet.balance} {wallet.unit} (credit limit {wallet.credit_limit}) "
                           f"does not cover {-amount}.", field="amount", status=409)
     granted_before = wallet.granted_remaining
+    if abs(wallet.balance + amount) >= MONEY_LIMIT:
+        raise DomainError("balance_out_of_range", f"A balance of {wallet.balance + amount} {wallet.unit} is beyond what "
+                          "a wallet holds.", field="amount", status=409)
     alerts = move_balance(wallet=wallet, kind=kind, amount=amount)
     entry = LedgerEntry.objects.create(wallet=wallet, kind=kind, amount=amount, balance_after=wallet.balance,
                                        reason=reason[:200], caused_by=caused_by[:200], idempotency_key=idempotency_key,

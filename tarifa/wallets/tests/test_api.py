@@ -144,3 +144,21 @@ def test_cli_top_up_adjust_process_stats_reverse_and_reconcile(prepaid, tenant, 
     with pytest.raises(SystemExit) as exit_:
         call_command("billing", "reconcile")
     assert exit_.value.code == 1
+
+
+def test_amounts_beyond_a_money_column_are_refused_not_500(prepaid):
+    """Found by schemathesis: a credit limit of 3e16 and a top-up of 2e88 were server errors
+    (PostgreSQL's numeric overflow), and a seventh decimal place was rounded away without a word."""
+    api = prepaid
+    for body in ({"credit_limit": "30884913672912600"}, {"low_balance_threshold": "1e20"},
+                 {"credit_limit": "0.0000001"}):
+        response = api.put("/api/v1/customers/org-9/wallet", body)
+        assert response.status_code == 422 and response.json()["code"] == "invalid_number", body
+    for amount in ("2.0493050234523718e+88", "1.0000001", "Infinity"):
+        response = api.post("/api/v1/customers/org-9/wallet/top-ups", {"amount": amount, "idempotency_key": amount})
+        assert response.status_code == 422, (amount, response.content)
+    assert api.post("/api/v1/customers/org-9/wallet/top-ups",
+                    {"amount": "90000000000000", "idempotency_key": "big-1"}).status_code == 201
+    over = api.post("/api/v1/customers/org-9/wallet/top-ups", {"amount": "90000000000000", "idempotency_key": "big-2"})
+    assert over.status_code == 409 and over.json()["code"] == "balance_out_of_range"
+    assert Decimal(api.get("/api/v1/customers/org-9/wallet").json()["balance"]) == Decimal("90000000000000")
