@@ -46,8 +46,8 @@ def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, 
     out, err = capsys.readouterr()
     assert "accepted=2" in out and "rejected=1" in out and "skipped(not billable)=2" in out
     assert "line-4: unreadable_line expected 18 columns, found 2" in out
-    assert err.strip() == ("import: 1 rejected and 0 conflicting record(s) not imported (the first 20 are listed "
-                           "above); the rest is stored")
+    assert err.strip() == ("import: 1 rejected and 0 conflicting record(s) not imported (listed above, up to 20); "
+                           "the rest is stored")
     records = {r.external_id: r for r in UsageRecord.objects.all()}
     assert set(records) == {"1700000000.1", "1700000000.3"}
     assert records["1700000000.3"].rated_kind == "call.mobile" and records["1700000000.3"].quantity == 31

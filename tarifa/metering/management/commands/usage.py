@@ -70,10 +70,10 @@ class Command(TarifaCommand):
         for problem in report.problems:
             self.stdout.write(f"  {problem.status} {problem.id}: {problem.code} {problem.message or ''}")
         if counts["rejected"] or counts["conflict"]:
-            # The rest is stored; exit 1 so that a scheduled import does not pass the lines it
-            # could not take for success (they are listed above, the first of them).
+            # The rest is stored; exit 1 so that a scheduled import does not take the records it
+            # could not store for a success.
             self.stderr.write(f"import: {counts['rejected']} rejected and {counts['conflict']} conflicting record(s) "
-                              f"not imported (the first {MAX_PROBLEMS} are listed above); the rest is stored")
+                              f"not imported (listed above, up to {MAX_PROBLEMS}); the rest is stored")
             sys.exit(1)
 
     def _import_file(self, *, owner, path: Path, format: str, kind: str, no_progress: bool):
