@@ -141,6 +141,8 @@ def copy_text(chunks) -> None:
 
 # What COPY's text format escapes in a value (its delimiter, line ends and escape character).
 COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+# The same and NUL, which no COPY line can hold: a value without any goes into a line as it is.
+COPY_SPECIAL_OR_NUL = re.compile(r"[\\\t\n\r\x00]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 

@@ -114,8 +114,6 @@ def _clean_rows(records: Iterable[dict]):
 
 # Characters a JSON string must escape; attributes without any are written out directly.
 JSON_SPECIAL = re.compile(r'[\x00-\x1f"\\]')
-# What COPY's text format must escape, or cannot hold (NUL): a value without any goes as it is.
-COPY_SPECIAL_OR_NUL = re.compile(r"[\\\t\n\r\x00]")
 
 
 def _is_whole_count(text: str) -> bool:
@@ -134,7 +132,7 @@ def _asterisk_rows(cdrs, *, kind: str):
         _line, uniqueid, account, billsec, start, dst, kept = cdr
         src, dcontext, channel, duration, userfield = kept
         if (ID_PATTERN.match(uniqueid) and account and len(account) <= 128 and len(dst) <= 64
-                and _is_whole_count(billsec) and not COPY_SPECIAL_OR_NUL.search(uniqueid + account + dst)
+                and _is_whole_count(billsec) and not bulk.COPY_SPECIAL_OR_NUL.search(uniqueid + account + dst)
                 and not JSON_SPECIAL.search(src + dcontext + channel + duration + userfield)):
             extra = f', "userfield": "{userfield}"' if userfield else ""
             # Local time: PostgreSQL applies the tenant's zone (occurred_local).
