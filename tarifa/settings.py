@@ -137,6 +137,10 @@ TARIFA_WORKER_STALE_SECONDS = _env_float("TARIFA_WORKER_STALE_SECONDS", 60.0)
 TARIFA_JOB_RETENTION_DAYS = _env_int("TARIFA_JOB_RETENTION_DAYS", 7)
 TARIFA_WEBHOOK_TIMEOUT_SECONDS = _env_float("TARIFA_WEBHOOK_TIMEOUT_SECONDS", 10.0)
 TARIFA_METRICS_DIR = metrics_dir()
+# How far ahead of its arrival a usage record may be dated (clock skew); later is refused.
+TARIFA_USAGE_FUTURE_HOURS = _env_float("TARIFA_USAGE_FUTURE_HOURS", 24.0)
+# Largest `attributes` of a usage record, as compact JSON (they are stored on the usage table).
+TARIFA_USAGE_ATTRIBUTES_MAX_BYTES = _env_int("TARIFA_USAGE_ATTRIBUTES_MAX_BYTES", 4096)
 TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 # On PostgreSQL, fold batches without tiers or short wallets with set-based SQL (services/set_folding.py).
 TARIFA_FOLD_IN_SQL = _env("TARIFA_FOLD_IN_SQL", "1") not in ("0", "false", "no")

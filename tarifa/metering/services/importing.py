@@ -23,8 +23,8 @@ from tarifa.metering.importers import Skipped, asterisk_attributes, asterisk_cdr
 from tarifa.metering.services import bulk
 from tarifa.metering.services.plans import KIND_PATTERN
 from tarifa.metering.services.ingestion import (
-    CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, RecordResult, _Rejected, check_attributes, clean_record, ingest_usage,
-    parse_quantity, rejection, text_value,
+    CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, OccurredWindow, RecordResult, _Rejected, check_attributes,
+    clean_record, ingest_usage, parse_quantity, rejection, text_value,
 )
 from tarifa.ops.metrics import count_usage
 from tarifa.tenants.models import Tenant
@@ -47,7 +47,8 @@ def import_usage(*, tenant: Tenant, records: Iterable[dict], chunk_size: int | N
                  on_progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import parsed records (any format's reader)."""
     if connection.vendor == "postgresql":
-        return _import_staged(tenant=tenant, rows=_clean_rows(records), chunk_size=chunk_size, on_progress=on_progress)
+        return _import_staged(tenant=tenant, rows=_clean_rows(records, window=OccurredWindow.from_now()),
+                              chunk_size=chunk_size, on_progress=on_progress)
     report = ImportReport()
     chunk: list[dict] = []
     chunk_size = chunk_size or MAX_RECORDS_PER_CALL
@@ -82,8 +83,9 @@ def import_asterisk(*, tenant: Tenant, stream: TextIO, kind: str = "call", chunk
     if connection.vendor != "postgresql":
         return import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=tenant.tzinfo, kind=kind),
                             chunk_size=chunk_size, on_progress=on_progress)
-    return _import_staged(tenant=tenant, rows=_asterisk_rows(asterisk_cdrs(stream), kind=kind), chunk_size=chunk_size,
-                          on_progress=on_progress)
+    window = OccurredWindow.from_now().local_texts(tenant.tzinfo)
+    return _import_staged(tenant=tenant, rows=_asterisk_rows(asterisk_cdrs(stream), kind=kind, window=window),
+                          chunk_size=chunk_size, on_progress=on_progress)
 
 
 def _passed_over(record, report: ImportReport) -> bool:
@@ -97,23 +99,24 @@ def _passed_over(record, report: ImportReport) -> bool:
     return False
 
 
-def _clean_rows(records: Iterable[dict]):
+def _clean_rows(records: Iterable[dict], *, window: OccurredWindow):
     """Stage lines (copy_line of STAGE_COLUMNS but seq) of parsed records, or what to report."""
     for record in records:
         if isinstance(record, Skipped) or "_error" in record:
             yield record
             continue
         try:
-            clean = clean_record(record, with_hash=False)
+            clean = clean_record(record, with_hash=False, window=window)
         except _Rejected as rejected:
             yield rejection(record, rejected)
             continue
         yield bulk.copy_line((clean.id, clean.customer, clean.kind, str(clean.quantity), clean.occurred_at.isoformat(),
-                              None, clean.destination, json.dumps(clean.attributes, default=str)))
+                              None, clean.destination, clean.attributes_json))
 
 
 # Characters a JSON string must escape; attributes without any are written out directly.
 JSON_SPECIAL = re.compile(r'[\x00-\x1f"\\]')
+KEPT_JSON_OVERHEAD = len(json.dumps(asterisk_attributes(("", "", "", "", "-")), separators=(",", ":"))) - 1
 
 
 def _is_whole_count(text: str) -> bool:
@@ -121,19 +124,24 @@ def _is_whole_count(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) < 17
 
 
-def _asterisk_rows(cdrs, *, kind: str):
+def _asterisk_rows(cdrs, *, kind: str, window: tuple[str, str]):
     """Stage lines (copy_line of STAGE_COLUMNS but seq) of answered calls, checked as the API
     checks a record (same codes). The usual CDR takes a fast path: it is valid and needs no
-    escaping, so its line is formatted directly (json.dumps and a CSV writer had cost 10 µs)."""
+    escaping, so its line is formatted directly (json.dumps and a CSV writer had cost 10 µs).
+    `window` is OccurredWindow in the tenant's wall-clock time, as the start times are written."""
+    earliest, latest = window
+    # Kept values short enough that their attributes fit in any encoding (4 bytes a character at most).
+    room = (settings.TARIFA_USAGE_ATTRIBUTES_MAX_BYTES - KEPT_JSON_OVERHEAD) // 4
     for cdr in cdrs:
         if isinstance(cdr, dict):
             yield cdr
             continue
         _line, uniqueid, account, billsec, start, dst, kept = cdr
         src, dcontext, channel, duration, userfield = kept
+        kept_text = src + dcontext + channel + duration + userfield
         if (ID_PATTERN.match(uniqueid) and account and len(account) <= 128 and len(dst) <= 64
-                and _is_whole_count(billsec) and not bulk.COPY_SPECIAL_OR_NUL.search(uniqueid + account + dst)
-                and not JSON_SPECIAL.search(src + dcontext + channel + duration + userfield)):
+                and _is_whole_count(billsec) and earliest <= start <= latest and len(kept_text) <= room
+                and not bulk.COPY_SPECIAL_OR_NUL.search(uniqueid + account + dst) and not JSON_SPECIAL.search(kept_text)):
             extra = f', "userfield": "{userfield}"' if userfield else ""
             # Local time: PostgreSQL applies the tenant's zone (occurred_local).
             yield (f'{uniqueid}\t{account}\t{kind}\t{billsec}\t\\N\t{start}\t{dst}\t{{"src": "{src}", '
@@ -145,12 +153,16 @@ def _asterisk_rows(cdrs, *, kind: str):
                 raise _Rejected("invalid_id", "'id' must be 1-128 visible ASCII characters.")
             customer = text_value(account, "customer")
             quantity = billsec if _is_whole_count(billsec) else str(parse_quantity(billsec))
+            if start < earliest:
+                raise OccurredWindow.too_early()
+            if start > latest:
+                raise OccurredWindow.in_future()
             destination = text_value(dst, "destination", required=False, limit=64)
-            attributes = check_attributes(asterisk_attributes(kept))
+            attributes_json = check_attributes(asterisk_attributes(kept))
         except _Rejected as rejected:
             yield RecordResult(uniqueid, "rejected", rejected.code, rejected.message)
             continue
-        yield bulk.copy_line((record_id, customer, kind, quantity, None, start, destination, json.dumps(attributes)))
+        yield bulk.copy_line((record_id, customer, kind, quantity, None, start, destination, attributes_json))
 
 
 class _ImportStopped(Exception):

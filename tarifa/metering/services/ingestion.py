@@ -13,7 +13,7 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
@@ -63,6 +63,7 @@ class _Clean:
     destination: str
     attributes: dict
     content_hash: str
+    attributes_json: str  # as checked and stored: compact JSON text
 
 
 class _Rejected(Exception):
@@ -96,16 +97,63 @@ def text_value(value, key: str, *, required: bool = True, limit: int = 128) -> s
 NUL_MESSAGE = "'{key}' " + NUL_REFUSED
 
 
-def check_attributes(attributes) -> dict:
-    """`attributes` if it is a JSON object PostgreSQL can store (no NUL in any key or string)."""
+def check_attributes(attributes) -> str:
+    """`attributes` as the compact JSON text to store, if it is an object that PostgreSQL's jsonb
+    can hold (no NUL in a key or string, no NaN or Infinity) within TARIFA_USAGE_ATTRIBUTES_MAX_BYTES:
+    attributes live on the usage table, and one unbounded value made its rows and the calls huge."""
     if not isinstance(attributes, dict):
         raise _Rejected("invalid_attributes", "'attributes' must be a JSON object.")
-    if attributes and nul_path(attributes) is not None:
+    if not attributes:
+        return "{}"
+    try:
+        text = json.dumps(attributes, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        raise _Rejected("invalid_attributes", "'attributes' must not hold NaN or Infinity.")
+    if "\\u0000" in text and nul_path(attributes) is not None:  # JSON writes a NUL so
         raise _Rejected("invalid_attributes", NUL_MESSAGE.format(key="attributes"))
-    return attributes
+    limit = settings.TARIFA_USAGE_ATTRIBUTES_MAX_BYTES
+    if len(text) * 4 > limit and (size := len(text.encode())) > limit:  # UTF-8: up to 4 bytes a character
+        raise _Rejected("attributes_too_large", f"'attributes' takes {size} bytes as JSON; at most {limit} are kept.")
+    return text
 
 
-def clean_record(record, *, with_hash: bool = True) -> _Clean:
+# Usage is dated between 2000 and a day ahead of its arrival (TARIFA_USAGE_FUTURE_HOURS): a date
+# outside is a client's bug (a wrong year, a swapped day and month, a scheduled time), and dates
+# near the calendar's ends failed whole calls and import chunks (no UTC date, no 7-character period).
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=dt_timezone.utc)
+
+
+@dataclass(frozen=True)
+class OccurredWindow:
+    """When a record may have occurred, fixed when a call or an import starts."""
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def from_now(cls) -> OccurredWindow:
+        return cls(EARLIEST_OCCURRED_AT, timezone.now() + timedelta(hours=settings.TARIFA_USAGE_FUTURE_HOURS))
+
+    def check(self, occurred_at: datetime) -> None:
+        if occurred_at < self.earliest:
+            raise self.too_early()
+        if occurred_at > self.latest:
+            raise self.in_future()
+
+    @staticmethod
+    def too_early() -> _Rejected:
+        return _Rejected("occurred_at_too_early", "'occurred_at' is before 2000-01-01T00:00:00Z.")
+
+    @staticmethod
+    def in_future() -> _Rejected:
+        return _Rejected("occurred_at_in_future", f"'occurred_at' is more than {settings.TARIFA_USAGE_FUTURE_HOURS:g} "
+                         "hours ahead of the time it was received.")
+
+    def local_texts(self, tz) -> tuple[str, str]:
+        """The window as "YYYY-MM-DD HH:MM:SS" wall-clock times in `tz`, which compare as text."""
+        return tuple(moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") for moment in (self.earliest, self.latest))
+
+
+def clean_record(record, *, with_hash: bool = True, window: OccurredWindow | None = None) -> _Clean:
     if not isinstance(record, dict):
         raise _Rejected("invalid_record", "A usage record must be a JSON object.")
     record_id = _text(record, "id")
@@ -123,16 +171,18 @@ def clean_record(record, *, with_hash: bool = True) -> _Clean:
         raise _Rejected("invalid_occurred_at", "'occurred_at' must be an ISO 8601 date and time.")
     if occurred_at.tzinfo is None:
         raise _Rejected("invalid_occurred_at", "'occurred_at' needs a UTC offset (e.g. 2025-12-01T10:00:00-03:00).")
+    (window or OccurredWindow.from_now()).check(occurred_at)
     destination = _text(record, "destination", required=False, limit=64)
-    attributes = check_attributes(record.get("attributes") or {})
+    attributes = record.get("attributes") or {}
+    attributes_json = check_attributes(attributes)
     if not with_hash:  # PostgreSQL hashes staged records itself (bulk.py)
-        return _Clean(record_id, customer, kind, quantity, occurred_at, destination, attributes, "")
+        return _Clean(record_id, customer, kind, quantity, occurred_at, destination, attributes, "", attributes_json)
     canonical = json.dumps(
         [customer, kind, str(quantity.normalize()), occurred_at.astimezone(dt_timezone.utc).isoformat(), destination,
          attributes], sort_keys=True, separators=(",", ":"), default=str,
     )
     return _Clean(record_id, customer, kind, quantity, occurred_at, destination, attributes,
-                  hashlib.sha256(canonical.encode()).hexdigest())
+                  hashlib.sha256(canonical.encode()).hexdigest(), attributes_json)
 
 
 MAX_QUANTITY = Decimal(10) ** 17
@@ -170,9 +220,10 @@ def ingest_in_python(*, tenant: Tenant, records: list) -> IngestResult:
     answers: list[RecordResult | None] = [None] * len(records)
     fresh: dict[str, tuple[int, _Clean]] = {}
     repeats: list[tuple[int, _Clean]] = []  # the same id again in this call
+    window = OccurredWindow.from_now()
     for index, record in enumerate(records):
         try:
-            clean = clean_record(record)
+            clean = clean_record(record, window=window)
         except _Rejected as rejected:
             answers[index] = rejection(record, rejected)
             continue
@@ -228,16 +279,16 @@ def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
     answers: list[RecordResult | None] = [None] * len(records)
     staged: list[tuple[int, str]] = []
     rows = []
+    window = OccurredWindow.from_now()
     for index, record in enumerate(records):
         try:
-            clean = clean_record(record, with_hash=False)
+            clean = clean_record(record, with_hash=False, window=window)
         except _Rejected as rejected:
             answers[index] = rejection(record, rejected)
             continue
         staged.append((index, clean.id))
-        # Attributes as JSON text (most records have none: no encoder call for those).
         rows.append((index, clean.id, clean.customer, clean.kind, clean.quantity, clean.occurred_at, None,
-                     clean.destination, json.dumps(clean.attributes) if clean.attributes else "{}"))
+                     clean.destination, clean.attributes_json))
     with transaction.atomic():
         bulk.create_stage()
         bulk.copy_rows(rows)

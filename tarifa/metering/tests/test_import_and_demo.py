@@ -209,3 +209,60 @@ def test_demo_builds_a_tenant_with_summaries(capsys, settings, tmp_path):
     from tarifa.metering.services.reconciliation import find_differences
 
     assert find_differences() == []
+
+
+@pytest.mark.parametrize("fmt", ["asterisk-csv", "jsonl"])
+def test_an_import_rejects_records_dated_outside_its_window_and_stores_the_rest(tenant, customers, tmp_path, capsys,
+                                                                                fmt):
+    """Asterisk writes wall-clock time, compared with the window in the tenant's zone (São Paulo:
+    2000-01-01T00:00Z is 1999-12-31 22:00 there); a start of year 9999 had failed its whole chunk."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    tomorrow = (datetime.now(ZoneInfo("America/Sao_Paulo")) + timedelta(hours=25)).strftime("%Y-%m-%d %H:%M:%S")
+    starts = {"u.1": "9999-12-31 23:59:59", "u.2": "0001-01-01 00:00:00", "u.3": "1999-12-31 21:59:59",
+              "u.4": "1999-12-31 22:00:00", "u.5": tomorrow, "u.6": "2025-12-01 09:00:00"}
+    if fmt == "asterisk-csv":
+        rows = [ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid=uid).replace(
+            "2025-12-01 09:00:00", start) for uid, start in starts.items()]
+        path = _master_csv(tmp_path, rows)
+    else:
+        path = tmp_path / "usage.jsonl"
+        path.write_text("".join(json.dumps({"id": uid, "customer": "c1", "kind": "call", "quantity": 45,
+                                            "occurred_at": datetime.fromisoformat(start).replace(
+                                                tzinfo=ZoneInfo("America/Sao_Paulo")).isoformat()}) + "\n"
+                                for uid, start in starts.items()))
+    assert import_file(path, "--tenant", tenant.slug, "--format", fmt) == 1
+    out = capsys.readouterr().out
+    assert "accepted=2" in out and "rejected=4" in out
+    for uid, code in [("u.1", "occurred_at_in_future"), ("u.2", "occurred_at_too_early"),
+                      ("u.3", "occurred_at_too_early"), ("u.5", "occurred_at_in_future")]:
+        assert f"{uid}: {code}" in out
+    assert set(UsageRecord.objects.values_list("external_id", flat=True)) == {"u.4", "u.6"}
+
+
+def test_an_import_rejects_attributes_jsonb_cannot_hold_or_too_large(tenant, customers, tmp_path, capsys, settings):
+    """NaN and Infinity are JSON to Python's reader, not to PostgreSQL's jsonb (they had failed the
+    whole chunk); a CDR's kept values (userfield here) count towards the attributes' limit."""
+    settings.TARIFA_USAGE_ATTRIBUTES_MAX_BYTES = 200
+    path = tmp_path / "usage.jsonl"
+    lines = ['{"id": "nan", "customer": "c1", "kind": "call", "quantity": 45, "occurred_at": "2025-12-01T10:00:00Z",'
+             ' "attributes": {"score": NaN}}',
+             '{"id": "inf", "customer": "c1", "kind": "call", "quantity": 45, "occurred_at": "2025-12-01T10:00:00Z",'
+             ' "attributes": {"score": 1e400}}',
+             '{"id": "ok", "customer": "c1", "kind": "call", "quantity": 45, "occurred_at": "2025-12-01T10:00:00Z",'
+             ' "attributes": {"score": 1.5}}']
+    path.write_text("\n".join(lines) + "\n")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "jsonl") == 1
+    out = capsys.readouterr().out
+    assert "nan: invalid_attributes 'attributes' must not hold NaN or Infinity." in out
+    assert "inf: invalid_attributes" in out and "accepted=1" in out
+    assert UsageRecord.objects.get(external_id="ok").attributes == {"score": 1.5}
+
+    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+    master = _master_csv(tmp_path, [row.format(uid="short")[:-2] + '"short note"',
+                                    row.format(uid="long")[:-2] + '"' + "n" * 150 + '"'])
+    assert import_file(master, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
+    out = capsys.readouterr().out
+    assert "long: attributes_too_large" in out and "accepted=1" in out
+    assert UsageRecord.objects.get(external_id="short").attributes["userfield"] == "short note"

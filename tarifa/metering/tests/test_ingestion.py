@@ -171,3 +171,40 @@ def test_usage_list_filters_paginates_and_is_tenant_scoped(api, make_api, custom
     _, other = make_api("Other")
     assert other.get("/api/v1/usage").json()["items"] == []
     assert other.post("/api/v1/usage", {"records": [call("r1", "c1", 30, at(1))]}).json()["accepted"] == 1
+
+
+def test_a_record_dated_outside_2000_to_a_day_ahead_is_rejected_alone(api, customers, settings):
+    """Dates near the calendar's ends had been a 500 (no UTC date for year 1 at +14:00 on SQLite; a
+    period of year 10000 does not fit its column on PostgreSQL) and failed the whole call."""
+    from datetime import datetime, timedelta, timezone
+
+    settings.TARIFA_USAGE_FUTURE_HOURS = 2
+    now = datetime.now(timezone.utc)
+    dated = [("year-1", "0001-01-01T00:00:00+14:00"), ("year-9999", "9999-12-31T23:59:59-12:00"),
+             ("1999", "1999-12-31T23:59:59+00:00"), ("2000", "2000-01-01T01:00:00+01:00"),
+             ("soon", (now + timedelta(hours=1)).isoformat()), ("later", (now + timedelta(hours=3)).isoformat())]
+    records = [{**call(record_id, "c1", 45, at(1)), "occurred_at": when} for record_id, when in dated]
+    body = api.post("/api/v1/usage", {"records": [*records, call("ok", "c1", 45, at(1))]}).json()
+    assert [(r["id"], r["status"], r["code"]) for r in body["results"]] == [
+        ("year-1", "rejected", "occurred_at_too_early"), ("year-9999", "rejected", "occurred_at_in_future"),
+        ("1999", "rejected", "occurred_at_too_early"), ("2000", "accepted", None), ("soon", "accepted", None),
+        ("later", "rejected", "occurred_at_in_future"), ("ok", "accepted", None)]
+    assert body["results"][5]["message"] == "'occurred_at' is more than 2 hours ahead of the time it was received."
+    # 2000-01-01T00:00Z itself is in; the customer had no plan then.
+    assert UsageRecord.objects.get(external_id="2000").unrated_reason == "no_plan"
+
+
+def test_attributes_beyond_the_size_limit_reject_their_record(api, customers, settings):
+    """Measured as the compact JSON stored, in UTF-8 bytes ("é" takes two)."""
+    settings.TARIFA_USAGE_ATTRIBUTES_MAX_BYTES = 30
+    fits = {"note": "x" * 19}  # {"note":"xxx…"} is 30 bytes
+    records = [{**call("fits", "c1", 45, at(1)), "attributes": fits},
+               {**call("one-over", "c1", 45, at(1)), "attributes": {"note": "x" * 20}},
+               {**call("accents", "c1", 45, at(1)), "attributes": {"note": "é" * 9 + "x"}},
+               {**call("accents-over", "c1", 45, at(1)), "attributes": {"note": "é" * 10}}]
+    body = api.post("/api/v1/usage", {"records": records}).json()
+    assert [(r["id"], r["status"], r["code"]) for r in body["results"]] == [
+        ("fits", "accepted", None), ("one-over", "rejected", "attributes_too_large"),
+        ("accents", "accepted", None), ("accents-over", "rejected", "attributes_too_large")]
+    assert body["results"][1]["message"] == "'attributes' takes 31 bytes as JSON; at most 30 are kept."
+    assert UsageRecord.objects.get(external_id="fits").attributes == fits

@@ -142,7 +142,7 @@ def test_a_batch_locks_only_the_summaries_it_reaches_and_keeps_the_others_waitin
 
 
 def test_records_spread_thin_are_claimed_a_full_batch_at_a_time(postgres, monkeypatch):
-    """24 summaries (two years of one customer's months) with one waiting record each. A fresh
+    """24 summaries (the months of 2025 of two customers) with one waiting record each. A fresh
     process claims a tenth of a batch of 20, i.e. the minimum of 10 summaries, and folds their 10
     records; having seen one record a summary, the next claim is sized for a full batch (20) and
     takes the 14 left in one batch, where a fixed tenth would have needed two more."""
@@ -150,9 +150,9 @@ def test_records_spread_thin_are_claimed_a_full_batch_at_a_time(postgres, monkey
 
     tenant = make_tenant("thin")
     ingest_in_python(tenant=tenant, records=[
-        {"id": f"y{year}-m{month}", "customer": "c1", "kind": "call", "quantity": 60, "destination": "33334444",
-         "occurred_at": datetime(year, month, 10, 10, tzinfo=SAO_PAULO).isoformat()}
-        for year in (2025, 2026) for month in range(1, 13)])
+        {"id": f"{customer}-m{month}", "customer": customer, "kind": "call", "quantity": 60,
+         "destination": "33334444", "occurred_at": datetime(2025, month, 10, 10, tzinfo=SAO_PAULO).isoformat()}
+        for customer in ("c1", "c2") for month in range(1, 13)])
     monkeypatch.setattr(set_folding._Density, "records_per_summary", 0.0)  # as in a fresh process
     assert set_folding.claim_size(20) == 10
     assert fold_next_batch(batch_size=20, folded_by="test").records == 10
