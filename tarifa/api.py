@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 from django.http import HttpRequest
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from tarifa.core.auth import ApiKeyAuth
 from tarifa.core.errors import DomainError
+
+
+class StrictJsonParser(Parser):
+    """JSON as the standard defines it: Python's reader also takes NaN, Infinity and numbers beyond
+    a float's range (as infinity), which no column or jsonb value can store (they had been 500s)."""
+
+    def parse_body(self, request: HttpRequest):
+        return json.loads(request.body, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text if len(text) <= 24 else text[:20] + '…'} is beyond the range of numbers this API takes")
+    return value
+
 
 api = NinjaAPI(
     title="Tarifa API",
@@ -16,6 +40,7 @@ api = NinjaAPI(
     auth=ApiKeyAuth(),
     urls_namespace="api",
     docs_url="/docs",
+    parser=StrictJsonParser(),
 )
 
 
@@ -37,6 +62,17 @@ def _validation_error(request: HttpRequest, exc: ValidationError):
         ],
     }
     return api.create_response(request, body, status=422)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError):
+    """Ninja's own refusals, in our {code, message} shape; a body it could not parse (400) carries
+    the parser's reason as its cause."""
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        body = {"code": "invalid_json", "message": f"The request body is not JSON this API takes: {exc.__cause__}"}
+    else:
+        body = {"code": f"http_{exc.status_code}", "message": str(exc)}
+    return api.create_response(request, body, status=exc.status_code)
 
 
 @api.exception_handler(AuthenticationError)

@@ -12,3 +12,5 @@ urlpatterns = [
     path("metrics", ops_views.metrics, name="metrics"),
     path("webhooks/pagseguro/<slug:tenant>", payment_views.pagseguro_notification, name="pagseguro-webhook"),
 ]
+
+handler400 = "tarifa.core.views.bad_request"

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from tarifa.core.errors import DomainError
-from tarifa.core.text import NUL_REFUSED, nul_path
+from tarifa.core.text import NUL_REFUSED, has_nonfinite, nul_path
 
 
 class URLAdmin(admin.ModelAdmin):
@@ -52,6 +52,8 @@ class ServiceCheckedForm(forms.ModelForm):
         for name, value in data.items():  # Django's text fields refuse NUL; its JSON fields do not
             if nul_path(value) is not None:
                 raise ValidationError({name: f"This value {NUL_REFUSED}"})
+            if isinstance(value, (dict, list, float)) and has_nonfinite(value):  # JSON fields read NaN
+                raise ValidationError({name: "NaN and Infinity are not numbers that can be stored."})
         try:
             checked = self.check({name: data[name] for name in self.checked_fields if data.get(name) is not None})
         except DomainError as error:

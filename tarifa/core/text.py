@@ -1,7 +1,10 @@
-"""Text that PostgreSQL can store: its text and jsonb types refuse the NUL character, so any value
-holding one must be refused as input, or the statement storing it fails (a 500, a failed chunk)."""
+"""Values that PostgreSQL can store: its text and jsonb types refuse the NUL character, and jsonb
+refuses NaN and Infinity (which Python's json reads), so any value holding one must be refused as
+input, or the statement storing it fails (a 500, a failed chunk)."""
 
 from __future__ import annotations
+
+import json
 
 NUL = "\x00"
 NUL_REFUSED = "must not contain NUL (\\u0000) characters."
@@ -24,3 +27,12 @@ def nul_path(value, path: str = "") -> str | None:
             if (found := nul_path(item, f"{path}[{index}]")) is not None:
                 return found
     return None
+
+
+def has_nonfinite(value) -> bool:
+    """Whether a JSON-like `value` holds NaN or ±Infinity."""
+    try:
+        json.dumps(value, allow_nan=False, default=str)
+    except ValueError:
+        return True
+    return False

@@ -37,6 +37,9 @@ def test_a_customer_is_checked_and_normalised_and_keeps_its_tenant_and_id(operat
     assert list(page.context["adminform"].form.errors) == ["metadata"]
     page = operator.post(url, {**values, "metadata": '{"note": "a\\u0000b"}'})  # PostgreSQL's jsonb refuses it
     assert list(page.context["adminform"].form.errors) == ["metadata"]
+    for number in ("NaN", "-Infinity", "1e400"):  # Python's json reads them; jsonb refuses them
+        page = operator.post(url, {**values, "metadata": f'{{"score": [{number}]}}'})
+        assert list(page.context["adminform"].form.errors) == ["metadata"], number
     # tenant and external_id are not fields of the change form: posting them changes nothing
     assert operator.post(url, {**values, "phone": "(11) 98765-4321", "email": "Ana@Example.COM",
                                "external_id": "org-2", "tenant": 999}).status_code == 302
