@@ -13,6 +13,7 @@ from tarifa.core.errors import DomainError
 MONEY = dict(max_digits=20, decimal_places=6)
 QUANTITY = dict(max_digits=24, decimal_places=6)
 MONEY_LIMIT = Decimal(10) ** (MONEY["max_digits"] - MONEY["decimal_places"])  # what a money column stays below
+QUANTITY_LIMIT = Decimal(10) ** (QUANTITY["max_digits"] - QUANTITY["decimal_places"])
 
 
 def check_decimal(value: Decimal, *, field: str, column: dict = MONEY) -> Decimal:

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+import structlog
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from tarifa.core.errors import Conflict
+from tarifa.core.money import MONEY_LIMIT, QUANTITY_LIMIT
 from tarifa.core.pgarrays import array_literal
 from tarifa.events.services import emit_events
 from tarifa.metering.models import (
@@ -32,7 +35,9 @@ from tarifa.ops.metrics import USAGE_FOLDED, count_on_commit
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
+logger = structlog.get_logger(__name__)
 ZERO = Decimal(0)
+SUMMARY_OUT_OF_RANGE = "summary_out_of_range"  # the unrated reason of records set aside
 LINE_FIELDS = ["record_count", "quantity", "billable_quantity", "allowance_used", "chargeable_quantity",
                "charged_amount", "unit"]
 
@@ -59,12 +64,35 @@ class FoldResult:
     failed: int = 0  # prepaid records the wallet could not pay
 
 
+class SummaryOutOfRange(Conflict):
+    """Folding would take a summary's totals beyond its columns (PostgreSQL fails the statement,
+    SQLite would round). Only absurd usage gets there: a record is bounded (rating's
+    MAX_RECORD_CHARGE, ingestion's MAX_QUANTITY), a month of such records is not."""
+
+    def __init__(self, summary_ids):
+        self.summary_ids = sorted(summary_ids)
+        super().__init__("summary_out_of_range", f"Summaries {self.summary_ids} cannot hold the usage folded into "
+                         f"them: a total would reach {MONEY_LIMIT:,.0f} or a quantity {QUANTITY_LIMIT:,.0f}.")
+
+
+def overflowed(error: Exception) -> bool:
+    """A fold's numeric overflow: ours (SummaryOutOfRange) or PostgreSQL's (SQLSTATE 22003, from
+    psycopg directly where the set-based SQL uses its cursor, or wrapped in Django's DataError)."""
+    if isinstance(error, SummaryOutOfRange):
+        return True
+    return "22003" in (getattr(error, "sqlstate", None), getattr(error.__cause__, "sqlstate", None))
+
+
 def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[int] | None = None,
                     record_ids: list[int] | None = None) -> FoldResult:
     """Fold one batch of waiting usage; returns what it folded (0 batches: nothing was waiting).
 
     `record_ids` folds only those records (of the claimed summaries) and leaves the summaries'
     markers for the other records waiting.
+
+    A summary that cannot hold its records (SummaryOutOfRange) must not hold up the others
+    claimed with it, which it did, batch after batch: the batch is then folded one summary at a
+    time, and the records of a summary that overflows alone are set aside (`_set_aside`).
     """
     with transaction.atomic():
         claims = PendingSummary.objects.select_for_update(skip_locked=True).order_by("summary_id")
@@ -73,37 +101,72 @@ def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[i
         claimed = list(claims.values_list("summary_id", flat=True)[:claim_size(batch_size)])
         if not claimed:
             return FoldResult(0, ZERO)
-        if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
-            done = fold_claimed_in_sql(claimed=claimed, batch_size=batch_size, folded_by=folded_by)
-            if done is NOTHING_WAITING:
-                return _drop_stale_markers(claimed)
-            if done is not None:  # it read only the summaries it needed: the others keep their markers
-                _close_batch(claimed=done.read, touched=done.summary_ids,
-                             taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
-                             batch_id=done.batch_id)
-                count_on_commit(USAGE_FOLDED, done.records)
-                return FoldResult(done.records, done.charged, 1, 0)
-        summaries = lock_summaries(claimed)
-        waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
-        if record_ids is not None:
-            waiting = waiting.filter(id__any=record_ids)
-        records = [FoldRecord(*row) for row in waiting.order_by("summary_id", "occurred_at", "id")
-                   .values_list(*FoldRecord.__slots__)[:batch_size]]
-        if not records and record_ids is not None:
-            return FoldResult(0, ZERO)
-        if not records:
+        fold = dict(batch_size=batch_size, folded_by=folded_by, record_ids=record_ids)
+        try:
+            with transaction.atomic():
+                return _fold_claimed(claimed, **fold)
+        except Exception as error:
+            if not overflowed(error):
+                raise
+        results = []
+        for summary_id in claimed:
+            try:
+                with transaction.atomic():
+                    results.append(_fold_claimed([summary_id], **fold))
+            except Exception as error:
+                if not overflowed(error):
+                    raise
+                _set_aside(summary_id, record_ids=record_ids)
+        return FoldResult(sum(r.records for r in results), sum((r.charged for r in results), ZERO), 1,
+                          sum(r.failed for r in results))
+
+
+def _set_aside(summary_id: int, *, record_ids: list[int] | None) -> None:
+    """Mark the waiting records of a summary that cannot hold them unrated, summary_out_of_range:
+    listed with the other unrated records (and counted in /metrics) for an operator to correct,
+    instead of failing every fold that claims the summary."""
+    waiting = UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)
+    if record_ids is not None:
+        waiting = waiting.filter(id__any=record_ids)
+    count = waiting.update(status=UsageRecord.Status.UNRATED, unrated_reason=SUMMARY_OUT_OF_RANGE)
+    if not UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED).exists():
+        PendingSummary.objects.filter(summary_id=summary_id).delete()
+    logger.warning("summary_out_of_range", summary_id=summary_id, records_set_aside=count)
+
+
+def _fold_claimed(claimed: list[int], *, batch_size: int, folded_by: str, record_ids: list[int] | None) -> FoldResult:
+    """fold_next_batch's work on the summaries it claimed (their markers locked)."""
+    if record_ids is None and connection.vendor == "postgresql" and settings.TARIFA_FOLD_IN_SQL:
+        done = fold_claimed_in_sql(claimed=claimed, batch_size=batch_size, folded_by=folded_by)
+        if done is NOTHING_WAITING:
             return _drop_stale_markers(claimed)
-        batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
-                                         summary_count=len({r.summary_id for r in records}))
-        charged, crossed = apply_records(summaries=summaries, records=records, batch_id=batch.id, caused_by=folded_by)
-        save_billing(records)
-        billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
-        failed = sum(1 for r in records if r.status == UsageRecord.Status.FAILED)
-        FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
-        count_on_commit(USAGE_FOLDED, billed)
-        _close_batch(claimed=claimed, touched=sorted({r.summary_id for r in records}),
-                     taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
-                     keep_markers=record_ids is not None)
+        if done is not None:  # it read only the summaries it needed: the others keep their markers
+            _close_batch(claimed=done.read, touched=done.summary_ids,
+                         taken=done.records, batch_size=batch_size, crossed=crossed_thresholds(done.moves),
+                         batch_id=done.batch_id)
+            count_on_commit(USAGE_FOLDED, done.records)
+            return FoldResult(done.records, done.charged, 1, 0)
+    summaries = lock_summaries(claimed)
+    waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
+    if record_ids is not None:
+        waiting = waiting.filter(id__any=record_ids)
+    records = [FoldRecord(*row) for row in waiting.order_by("summary_id", "occurred_at", "id")
+               .values_list(*FoldRecord.__slots__)[:batch_size]]
+    if not records and record_ids is not None:
+        return FoldResult(0, ZERO)
+    if not records:
+        return _drop_stale_markers(claimed)
+    batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,
+                                     summary_count=len({r.summary_id for r in records}))
+    charged, crossed = apply_records(summaries=summaries, records=records, batch_id=batch.id, caused_by=folded_by)
+    save_billing(records)
+    billed = sum(1 for r in records if r.status == UsageRecord.Status.BILLED)
+    failed = sum(1 for r in records if r.status == UsageRecord.Status.FAILED)
+    FoldBatch.objects.filter(pk=batch.id).update(record_count=billed, charged_amount=charged)
+    count_on_commit(USAGE_FOLDED, billed)
+    _close_batch(claimed=claimed, touched=sorted({r.summary_id for r in records}),
+                 taken=len(records), batch_size=batch_size, crossed=crossed, batch_id=batch.id,
+                 keep_markers=record_ids is not None)
     return FoldResult(billed, charged, 1, failed)
 
 
@@ -246,6 +309,7 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
     if funds is not None:
         funds.post_debits(batch_id=batch_id, caused_by=caused_by)
     touched = [summaries[i] for i in sorted({r.summary_id for r in records})]
+    check_in_range(touched, lines.values())
     for summary in touched:
         summary.updated_at = now
     SummaryLine.objects.bulk_create(lines.values(), update_conflicts=True, unique_fields=["summary", "kind"],
@@ -258,6 +322,15 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
         [(summary_id, allowance_id, used_before.get((summary_id, allowance_id), ZERO), u.used, u.included)
          for (summary_id, allowance_id), u in usage.items()], thresholds=thresholds)
     return charged_total, crossed
+
+
+def check_in_range(summaries, lines) -> None:
+    """SummaryOutOfRange unless every total fits its column, as PostgreSQL would require."""
+    beyond = {s.id for s in summaries if abs(s.total_amount) >= MONEY_LIMIT}
+    beyond |= {line.summary_id for line in lines if abs(line.charged_amount) >= MONEY_LIMIT or max(
+        line.quantity, line.billable_quantity, line.chargeable_quantity, line.allowance_used) >= QUANTITY_LIMIT}
+    if beyond:
+        raise SummaryOutOfRange(beyond)
 
 
 def add_to_line(line: SummaryLine, *, quantity: Decimal, billable: Decimal, covered: Decimal,

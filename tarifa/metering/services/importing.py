@@ -21,6 +21,7 @@ from django.db import connection, transaction
 
 from tarifa.metering.importers import Skipped, asterisk_attributes, asterisk_cdrs, read_asterisk_csv
 from tarifa.metering.services import bulk
+from tarifa.metering.services.folding import overflowed
 from tarifa.metering.services.plans import KIND_PATTERN
 from tarifa.metering.services.ingestion import (
     CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, OccurredWindow, RecordResult, _Rejected, check_attributes,
@@ -329,4 +330,13 @@ def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
             cursor.execute("SET LOCAL synchronous_commit = off")
         bulk.create_stage()
         bulk.copy_text([text])
-        return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn)
+        staged = transaction.savepoint()
+        try:
+            return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn)
+        except Exception as error:
+            if not overflowed(error):
+                raise
+        # A summary cannot hold this chunk's records (that had stopped the import): store them
+        # rated instead; the workers' fold sets aside the records of a summary that overflows.
+        transaction.savepoint_rollback(staged)
+        return bulk.store_stage(tenant=tenant, fold=False, folded_by="import", wait_turn=wait_turn)

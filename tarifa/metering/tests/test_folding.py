@@ -283,3 +283,38 @@ def test_a_fold_job_stopped_by_its_batch_limit_hands_over_what_is_left(tenant, c
     assert Job.objects.filter(type="metering.fold", status="queued").count() == 1
     drain()
     assert UsageRecord.objects.filter(status="rated").count() == 0
+
+
+TOKENS_BEYOND = "99999999999999999"  # 10^17 - 1 tokens: eleven of them are more than a summary line holds
+
+
+def _absurd_and_normal_usage(tenant) -> None:
+    """c1: a call and twelve records of 10^17 tokens, which no summary line can add up (10^18);
+    c2 and c3: calls. All in one summary per customer, all waiting for the same fold."""
+    records = [{"id": f"t{i}", "customer": "c1", "kind": "llm.input_tokens", "quantity": TOKENS_BEYOND,
+                "occurred_at": at(1, i).isoformat()} for i in range(12)]
+    records += [call(f"ok{i}", f"c{i % 3 + 1}", 45, at(2, i)) for i in range(9)]
+    assert ingest_usage(tenant=tenant, records=records).counts["accepted"] == 21
+
+
+@pytest.mark.parametrize("fold_in_sql", [True, False])
+def test_a_summary_that_cannot_hold_its_usage_is_set_aside_and_the_others_fold(tenant, customers, settings,
+                                                                             fold_in_sql):
+    """It had failed every fold batch that claimed it (PostgreSQL: numeric field overflow), and so
+    the other customers' summaries claimed with it: their billing stopped too."""
+    settings.TARIFA_FOLD_IN_SQL = fold_in_sql
+    _absurd_and_normal_usage(tenant)
+    result = fold_all_pending(batch_size=1000)
+    assert (result.records, result.charged) == (6, Decimal("0"))  # c2, c3: 3 calls each, in the allowance
+    statuses = {(r.customer_ref, r.status, r.unrated_reason) for r in UsageRecord.objects.all()}
+    assert statuses == {("c1", "unrated", "summary_out_of_range"), ("c2", "billed", ""), ("c3", "billed", "")}
+    assert summary_of("c1")["count"] == 0 and summary_of("c2")["count"] == summary_of("c3")["count"] == 3
+    assert fold_all_pending(batch_size=1000).batches == 0  # nothing left waiting, no marker left behind
+    assert find_differences(tenant=tenant) == []
+
+
+def test_a_rerate_that_overflows_a_summary_says_so(tenant, customers, capsys):
+    _absurd_and_normal_usage(tenant)
+    fold_all_pending(batch_size=1000)
+    with pytest.raises(CommandError, match="summary_out_of_range: Summaries .* cannot hold the usage"):
+        call_command("usage", "rerate", "--period", "2025-12", "--tenant", tenant.slug)

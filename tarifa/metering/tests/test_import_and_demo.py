@@ -266,3 +266,23 @@ def test_an_import_rejects_attributes_jsonb_cannot_hold_or_too_large(tenant, cus
     out = capsys.readouterr().out
     assert "long: attributes_too_large" in out and "accepted=1" in out
     assert UsageRecord.objects.get(external_id="short").attributes["userfield"] == "short note"
+
+
+def test_an_import_whose_usage_overflows_a_summary_stores_it_for_the_fold_to_set_aside(tenant, customers, tmp_path,
+                                                                                      capsys):
+    """On PostgreSQL an import folds as it stores: a summary that could not hold a chunk's records
+    had failed the chunk and stopped the import. The chunk is stored unfolded instead."""
+    from tarifa.metering.services.folding import fold_all_pending
+
+    path = tmp_path / "usage.jsonl"
+    lines = [{"id": f"t{i}", "customer": "c1", "kind": "llm.input_tokens", "quantity": "99999999999999999",
+              "occurred_at": f"2025-12-01T10:{i:02d}:00Z"} for i in range(12)]
+    lines += [{"id": f"ok{i}", "customer": "c2", "kind": "call", "quantity": 45, "destination": "33334444",
+               "occurred_at": f"2025-12-02T10:{i:02d}:00Z"} for i in range(3)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert import_file(path, "--tenant", tenant.slug, "--format", "jsonl") == 0
+    assert "accepted=15" in capsys.readouterr().out
+    fold_all_pending(batch_size=1000)
+    assert set(UsageRecord.objects.values_list("customer_ref", "status", "unrated_reason")) == {
+        ("c1", "unrated", "summary_out_of_range"), ("c2", "billed", "")}
+    assert Summary.objects.get(customer__external_id="c2").record_count == 3
