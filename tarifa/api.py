@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from django.db import DataError
 from django.http import HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -73,6 +74,24 @@ def _http_error(request: HttpRequest, exc: HttpError):
     else:
         body = {"code": f"http_{exc.status_code}", "message": str(exc)}
     return api.create_response(request, body, status=exc.status_code)
+
+
+# What PostgreSQL refuses that a check above it missed: a 422 naming the limit, not a 500 (the
+# transaction is rolled back, nothing is stored). Services check what they know by field name
+# (core.text.check_lengths, core.money.check_decimal); this is the net under them.
+DATA_ERRORS = {"22001": ("value_too_long", "A text value is longer than its field allows"),
+               "22003": ("number_out_of_range", "A number is beyond what its field holds")}
+
+
+@api.exception_handler(DataError)
+def _data_error(request: HttpRequest, exc: DataError):
+    cause = getattr(exc, "__cause__", None)
+    known = DATA_ERRORS.get(getattr(cause, "sqlstate", None))
+    if known is None:
+        raise exc
+    code, message = known
+    detail = str(cause).splitlines()[0] if cause else ""
+    return api.create_response(request, {"code": code, "message": f"{message} ({detail})."}, status=422)
 
 
 @api.exception_handler(AuthenticationError)

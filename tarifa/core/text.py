@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from tarifa.core.errors import DomainError
+
 NUL = "\x00"
 NUL_REFUSED = "must not contain NUL (\\u0000) characters."
 
@@ -36,3 +38,16 @@ def has_nonfinite(value) -> bool:
     except ValueError:
         return True
     return False
+
+
+def check_lengths(model, values: dict, *, where: str = "", columns: dict[str, str] | None = None) -> None:
+    """DomainError value_too_long for the first text in `values` longer than `model`'s field of that
+    name (or of the name `columns` maps it to) allows: PostgreSQL fails the statement (a 500),
+    SQLite stores it. `where` prefixes the field named in the error ("rates[2]")."""
+    for name, value in values.items():
+        if not isinstance(value, str):
+            continue
+        limit = getattr(model._meta.get_field((columns or {}).get(name, name)), "max_length", None)
+        if limit is not None and len(value) > limit:
+            field = f"{where}.{name}" if where else name
+            raise DomainError("value_too_long", f"{field} is longer than {limit} characters.", field=field)

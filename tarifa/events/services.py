@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tarifa.core.errors import DomainError
+from tarifa.core.text import check_lengths
 from tarifa.events import signing
 from tarifa.events.listeners import LISTENER_BATCH_SIZE, listeners_for
 from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -132,6 +133,7 @@ def _check_url(url: str) -> str:
 def create_webhook_endpoint(
     *, tenant: Tenant, url: str, event_types: list[str] | None = None, description: str = ""
 ) -> WebhookEndpoint:
+    check_lengths(WebhookEndpoint, {"url": url, "description": description})
     return WebhookEndpoint.objects.create(
         tenant=tenant, url=_check_url(url), event_types=sorted(set(event_types or [])),
         description=description, secret=f"whsec_{secrets.token_hex(24)}",
@@ -139,6 +141,7 @@ def create_webhook_endpoint(
 
 
 def update_webhook_endpoint(*, endpoint: WebhookEndpoint, **fields) -> WebhookEndpoint:
+    check_lengths(WebhookEndpoint, {key: fields[key] for key in ("url", "description") if key in fields})
     if "url" in fields:
         fields["url"] = _check_url(fields["url"])
     if "event_types" in fields:

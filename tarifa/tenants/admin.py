@@ -5,7 +5,7 @@ from django.contrib import admin
 
 from tarifa.core.admin import ServiceCheckedForm
 from tarifa.tenants.models import ApiKey, Customer, Tenant
-from tarifa.tenants.services import check_region, check_timezone, clean_customer_fields
+from tarifa.tenants.services import check_region, check_timezone, clean_customer_fields, clean_default_currency
 
 
 class TenantForm(ServiceCheckedForm):
@@ -19,7 +19,7 @@ class TenantForm(ServiceCheckedForm):
         check_timezone(values.get("timezone", ""))
         check_region(values.get("default_phone_region", ""))
         return {"default_phone_region": values.get("default_phone_region", "").upper(),
-                "default_currency": values.get("default_currency", "").upper()}
+                "default_currency": clean_default_currency(values.get("default_currency", ""))}
 
 
 @admin.register(Tenant)

@@ -13,6 +13,7 @@ from django.utils.text import slugify
 from email_validator import EmailNotValidError, validate_email
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
+from tarifa.core.text import check_lengths
 from tarifa.tenants.models import ApiKey, Customer, Tenant
 from tarifa.tenants.selectors import KEY_SCHEME, hash_api_key
 
@@ -34,12 +35,14 @@ def create_tenant(
         raise DomainError("invalid_slug", "A tenant needs a name or slug made of letters or digits.", field="slug")
     check_timezone(timezone_name)
     check_region(default_phone_region)
+    default_currency = clean_default_currency(default_currency)
+    check_lengths(Tenant, {"name": name, "slug": slug})
     with transaction.atomic():
         if Tenant.objects.filter(slug=slug).exists():
             raise Conflict("tenant_exists", f"A tenant with slug '{slug}' already exists.", field="slug")
         tenant = Tenant.objects.create(
             slug=slug, name=name, timezone=timezone_name,
-            default_phone_region=default_phone_region.upper(), default_currency=default_currency.upper(),
+            default_phone_region=default_phone_region.upper(), default_currency=default_currency,
         )
         issued = issue_api_key(tenant=tenant, name="default")
     return tenant, issued
@@ -104,6 +107,7 @@ def clean_customer_fields(*, tenant: Tenant, fields: dict) -> dict:
         raise DomainError("invalid_metadata", "metadata must be a JSON object.", field="metadata")
     if "billing_mode" in cleaned and cleaned["billing_mode"] not in Customer.BillingMode.values:
         raise DomainError("invalid_billing_mode", "billing_mode is 'postpaid' or 'prepaid'.", field="billing_mode")
+    check_lengths(Customer, cleaned)
     return cleaned
 
 
@@ -117,6 +121,9 @@ def create_customer(*, tenant: Tenant, external_id: str, **fields) -> tuple[Cust
     external_id = (external_id or "").strip()
     if not external_id:
         raise DomainError("invalid_external_id", "external_id must not be empty.", field="external_id")
+    if "/" in external_id:  # it names the customer in the API's addresses, where a / cannot be
+        raise DomainError("invalid_external_id", "external_id must not contain '/'.", field="external_id")
+    check_lengths(Customer, {"external_id": external_id})
     cleaned = clean_customer_fields(tenant=tenant, fields=fields)
     existing = Customer.objects.filter(tenant=tenant, external_id=external_id).first()
     if existing is None:
@@ -149,6 +156,16 @@ def check_timezone(name: str) -> None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise DomainError("invalid_timezone", f"'{name}' is not an IANA time zone.", field="timezone")
+
+
+def clean_default_currency(currency: str) -> str:
+    """A tenant's default currency: an ISO 4217 code, which plans and invoices take when they name
+    none (a plan may name a credit unit of its own; the tenant's column holds three letters)."""
+    code = (currency or "").strip().upper()
+    if not (len(code) == 3 and code.isascii() and code.isalpha()):
+        raise DomainError("invalid_currency", f"'{currency}' is not an ISO 4217 currency code (e.g. BRL).",
+                          field="default_currency")
+    return code
 
 
 def check_region(region: str) -> None:

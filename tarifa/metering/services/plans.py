@@ -10,6 +10,7 @@ from django.db import transaction
 
 from tarifa.core.errors import Conflict, DomainError
 from tarifa.core.money import MONEY, QUANTITY, check_decimal
+from tarifa.core.text import check_lengths
 from tarifa.metering.models import Allowance, PricePlan, Rate, Subscription
 from tarifa.metering.rating import ROUNDING_MODES, normalize_destination, rate_key
 from tarifa.tenants.models import Customer, Tenant
@@ -69,6 +70,8 @@ def clean_rate(rate: dict, *, where: str = "") -> dict:
     elif prefix and normalize_destination(prefix) != prefix:
         raise DomainError("invalid_prefix", "A destination prefix holds digits and an optional leading +.",
                           field=_at(where, "destination_prefix"))
+    check_lengths(Rate, {"kind": rate.get("kind", ""), "destination_prefix": prefix,
+                         "description": rate.get("description", "")}, where=where)
     return dict(
         kind=_check_kind(rate.get("kind", ""), field=_at(where, "kind")),
         destination_prefix=prefix,
@@ -91,6 +94,7 @@ def clean_allowance(allowance: dict, *, where: str = "") -> dict:
                           field=_at(where, "kinds"))
     for kind in kinds:
         _check_kind(kind[:-2] if kind.endswith(".*") else kind, field=_at(where, "kinds"))
+    check_lengths(Allowance, {"code": allowance.get("code") or ""}, where=where)
     return dict(code=allowance.get("code") or "allowance", kinds=list(kinds),
                 quantity=_decimal(allowance.get("quantity"), field=_at(where, "quantity"), positive=True))
 
@@ -133,6 +137,7 @@ def create_plan(
     monthly_grant: Decimal | None = None, grant_expiry_days: int | None = None,
 ) -> PricePlan:
     clean_plan_code(code)
+    check_lengths(PricePlan, {"name": name or ""})
     with transaction.atomic():
         if PricePlan.objects.filter(tenant=tenant, code=code).exists():
             raise Conflict("plan_exists", f"Plan '{code}' already exists; use PUT to change its terms.", field="code")
@@ -151,6 +156,7 @@ def replace_plan_terms(
     grant_expiry_days: int | None = None,
 ) -> PricePlan:
     """Replace a plan's rates, allowances and grant. Usage already rated keeps its snapshot until re-rated."""
+    check_lengths(PricePlan, {"name": name or ""})
     with transaction.atomic():
         if name:
             plan.name = name
@@ -166,6 +172,7 @@ def replace_plan_terms(
 def clean_plan_code(code: str) -> str:
     if not re.match(r"^[a-z0-9][a-z0-9_-]*$", code or ""):
         raise DomainError("invalid_code", "A plan code holds lowercase letters, digits, - and _.", field="code")
+    check_lengths(PricePlan, {"code": code})
     return code
 
 

@@ -9,6 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
+from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event
 from tarifa.metering.models import AllowanceUsage, Summary, SummaryLine, UsageRecord
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
@@ -34,6 +35,7 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
     reason = (reason or "").strip()
     if not reason:
         raise DomainError("reason_required", "A reversal needs a reason.", field="reason")
+    check_lengths(UsageRecord, {"reason": reason}, columns={"reason": "reversal_reason"})
     with transaction.atomic():
         record = UsageRecord.objects.select_for_update().filter(tenant=tenant, external_id=external_id).first()
         if record is None:
@@ -67,7 +69,7 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
                                 reason=f"reversal of {external_id}: {reason}").entry
             queue_failed_usage_retry(wallet=wallet, entry=refund)
         record.status, record.reversed_at, record.reversal_reason = (
-            UsageRecord.Status.REVERSED, timezone.now(), reason[:200])
+            UsageRecord.Status.REVERSED, timezone.now(), reason)
         record.save(update_fields=["status", "reversed_at", "reversal_reason"])
         emit_event(tenant=tenant, type="usage.reversed", payload={
             "id": external_id, "customer": summary.customer.external_id, "period": summary.period,

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.money import check_decimal
+from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event
 from tarifa.metering.models import Summary
 from tarifa.payments.models import Invoice, PaymentCheck
@@ -36,6 +37,7 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
     if gateway not in GATEWAYS:
         raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
     currency = (currency or tenant.default_currency).strip().upper()
+    check_lengths(Invoice, {"currency": currency, "payment_link": payment_link, "description": description})
     digest = hashlib.sha256(json.dumps([customer.id, str(amount.normalize()), currency, due_date.isoformat(), gateway,
                                         payment_link, description]).encode()).hexdigest()
     existing = Invoice.objects.filter(tenant=tenant, reference=reference).first()

@@ -101,6 +101,7 @@ def test_web_and_worker_processes_with_metrics_from_both(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["tenant", "create", "X", "--timezone", "Nowhere/Else"], "invalid_timezone"),
+    (["tenant", "create", "X", "--currency", "EURO"], "invalid_currency"),  # the column holds 3 letters
     (["tenant", "revoke-key", "trf_nope"], "api_key_not_found"),
 ])
 def test_cli_errors_are_one_line_and_nonzero(tmp_path, args, message):

@@ -14,6 +14,7 @@ from django.utils import timezone
 from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.money import MONEY_LIMIT, check_decimal
 from tarifa.core.pgarrays import array_literal
+from tarifa.core.text import check_lengths
 from tarifa.metering.selectors import current_plan
 from tarifa.runtime.services import enqueue
 from tarifa.tenants.models import Customer
@@ -122,6 +123,7 @@ def post_entry(*, wallet: Wallet, kind: str, amount: Decimal, idempotency_key: s
                            f"Idempotency key '{idempotency_key}' was already used for {existing.kind} {existing.amount}.",
                            field="idempotency_key")
         return Posted(existing, False)
+    check_lengths(LedgerEntry, {"reason": reason, "idempotency_key": idempotency_key})  # not cut short unseen
     if kind in (Kind.USAGE_DEBIT, Kind.ADJUSTMENT) and not covers(wallet=wallet, amount=-amount):
         raise DomainError("insufficient_credits",
                           f"The balance {wallet.balance} {wallet.unit} (credit limit {wallet.credit_limit}) "
@@ -132,7 +134,7 @@ def post_entry(*, wallet: Wallet, kind: str, amount: Decimal, idempotency_key: s
                           "a wallet holds.", field="amount", status=409)
     alerts = move_balance(wallet=wallet, kind=kind, amount=amount)
     entry = LedgerEntry.objects.create(wallet=wallet, kind=kind, amount=amount, balance_after=wallet.balance,
-                                       reason=reason[:200], caused_by=caused_by[:200], idempotency_key=idempotency_key,
+                                       reason=reason, caused_by=caused_by[:200], idempotency_key=idempotency_key,
                                        expires_at=expires_at, record_count=record_count, reverses=reverses)
     if kind == Kind.GRANT:
         GrantLot.objects.create(wallet=wallet, entry=entry, remaining=wallet.granted_remaining - granted_before,
