@@ -14,3 +14,4 @@ urlpatterns = [
 ]
 
 handler400 = "tarifa.core.views.bad_request"
+handler404 = "tarifa.core.views.not_found"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
-from django.views.defaults import bad_request as django_bad_request
+from django.views.defaults import bad_request as django_bad_request, page_not_found
 
 
 def bad_request(request, exception):
@@ -21,3 +21,10 @@ def bad_request(request, exception):
     if api:
         return JsonResponse({"code": "bad_request", "message": "The request could not be read."}, status=400)
     return django_bad_request(request, exception)
+
+
+def not_found(request, exception):
+    """An address under /api/ that names no operation is JSON too (Django's page was HTML)."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"code": "not_found", "message": f"No API operation at {request.path_info}."}, status=404)
+    return page_not_found(request, exception)

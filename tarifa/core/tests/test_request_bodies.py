@@ -53,3 +53,11 @@ def test_a_body_beyond_the_limit_is_413_and_stores_nothing(api, settings):
                        "send fewer records per call."}
     assert api.post("/api/v1/usage", {"records": records[:5]}).status_code == 200
     assert not Customer.objects.exists()
+
+
+def test_an_address_naming_no_operation_is_a_json_404(api):
+    for path in ("/api/v1/nowhere", "/api/v1/customers/a%2Fb"):
+        response = api.get(path)
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found", path
+    assert b"<html" in api.client.get("/nowhere").content.lower()  # the rest keeps Django's page
