@@ -23,7 +23,8 @@ def pagseguro_notification(request: HttpRequest, tenant: str):
     code = (request.POST.get("notificationCode") or "").strip()
     kind = (request.POST.get("notificationType") or "").strip()
     if not code or len(code) > 100:
-        return JsonResponse({"code": "invalid_notification", "message": "notificationCode is required."}, status=400)
+        message = "notificationCode is required." if not code else "notificationCode is longer than 100 characters."
+        return JsonResponse({"code": "invalid_notification", "message": message}, status=400)
     if kind != "transaction":
         return JsonResponse({"status": "ignored", "message": f"notificationType '{kind}' is not handled."})
     note = receive_notification(tenant=owner, gateway="pagseguro", code=code, notification_type=kind)

@@ -59,6 +59,8 @@ def test_check_now_webhook_and_history(shop_api, fake, tenant):
     assert api.post("/api/v1/invoices/ORD-1/cancel", {}).json()["code"] == "invoice_not_open"
     assert Client().post("/webhooks/pagseguro/nobody", {"notificationCode": "x"}).status_code == 404
     assert Client().post(f"/webhooks/pagseguro/{tenant.slug}", {}).status_code == 400
+    too_long = Client().post(f"/webhooks/pagseguro/{tenant.slug}", {"notificationCode": "N" * 101})
+    assert too_long.status_code == 400 and too_long.json()["message"] == "notificationCode is longer than 100 characters."
 
 
 def test_cancel_and_stats(shop_api):
