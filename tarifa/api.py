@@ -13,14 +13,20 @@ from ninja.parser import Parser
 
 from tarifa.core.auth import ApiKeyAuth
 from tarifa.core.errors import DomainError
+from tarifa.core.text import LONE_SURROGATE, SURROGATE_ESCAPE, has_lone_surrogate
 
 
 class StrictJsonParser(Parser):
-    """JSON as the standard defines it: Python's reader also takes NaN, Infinity and numbers beyond
-    a float's range (as infinity), which no column or jsonb value can store (they had been 500s)."""
+    """JSON as the standard defines it, in UTF-8: Python's reader also takes NaN, Infinity, numbers
+    beyond a float's range (as infinity) and unpaired surrogates, which no column or jsonb value
+    can store (they had been 500s)."""
 
     def parse_body(self, request: HttpRequest):
-        return json.loads(request.body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        text = request.body.decode("utf-8")  # strictly: json.loads(bytes) lets encoded surrogates through
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if SURROGATE_ESCAPE.search(text) and has_lone_surrogate(data):
+            raise ValueError(f"a string {LONE_SURROGATE}")
+        return data
 
 
 def _refuse_constant(name: str):

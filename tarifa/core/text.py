@@ -1,15 +1,20 @@
-"""Values that PostgreSQL can store: its text and jsonb types refuse the NUL character, and jsonb
-refuses NaN and Infinity (which Python's json reads), so any value holding one must be refused as
-input, or the statement storing it fails (a 500, a failed chunk)."""
+"""Values that PostgreSQL can store: its text and jsonb types refuse the NUL character and half a
+character (an unpaired UTF-16 surrogate, which JSON can write as a \\uD800 escape), and jsonb refuses
+NaN and Infinity (which Python's json reads), so any value holding one must be refused as input,
+or the statement storing it fails (a 500, a failed chunk)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from tarifa.core.errors import DomainError
 
 NUL = "\x00"
 NUL_REFUSED = "must not contain NUL (\\u0000) characters."
+# How JSON text writes a surrogate; only text holding one can decode to an unpaired surrogate.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = "holds half a character: a \\uD800-\\uDFFF escape without its pair"
 
 
 def nul_path(value, path: str = "") -> str | None:
@@ -36,6 +41,15 @@ def has_nonfinite(value) -> bool:
     try:
         json.dumps(value, allow_nan=False, default=str)
     except ValueError:
+        return True
+    return False
+
+
+def has_lone_surrogate(value) -> bool:
+    """Whether a JSON-like `value` holds an unpaired surrogate, which UTF-8 cannot encode."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
         return True
     return False
 

@@ -12,6 +12,8 @@ from datetime import datetime, timezone as dt_timezone
 from typing import Iterator, TextIO
 from zoneinfo import ZoneInfo
 
+from tarifa.core.text import LONE_SURROGATE, SURROGATE_ESCAPE, has_lone_surrogate
+
 # Asterisk cdr_csv (Master.csv) column order.
 ASTERISK_COLUMNS = [
     "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata", "start",
@@ -119,6 +121,11 @@ def read_jsonl(stream: TextIO) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             yield _bad(line_no, f"invalid JSON: {exc.msg}")
+            continue
+        if SURROGATE_ESCAPE.search(line) and has_lone_surrogate(record):  # PostgreSQL cannot store it
+            yield _bad(line_no, f"the line {LONE_SURROGATE}")
+            continue
+        yield record

@@ -61,3 +61,19 @@ def test_an_address_naming_no_operation_is_a_json_404(api):
         assert response.status_code == 404
         assert response.json()["code"] == "not_found", path
     assert b"<html" in api.client.get("/nowhere").content.lower()  # the rest keeps Django's page
+
+
+def test_half_a_character_is_400_invalid_json_and_a_whole_one_passes(api):
+    """JSON may write a UTF-16 surrogate as an escape; one without its pair decodes to text that
+    UTF-8, and so PostgreSQL, cannot hold (a 500; on SQLite too)."""
+    for body in ('{"external_id": "s1", "name": "a\\ud800b"}', '{"external_id": "s1", "metadata": {"k\\udc00": 1}}'):
+        response = api.post("/api/v1/customers", body)
+        assert response.status_code == 400, response.content
+        assert response.json()["code"] == "invalid_json" and "without its pair" in response.json()["message"]
+    usage = api.post("/api/v1/usage", '{"records": [' + json.dumps(RECORD)[:-1] + ', "destination": "9\\ud800"}]}')
+    assert (usage.status_code, usage.json()["code"]) == (400, "invalid_json")
+    raw = api.client.post("/api/v1/customers", b'{"external_id": "s1", "name": "\xed\xa0\x80"}',
+                          content_type="application/json", headers=api.headers)  # a surrogate encoded raw
+    assert (raw.status_code, raw.json()["code"]) == (400, "invalid_json")
+    assert api.post("/api/v1/customers", '{"external_id": "s1", "name": "\\ud83d\\ude00"}').status_code == 201
+    assert Customer.objects.get().name == "\U0001F600"

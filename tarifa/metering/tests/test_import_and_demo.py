@@ -286,3 +286,15 @@ def test_an_import_whose_usage_overflows_a_summary_stores_it_for_the_fold_to_set
     assert set(UsageRecord.objects.values_list("customer_ref", "status", "unrated_reason")) == {
         ("c1", "unrated", "summary_out_of_range"), ("c2", "billed", "")}
     assert Summary.objects.get(customer__external_id="c2").record_count == 3
+
+
+def test_a_jsonl_line_with_half_a_character_is_rejected_alone(tenant, customers, tmp_path, capsys):
+    """An unpaired \\ud800 escape decodes to text PostgreSQL cannot store: it had failed the chunk."""
+    path = tmp_path / "usage.jsonl"
+    line = '{{"id": "{id}", "customer": "c1", "kind": "call", "quantity": 45, "occurred_at": "2025-12-01T10:00:00Z", ' \
+           '"destination": "33334444", "attributes": {{"note": "{note}"}}}}\n'
+    path.write_text(line.format(id="half", note="a\\ud800") + line.format(id="whole", note="\\ud83d\\ude00"))
+    assert import_file(path, "--tenant", tenant.slug, "--format", "jsonl") == 1
+    out = capsys.readouterr().out
+    assert "line-1: unreadable_line the line holds half a character" in out and "accepted=1" in out
+    assert UsageRecord.objects.get().attributes == {"note": "\U0001F600"}
