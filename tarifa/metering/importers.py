@@ -26,8 +26,26 @@ class Skipped(dict):
     """A line that is valid but not billable (e.g. an unanswered call)."""
 
 
+class Unreadable(dict):
+    """A line that cannot be read, as the record the ingestion reports (`_error` says why)."""
+
+
 def _bad(line_no: int, message: str) -> dict:
-    return {"id": f"line-{line_no}", "_error": message}
+    return Unreadable(id=f"line-{line_no}", _error=message)
+
+
+def _read_csv_rows(reader) -> Iterator[list | dict]:
+    """The rows of a csv reader (or DictReader), and an error record for a line it cannot read (a
+    field beyond csv's size limit, which a stray quote also makes of the lines after it): reported
+    with its line number, and the reading goes on from the next line. It had ended the import."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            # A DictReader updates its own line_num only for rows it returns: its reader's counts.
+            yield _bad(getattr(reader, "reader", reader).line_num, f"unreadable CSV: {error}")
 
 
 def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
@@ -35,7 +53,12 @@ def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
     local "YYYY-MM-DD HH:MM:SS", dst, (src, dcontext, channel, duration, userfield)); Skipped for
     the others and an error record for lines that cannot be read. Values are stripped (the five
     kept as attributes are not), not yet validated."""
-    for line_no, row in enumerate(csv.reader(stream), start=1):
+    reader = csv.reader(stream)
+    for row in _read_csv_rows(reader):
+        if isinstance(row, Unreadable):
+            yield row
+            continue
+        line_no = reader.line_num
         if not row:
             continue
         if len(row) < len(ASTERISK_COLUMNS) - 1:  # userfield may be absent
@@ -108,7 +131,10 @@ def read_csv(stream: TextIO) -> Iterator[dict]:
     missing = [f for f in CSV_FIELDS[:5] if f not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"the CSV header lacks {', '.join(missing)}")
-    for row in reader:
+    for row in _read_csv_rows(reader):
+        if isinstance(row, Unreadable):
+            yield row
+            continue
         record = {k: row.get(k) for k in CSV_FIELDS if row.get(k) not in (None, "")}
         extra = {k: v for k, v in row.items() if k not in CSV_FIELDS and k is not None and v not in (None, "")}
         if extra:

@@ -298,3 +298,23 @@ def test_a_jsonl_line_with_half_a_character_is_rejected_alone(tenant, customers,
     out = capsys.readouterr().out
     assert "line-1: unreadable_line the line holds half a character" in out and "accepted=1" in out
     assert UsageRecord.objects.get().attributes == {"note": "\U0001F600"}
+
+
+@pytest.mark.parametrize("fmt", ["asterisk-csv", "csv"])
+def test_a_field_beyond_csv_limits_rejects_its_line_and_the_import_goes_on(tenant, customers, tmp_path, capsys, fmt):
+    """Python's csv refuses a field of more than 128 KiB (a stray quote makes one of the lines
+    after it): it had ended the import with a traceback."""
+    huge = "x" * 200_000
+    if fmt == "asterisk-csv":
+        row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+        path = _master_csv(tmp_path, [row.format(uid="u1")[:-2] + f'"{huge}"', row.format(uid="u2")])
+    else:
+        path = tmp_path / "usage.csv"
+        path.write_text("id,customer,kind,quantity,occurred_at,destination,note\n"
+                        f"u1,c1,call,45,2025-12-01T10:00:00Z,33334444,{huge}\n"
+                        "u2,c1,call,45,2025-12-01T10:01:00Z,33334444,ok\n")
+    assert import_file(path, "--tenant", tenant.slug, "--format", fmt) == 1
+    out = capsys.readouterr().out
+    line = 1 if fmt == "asterisk-csv" else 2
+    assert f"line-{line}: unreadable_line unreadable CSV: field larger than field limit (131072)" in out
+    assert "accepted=1" in out and list(UsageRecord.objects.values_list("external_id", flat=True)) == ["u2"]
