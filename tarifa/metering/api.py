@@ -17,6 +17,7 @@ from tarifa.core.errors import DomainError
 from tarifa.core.pagination import paginate
 from tarifa.core.schemas import ErrorOut
 from tarifa.metering import selectors
+from tarifa.metering.models import UsageRecord
 from tarifa.metering.periods import checked_period
 from tarifa.metering.services import ingestion, plans, processing, reversal
 from tarifa.tenants.selectors import customer_by_external_id
@@ -233,7 +234,7 @@ class UsagePage(Schema):
 
 
 @router.get("/usage", response={200: UsagePage, 404: ErrorOut, 422: ErrorOut}, tags=["usage"])
-def list_usage(request: HttpRequest, customer: str | None = None, status: str | None = None,
+def list_usage(request: HttpRequest, customer: str | None = None, status: UsageRecord.Status | None = None,
                period: str | None = None, cursor: str | None = None, limit: int = 100):
     owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
     records = selectors.usage_records(tenant=request.tenant, customer=owner, status=status, period=checked_period(period))

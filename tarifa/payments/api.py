@@ -11,6 +11,7 @@ from ninja import Field, Router, Schema, Status
 from tarifa.core.pagination import paginate
 from tarifa.core.schemas import ErrorOut
 from tarifa.payments import selectors
+from tarifa.payments.models import Invoice
 from tarifa.payments.services import checking, credentials, invoices
 from tarifa.tenants.selectors import customer_by_external_id
 
@@ -114,7 +115,7 @@ def create_invoice(request: HttpRequest, payload: InvoiceIn):
 
 
 @router.get("/invoices", response={200: InvoicePage, 404: ErrorOut, 422: ErrorOut})
-def list_invoices(request: HttpRequest, status: str | None = None, customer: str | None = None,
+def list_invoices(request: HttpRequest, status: Invoice.Status | None = None, customer: str | None = None,
                   cursor: str | None = None, limit: int = 50):
     owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
     return paginate(selectors.invoices(tenant=request.tenant, status=status, customer=owner), cursor=cursor,

@@ -122,6 +122,8 @@ def test_unrated_records_are_kept_listed_and_rerated_after_a_fix(api, tenant, cu
     assert reasons == {"u1": "unknown_customer", "u2": "no_rate_for_kind", "u3": "no_rate_for_kind"}
     listed = api.get("/api/v1/usage", status="unrated").json()["items"]
     assert {r["id"] for r in listed} == {"u1", "u2", "u3"}
+    typo = api.get("/api/v1/usage", status="unratd")  # had listed nothing, as if none were unrated
+    assert typo.status_code == 422 and typo.json()["field"] == "status"
     create_customer(tenant=tenant, external_id="nobody")
     assert api.post("/api/v1/usage/rerate-unrated").json() == {"rated": 0, "unrated": 3}  # no plan yet for "nobody"
     assert UsageRecord.objects.get(external_id="u1").unrated_reason == "no_plan"

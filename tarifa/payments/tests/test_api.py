@@ -40,6 +40,7 @@ def test_invoices_are_idempotent_on_reference_and_show_their_checks(shop_api):
     assert api.post("/api/v1/invoices", {**BODY, "reference": "Z", "gateway": "paypal"}).json()["code"] == "unknown_gateway"
     listed = api.get("/api/v1/invoices", status="open").json()
     assert [i["reference"] for i in listed["items"]] == ["ORD-1"]
+    assert api.get("/api/v1/invoices", status="unpaid").status_code == 422  # not an empty list
 
 
 def test_check_now_webhook_and_history(shop_api, fake, tenant):
