@@ -1,7 +1,9 @@
+from django import forms
 from django.contrib import admin
 
-from tarifa.core.admin import URLAdmin
+from tarifa.core.admin import ServiceCheckedForm, URLAdmin
 from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from tarifa.events.services import check_url, clean_event_types
 
 
 @admin.register(Event)
@@ -11,11 +13,32 @@ class EventAdmin(admin.ModelAdmin):
     readonly_fields = ("uid", "tenant", "type", "payload", "created_at")
 
 
+class WebhookEndpointForm(ServiceCheckedForm):
+    checked_fields = ("url", "event_types")
+    url = forms.URLField(max_length=500, assume_scheme="https")  # as URLAdmin's other URL fields
+
+    class Meta:
+        model = WebhookEndpoint
+        exclude = ("secret",)
+
+    def check(self, values: dict) -> dict:
+        check_url(values.get("url", ""))
+        return {"event_types": clean_event_types(values.get("event_types"))}
+
+
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(URLAdmin):
+    """Endpoints are created through the API, which makes their signing secret and shows it once:
+    one added here had none (the form cannot show it), so its webhooks were signed with an empty
+    key. Operators change, pause or delete them here."""
+
+    form = WebhookEndpointForm
     list_display = ("id", "tenant", "url", "active", "created_at")
     list_filter = ("active", "tenant")
-    exclude = ("secret",)
+    readonly_fields = ("tenant",)
+
+    def has_add_permission(self, request):
+        return False
 
 
 class WebhookAttemptInline(admin.TabularInline):

@@ -123,11 +123,25 @@ def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
 # --- endpoint management -----------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
+def check_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise DomainError("invalid_url", "The webhook URL must be an absolute http(s) URL.", field="url")
     return url
+
+
+# What Tarifa emits, and so what an endpoint may subscribe to: a mistyped type ("alert.raise") had
+# been accepted and the endpoint then never called.
+EVENT_TYPES = ("alert.raised", "invoice.cancelled", "invoice.created", "invoice.expired", "invoice.paid",
+               "payment.reversed", "summary.updated", "usage.reversed")
+
+
+def clean_event_types(event_types) -> list[str]:
+    unknown = sorted(set(event_types or []) - set(EVENT_TYPES))
+    if unknown:
+        raise DomainError("unknown_event_type", f"No event type {', '.join(map(repr, unknown))}; the types are "
+                          f"{', '.join(EVENT_TYPES)} (none listed: every type).", field="event_types")
+    return sorted(set(event_types or []))
 
 
 def create_webhook_endpoint(
@@ -135,7 +149,7 @@ def create_webhook_endpoint(
 ) -> WebhookEndpoint:
     check_lengths(WebhookEndpoint, {"url": url, "description": description})
     return WebhookEndpoint.objects.create(
-        tenant=tenant, url=_check_url(url), event_types=sorted(set(event_types or [])),
+        tenant=tenant, url=check_url(url), event_types=clean_event_types(event_types),
         description=description, secret=f"whsec_{secrets.token_hex(24)}",
     )
 
@@ -143,9 +157,9 @@ def create_webhook_endpoint(
 def update_webhook_endpoint(*, endpoint: WebhookEndpoint, **fields) -> WebhookEndpoint:
     check_lengths(WebhookEndpoint, {key: fields[key] for key in ("url", "description") if key in fields})
     if "url" in fields:
-        fields["url"] = _check_url(fields["url"])
+        fields["url"] = check_url(fields["url"])
     if "event_types" in fields:
-        fields["event_types"] = sorted(set(fields["event_types"] or []))
+        fields["event_types"] = clean_event_types(fields["event_types"])
     for key, value in fields.items():
         setattr(endpoint, key, value)
     if fields:

@@ -47,3 +47,30 @@ def test_other_tenant_cannot_see_or_touch_endpoints(make_api):
     assert beta.delete(f"/api/v1/webhooks/{endpoint_id}").status_code == 404
     assert beta.get(f"/api/v1/webhooks/{endpoint_id}/deliveries").status_code == 404
     assert beta.get("/api/v1/webhooks").json()["items"] == []
+
+
+def test_an_unknown_event_type_is_refused(api):
+    """A mistyped type had been stored, and the endpoint then never called."""
+    response = api.post("/api/v1/webhooks", {"url": "https://erp.example.com/hook", "event_types": ["alert.raise"]})
+    assert response.status_code == 422
+    assert response.json()["code"] == "unknown_event_type" and "'alert.raise'" in response.json()["message"]
+    created = api.post("/api/v1/webhooks", {"url": "https://erp.example.com/hook",
+                                            "event_types": ["invoice.paid", "alert.raised", "invoice.paid"]}).json()
+    assert created["event_types"] == ["alert.raised", "invoice.paid"]
+    patched = api.patch(f"/api/v1/webhooks/{created['id']}", {"event_types": ["summary.update"]})
+    assert patched.status_code == 422 and patched.json()["field"] == "event_types"
+
+
+def test_the_admin_changes_endpoints_as_the_api_checks_them_and_adds_none(operator, api):
+    from tarifa.events.models import WebhookEndpoint
+
+    created = api.post("/api/v1/webhooks", {"url": "https://erp.example.com/hook"}).json()
+    url = f"/admin/events/webhookendpoint/{created['id']}/change/"
+    values = {"url": "https://erp.example.com/other", "event_types": "[]", "description": "", "active": "on"}
+    page = operator.post(url, {**values, "event_types": '["alert.raise"]'})
+    assert list(page.context["adminform"].form.errors) == ["event_types"]
+    assert operator.post(url, {**values, "event_types": '["invoice.paid"]'}).status_code == 302
+    endpoint = WebhookEndpoint.objects.get(pk=created["id"])
+    assert (endpoint.url, endpoint.event_types) == ("https://erp.example.com/other", ["invoice.paid"])
+    assert endpoint.secret.startswith("whsec_")  # kept: the form never shows it
+    assert operator.get("/admin/events/webhookendpoint/add/").status_code == 403
