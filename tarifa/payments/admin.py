@@ -1,34 +1,37 @@
 from django.contrib import admin
 
-from tarifa.core.admin import URLAdmin
+from tarifa.core.admin import ReadOnly, URLAdmin
 from tarifa.payments.models import CheckLog, GatewayCredential, Invoice, PaymentCheck, PaymentTransaction
 
 
-class CheckInline(admin.StackedInline):
+class CheckInline(ReadOnly, admin.StackedInline):
     model = PaymentCheck
-    can_delete = False
     readonly_fields = ("status", "attempts", "last_checked_at", "next_check_at", "interval_seconds", "expires_at",
                        "last_error", "consecutive_failures", "leased_by")
     exclude = ("tenant",)
 
 
-class TransactionInline(admin.TabularInline):
+class TransactionInline(ReadOnly, admin.TabularInline):
     model = PaymentTransaction
     extra = 0
-    can_delete = False
     readonly_fields = ("code", "status", "gross_amount", "fee_amount", "net_amount", "payment_method", "source", "seen_at")
 
 
-class CheckLogInline(admin.TabularInline):
+class CheckLogInline(ReadOnly, admin.TabularInline):
     model = CheckLog
     extra = 0
-    can_delete = False
     readonly_fields = ("checked_at", "source", "outcome", "statuses", "error", "duration_ms")
     ordering = ("-checked_at",)
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(URLAdmin):
+class InvoiceAdmin(ReadOnly, URLAdmin):
+    """Invoices are created, checked and cancelled through the API and CLI, which keep their
+    content hash (a retried create compares against it), check row and events; here they are read.
+    An invoice added here had no check and no `invoice.created`, and an edited amount no longer
+    matched its hash: the ERP retrying its create with the original amount got the edited invoice
+    back as a duplicate."""
+
     list_display = ("reference", "tenant", "customer", "amount", "currency", "status", "due_date", "paid_at")
     list_filter = ("tenant", "status", "gateway")
     search_fields = ("reference", "customer__external_id", "transaction_code")

@@ -21,3 +21,8 @@ def test_payment_admin_pages_render(operator, tenant):
     assert operator.get("/admin/payments/invoice/").status_code == 200
     assert operator.get(f"/admin/payments/invoice/{invoice.pk}/change/").status_code == 200
     assert operator.get("/admin/payments/gatewaycredential/").status_code == 200
+    # read here: created, checked and cancelled through the API and CLI
+    assert operator.get("/admin/payments/invoice/add/").status_code == 403
+    operator.post(f"/admin/payments/invoice/{invoice.pk}/change/", {"amount": "1", "description": "edited"})
+    invoice.refresh_from_db()
+    assert (invoice.amount, invoice.description) == (Decimal("5"), "")

@@ -90,3 +90,25 @@ def test_two_schedulers_fire_each_tick_exactly_once_on_postgres(postgres, every_
     assert len(ours) == ticks  # each tick fired by exactly one of the two schedulers
     keys = list(Job.objects.filter(type="runtime.noop").values_list("unique_key", flat=True))
     assert len(keys) == ticks and len(set(keys)) == ticks
+
+
+@pytest.mark.django_db
+def test_the_admin_pauses_schedules_and_reads_jobs_and_workers(operator):
+    """Schedules come from the code and settings (a cron typed in the admin that croniter could
+    not read had failed every scheduler tick); jobs change through the queue's own commands."""
+    from tarifa.runtime.models import Job, PeriodicSchedule
+    from tarifa.runtime.scheduler import sync_periodic_schedules
+    from tarifa.runtime.services import enqueue
+
+    sync_periodic_schedules()
+    schedule = PeriodicSchedule.objects.get(name="metering.sweep")
+    url = f"/admin/runtime/periodicschedule/{schedule.pk}/change/"
+    assert operator.post(url, {"cron": "not a cron", "enabled": ""}).status_code == 302
+    schedule.refresh_from_db()
+    assert schedule.cron == "* * * * *" and schedule.enabled is False  # paused, its cron untouched
+    assert operator.get("/admin/runtime/periodicschedule/add/").status_code == 403
+    job = enqueue("metering.sweep")
+    operator.post(f"/admin/runtime/job/{job.pk}/change/", {"status": "succeeded"})
+    assert Job.objects.get(pk=job.pk).status == "queued"
+    assert operator.get("/admin/runtime/job/add/").status_code == 403
+    assert operator.get("/admin/runtime/workerheartbeat/").status_code == 200
