@@ -137,6 +137,8 @@ EVENT_TYPES = ("alert.raised", "invoice.cancelled", "invoice.created", "invoice.
 
 
 def clean_event_types(event_types) -> list[str]:
+    if not isinstance(event_types or [], list) or not all(isinstance(t, str) for t in event_types or []):
+        raise DomainError("invalid_event_types", "event_types is a list of event types.", field="event_types")
     unknown = sorted(set(event_types or []) - set(EVENT_TYPES))
     if unknown:
         raise DomainError("unknown_event_type", f"No event type {', '.join(map(repr, unknown))}; the types are "

@@ -67,8 +67,9 @@ def test_the_admin_changes_endpoints_as_the_api_checks_them_and_adds_none(operat
     created = api.post("/api/v1/webhooks", {"url": "https://erp.example.com/hook"}).json()
     url = f"/admin/events/webhookendpoint/{created['id']}/change/"
     values = {"url": "https://erp.example.com/other", "event_types": "[]", "description": "", "active": "on"}
-    page = operator.post(url, {**values, "event_types": '["alert.raise"]'})
-    assert list(page.context["adminform"].form.errors) == ["event_types"]
+    for typed in ('["alert.raise"]', '[1, "invoice.paid"]', '{"invoice.paid": true}'):
+        page = operator.post(url, {**values, "event_types": typed})
+        assert list(page.context["adminform"].form.errors) == ["event_types"], typed
     assert operator.post(url, {**values, "event_types": '["invoice.paid"]'}).status_code == 302
     endpoint = WebhookEndpoint.objects.get(pk=created["id"])
     assert (endpoint.url, endpoint.event_types) == ("https://erp.example.com/other", ["invoice.paid"])
