@@ -12,7 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
 from tarifa.core.auth import ApiKeyAuth
-from tarifa.core.errors import DomainError
+from tarifa.core.errors import NUMERIC_OUT_OF_RANGE, STRING_TOO_LONG, DomainError, sqlstate
 from tarifa.core.text import LONE_SURROGATE, SURROGATE_ESCAPE, has_lone_surrogate
 
 
@@ -85,14 +85,14 @@ def _http_error(request: HttpRequest, exc: HttpError):
 # What PostgreSQL refuses that a check above it missed: a 422 naming the limit, not a 500 (the
 # transaction is rolled back, nothing is stored). Services check what they know by field name
 # (core.text.check_lengths, core.money.check_decimal); this is the net under them.
-DATA_ERRORS = {"22001": ("value_too_long", "A text value is longer than its field allows"),
-               "22003": ("number_out_of_range", "A number is beyond what its field holds")}
+DATA_ERRORS = {STRING_TOO_LONG: ("value_too_long", "A text value is longer than its field allows"),
+               NUMERIC_OUT_OF_RANGE: ("number_out_of_range", "A number is beyond what its field holds")}
 
 
 @api.exception_handler(DataError)
 def _data_error(request: HttpRequest, exc: DataError):
-    cause = getattr(exc, "__cause__", None)
-    known = DATA_ERRORS.get(getattr(cause, "sqlstate", None))
+    cause = exc.__cause__
+    known = DATA_ERRORS.get(sqlstate(exc))
     if known is None:
         raise exc
     code, message = known

@@ -34,3 +34,14 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     status = 409
+
+
+# PostgreSQL's SQLSTATEs for a value its column cannot hold.
+STRING_TOO_LONG = "22001"
+NUMERIC_OUT_OF_RANGE = "22003"
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error: psycopg's own (raw cursors, as the set-based SQL uses) or
+    the one Django's wrapper (DataError, …) carries as its cause; None for anything else."""
+    return getattr(error, "sqlstate", None) or getattr(error.__cause__, "sqlstate", None)

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tarifa.core.errors import Conflict
+from tarifa.core.errors import NUMERIC_OUT_OF_RANGE, Conflict, sqlstate
 from tarifa.core.money import MONEY_LIMIT, QUANTITY_LIMIT
 from tarifa.core.pgarrays import array_literal
 from tarifa.events.services import emit_events
@@ -80,7 +80,7 @@ def overflowed(error: Exception) -> bool:
     psycopg directly where the set-based SQL uses its cursor, or wrapped in Django's DataError)."""
     if isinstance(error, SummaryOutOfRange):
         return True
-    return "22003" in (getattr(error, "sqlstate", None), getattr(error.__cause__, "sqlstate", None))
+    return sqlstate(error) == NUMERIC_OUT_OF_RANGE
 
 
 def fold_next_batch(*, batch_size: int, folded_by: str = "", summary_ids: list[int] | None = None,
