@@ -12,16 +12,22 @@ from tarifa.core.errors import DomainError
 # rounded to the currency's places when computed.
 MONEY = dict(max_digits=20, decimal_places=6)
 QUANTITY = dict(max_digits=24, decimal_places=6)
-MONEY_LIMIT = Decimal(10) ** (MONEY["max_digits"] - MONEY["decimal_places"])  # what a money column stays below
-QUANTITY_LIMIT = Decimal(10) ** (QUANTITY["max_digits"] - QUANTITY["decimal_places"])
+
+
+def column_limit(column: dict) -> Decimal:
+    """What every value of a column of `column`'s size (MONEY, QUANTITY) stays below in absolute value."""
+    return Decimal(10) ** (column["max_digits"] - column["decimal_places"])
+
+
+MONEY_LIMIT = column_limit(MONEY)
+QUANTITY_LIMIT = column_limit(QUANTITY)
 
 
 def check_decimal(value: Decimal, *, field: str, column: dict = MONEY) -> Decimal:
     """`value` if a column of `column`'s size (MONEY, QUANTITY) holds it exactly; else DomainError
     invalid_number. PostgreSQL would fail the statement on a larger value (a 500), and both
     databases would round away an extra decimal place without a word."""
-    places = column["decimal_places"]
-    limit = Decimal(10) ** (column["max_digits"] - places)
+    places, limit = column["decimal_places"], column_limit(column)
     if not value.is_finite() or abs(value) >= limit or value.as_tuple().exponent < -places:
         raise DomainError("invalid_number", f"{field} must be below {limit:,.0f} in absolute value, with at most "
                           f"{places} decimal places.", field=field)
