@@ -19,6 +19,8 @@ ASTERISK_COLUMNS = [
     "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata", "start",
     "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield",
 ]
+JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+              type(None): "null"}
 CSV_FIELDS = ("id", "customer", "kind", "quantity", "occurred_at", "destination")
 
 
@@ -150,6 +152,9 @@ def read_jsonl(stream: TextIO) -> Iterator[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             yield _bad(line_no, f"invalid JSON: {exc.msg}")
+            continue
+        if not isinstance(record, dict):
+            yield _bad(line_no, f"expected a JSON object, found {JSON_TYPES.get(type(record), 'a value')}")
             continue
         if SURROGATE_ESCAPE.search(line) and has_lone_surrogate(record):  # PostgreSQL cannot store it
             yield _bad(line_no, f"the line {LONE_SURROGATE}")

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, TextIO
 from django.conf import settings
 from django.db import connection, transaction
 
-from tarifa.metering.importers import Skipped, asterisk_attributes, asterisk_cdrs, read_asterisk_csv
+from tarifa.metering.importers import Skipped, Unreadable, asterisk_attributes, asterisk_cdrs, read_asterisk_csv
 from tarifa.metering.services import bulk
 from tarifa.metering.services.folding import overflowed
 from tarifa.metering.services.plans import KIND_PATTERN
@@ -94,7 +94,7 @@ def _passed_over(record, report: ImportReport) -> bool:
     if isinstance(record, Skipped):
         report.counts["skipped"] += 1
         return True
-    if "_error" in record:
+    if isinstance(record, Unreadable):
         report.note(RecordResult(record["id"], "rejected", "unreadable_line", record["_error"]))
         return True
     return False
@@ -103,7 +103,7 @@ def _passed_over(record, report: ImportReport) -> bool:
 def _clean_rows(records: Iterable[dict], *, window: OccurredWindow):
     """Stage lines (copy_line of STAGE_COLUMNS but seq) of parsed records, or what to report."""
     for record in records:
-        if isinstance(record, Skipped) or "_error" in record:
+        if isinstance(record, (Skipped, Unreadable)):
             yield record
             continue
         try:

@@ -300,6 +300,24 @@ def test_a_jsonl_line_with_half_a_character_is_rejected_alone(tenant, customers,
     assert UsageRecord.objects.get().attributes == {"note": "\U0001F600"}
 
 
+def test_jsonl_lines_that_are_not_objects_are_rejected_and_an_error_key_is_just_an_attribute(tenant, customers,
+                                                                                           tmp_path, capsys):
+    """A line holding a number had ended the import with a TypeError; a record whose object held
+    an `_error` key was reported as an unreadable line instead of being checked as a record."""
+    path = tmp_path / "usage.jsonl"
+    record = {"id": "e1", "customer": "c1", "kind": "call", "quantity": 45, "occurred_at": "2025-12-01T10:00:00Z",
+              "destination": "33334444", "_error": "from the client's side"}
+    path.write_text('5\n[1, 2]\n"text"\nnull\n' + json.dumps(record) + "\n")
+    assert import_file(path, "--tenant", tenant.slug, "--format", "jsonl") == 1
+    out = capsys.readouterr().out
+    assert "line-1: unreadable_line expected a JSON object, found a number" in out
+    assert "line-2: unreadable_line expected a JSON object, found an array" in out
+    assert "line-3: unreadable_line expected a JSON object, found a string" in out
+    assert "line-4: unreadable_line expected a JSON object, found null" in out
+    assert "accepted=1" in out and "rejected=4" in out
+    assert UsageRecord.objects.get().external_id == "e1"
+
+
 @pytest.mark.parametrize("fmt", ["asterisk-csv", "csv"])
 def test_a_field_beyond_csv_limits_rejects_its_line_and_the_import_goes_on(tenant, customers, tmp_path, capsys, fmt):
     """Python's csv refuses a field of more than 128 KiB (a stray quote makes one of the lines

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from tarifa.metering.importers import Unreadable
 from tarifa.metering.models import PendingSummary
 from tarifa.metering.selectors import usage_backlog
 from tarifa.metering.services.folding import fold_all_pending
@@ -34,7 +35,7 @@ def test_metrics_count_records_by_outcome_and_show_the_backlog(customers, django
         ingest_usage(tenant=tenant, records=[
             call("a", "c1", 60, at(1)), call("b", "c1", 60, at(1, 1)), call("a", "c1", 60, at(1)),
             call("x", "nobody", 60, at(1)), {"id": "bad"}])
-        import_usage(tenant=tenant, records=[call("c", "c2", 30, at(2)), {"id": "line-2", "_error": "unreadable"}])
+        import_usage(tenant=tenant, records=[call("c", "c2", 30, at(2)), Unreadable(id="line-2", _error="unreadable")])
     marked = PendingSummary.objects.order_by("marked_at").first()
     PendingSummary.objects.filter(pk=marked.pk).update(marked_at=timezone.now() - timedelta(seconds=90))
     during = scrape()
