@@ -6,6 +6,7 @@ never an exception that stops the import.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from datetime import datetime, timezone as dt_timezone
@@ -22,6 +23,38 @@ ASTERISK_COLUMNS = [
 JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
               type(None): "null"}
 CSV_FIELDS = ("id", "customer", "kind", "quantity", "occurred_at", "destination")
+
+
+class Undecodable:
+    """The bytes of a file that its encoding could not decode, each replaced by U+FFFD (the
+    `tarifa-count-replace` error handler): an import goes on, and says how many it replaced, so
+    a file in another encoding than the one named is noticed instead of kept garbled. One count
+    per process, reset by each import (an import reads its file in one thread)."""
+
+    count = 0
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.count = 0
+
+    @classmethod
+    def replace(cls, error: UnicodeDecodeError) -> tuple[str, int]:
+        cls.count += error.end - error.start
+        return "\ufffd" * (error.end - error.start), error.end
+
+
+codecs.register_error("tarifa-count-replace", Undecodable.replace)
+
+
+def check_encoding(name: str) -> str:
+    """The codec's canonical name; ValueError for one Python does not know or that does not decode text."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"unknown encoding '{name}' (e.g. utf-8, latin-1, cp1252)") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"'{name}' is not a text encoding")
+    return info.name
 
 
 class Skipped(dict):

@@ -146,6 +146,33 @@ def test_csv_and_jsonl_imports(tenant, customers, tmp_path, capsys):
     assert "accepted=1" in out and "rejected=1" in out and "invalid JSON" in out
 
 
+def test_an_import_reads_the_encoding_named_and_counts_bytes_it_could_not_decode(tenant, customers, tmp_path,
+                                                                                 capsys):
+    """A Latin-1 Master.csv read as UTF-8 keeps U+FFFD in its attributes: the import says so and
+    --encoding reads it right."""
+    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+    path = tmp_path / "Master.csv"
+    path.write_bytes((row.format(uid="l1")[:-2] + '"São Paulo"\n').encode("latin-1"))
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 0
+    captured = capsys.readouterr()
+    assert "accepted=1" in captured.out
+    assert ("import: 1 byte(s) of the file are not utf-8 and were stored as U+FFFD; if the file is in another "
+            "encoding, name it with --encoding") in captured.err
+    assert UsageRecord.objects.get(external_id="l1").attributes["userfield"] == "S\ufffdo Paulo"
+
+    path.write_bytes((row.format(uid="l2")[:-2] + '"São Paulo"\n').encode("latin-1"))
+    assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv", "--encoding", "latin-1") == 0
+    captured = capsys.readouterr()
+    assert "accepted=1" in captured.out and "U+FFFD" not in captured.err
+    assert UsageRecord.objects.get(external_id="l2").attributes["userfield"] == "São Paulo"
+
+    for name, message in [("klingon", "unknown encoding 'klingon'"), ("rot13", "'rot13' is not a text encoding")]:
+        with pytest.raises(CommandError, match=f"^unknown_encoding: {message}") as error:
+            call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "csv", "--encoding", name)
+        assert error.value.returncode == 2
+    assert UsageRecord.objects.count() == 2
+
+
 def test_import_errors_are_one_line(tenant, tmp_path):
     with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")

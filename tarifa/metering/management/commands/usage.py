@@ -29,6 +29,8 @@ class Command(TarifaCommand):
         imp.add_argument("--tenant", required=True, help="Tenant slug.")
         imp.add_argument("--format", choices=FORMATS, required=True)
         imp.add_argument("--kind", default="call", help="Usage kind of asterisk-csv records (default: call).")
+        imp.add_argument("--encoding", default="utf-8",
+                         help="The file's text encoding (default: utf-8; e.g. latin-1 for an older Asterisk's CDRs).")
         imp.add_argument("--no-progress", action="store_true")
         unrated = sub.add_parser("unrated", help="List usage that could not be rated, or re-rate it (--retry).")
         unrated.add_argument("--tenant", required=True)
@@ -49,17 +51,22 @@ class Command(TarifaCommand):
     def handle(self, *args, action, **options):
         getattr(self, "_" + action)(**options)
 
-    def _import(self, *, file, tenant, format, kind, no_progress, **_):
+    def _import(self, *, file, tenant, format, kind, encoding, no_progress, **_):
         owner = tenant_by_slug(slug=tenant)
         path = Path(file)
         if not path.is_file():
             raise DomainError("file_not_found", f"no such file: {file}")
+        try:
+            encoding = importers.check_encoding(encoding)
+        except ValueError as exc:
+            raise DomainError("unknown_encoding", str(exc)) from exc
         # The import's storer threads return from PostgreSQL dozens of times a chunk; with the
         # default 5 ms interpreter slices each return can wait that long behind the reader thread.
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.001)
         try:
-            report = self._import_file(owner=owner, path=path, format=format, kind=kind, no_progress=no_progress)
+            report = self._import_file(owner=owner, path=path, format=format, kind=kind, encoding=encoding,
+                                       no_progress=no_progress)
         finally:
             sys.setswitchinterval(switch_interval)
         counts = report.counts
@@ -69,6 +76,9 @@ class Command(TarifaCommand):
         )
         for problem in report.problems:
             self.stdout.write(f"  {problem.status} {problem.id}: {problem.code} {problem.message or ''}")
+        if importers.Undecodable.count:
+            self.stderr.write(f"import: {importers.Undecodable.count} byte(s) of the file are not {encoding} and were "
+                              "stored as U+FFFD; if the file is in another encoding, name it with --encoding")
         if counts["rejected"] or counts["conflict"]:
             # The rest is stored; exit 1 so that a scheduled import does not take the records it
             # could not store for a success.
@@ -76,8 +86,9 @@ class Command(TarifaCommand):
                               f"not imported (listed above, up to {MAX_PROBLEMS}); the rest is stored")
             sys.exit(1)
 
-    def _import_file(self, *, owner, path: Path, format: str, kind: str, no_progress: bool):
-        with path.open(newline="", encoding="utf-8", errors="replace") as stream:
+    def _import_file(self, *, owner, path: Path, format: str, kind: str, encoding: str, no_progress: bool):
+        importers.Undecodable.reset()
+        with path.open(newline="", encoding=encoding, errors="tarifa-count-replace") as stream:
             bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
             try:
                 if format == "asterisk-csv":
