@@ -8,11 +8,19 @@ import os
 
 import pytest
 from django.conf import settings
+from hypothesis import settings as hypothesis_settings
 from django.db import connection
 from django.test import Client
 
 from tarifa.core import ratelimit
 from tarifa.runtime.transports import reset_transport
+
+
+# CI (.ci/run) draws the same examples every run, so a landing is never refused over an example
+# that no one has seen; developers' runs draw new ones, and hypothesis replays any failure it
+# found from .hypothesis/.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("TARIFA_HYPOTHESIS_PROFILE", "default"))
 
 
 def _missing(reason: str) -> None:
