@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -17,6 +18,13 @@ def _prepare_metrics_dir() -> None:
 
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", settings_env.metrics_dir())
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    atexit.register(_archive_metrics)
+
+
+def _archive_metrics() -> None:
+    from tarifa.ops.metrics import archive_process_metrics
+
+    archive_process_metrics()
 
 
 def _print_help() -> None:

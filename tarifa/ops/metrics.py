@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 from django.db import transaction
 from prometheus_client import Counter, Histogram
+from prometheus_client.mmap_dict import MmapedDict
 
 JOBS_TOTAL = Counter("tarifa_jobs_total", "Jobs finished by type and outcome", ["type", "outcome"])
 JOB_DURATION = Histogram(
@@ -36,3 +40,35 @@ def count_usage(counts) -> None:
     """Count usage records by outcome ({"accepted": 3, "rejected": 1, …}) once committed."""
     for outcome, amount in counts.items():
         count_on_commit(USAGE_RECORDS, amount, outcome=outcome)
+
+
+# The kinds of multiprocess files whose values add up across processes (we keep no gauges there).
+ARCHIVED_KINDS = ("counter", "histogram")
+
+
+def archive_process_metrics(pid: int | None = None) -> None:
+    """Add a finished process's counter and histogram files to the metrics folder's archive files
+    (`counter_archive.db`, `histogram_archive.db`, which /metrics reads like any other) and remove
+    them. prometheus-client writes a file per process and kind and reads every file at each
+    scrape: an import run from cron every few minutes had left one behind per run, for good.
+    Counts are kept, so counters never go back. Merged under a lock (concurrent exits); a scrape
+    in the instant between the archive's write and the removal counts that process twice."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder or not os.path.isdir(folder):
+        return
+    pid = pid or os.getpid()
+    with open(os.path.join(folder, "archive.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for kind in ARCHIVED_KINDS:
+            source = os.path.join(folder, f"{kind}_{pid}.db")
+            if not os.path.exists(source):
+                continue
+            # Raw per-key values (histogram buckets unaccumulated), so adding them is the merge.
+            values = MmapedDict.read_all_values_from_file(source)
+            archive = MmapedDict(os.path.join(folder, f"{kind}_archive.db"))
+            try:
+                for key, value, timestamp, _position in values:
+                    archive.write_value(key, archive.read_value(key)[0] + value, timestamp)
+            finally:
+                archive.close()
+            os.remove(source)

@@ -97,6 +97,16 @@ def test_web_and_worker_processes_with_metrics_from_both(tmp_path):
         for process in (web, worker):
             process.wait(30)
     assert worker.returncode == 0 and web.returncode == 0
+    # The stopped processes' counts live on in the archive, without their files.
+    assert _process_files(tmp_path) == []
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path / "var" / "metrics"))
+    text = generate_latest(registry).decode()
+    assert 'tarifa_jobs_total{outcome="succeeded",type="runtime.sample_tally"} 30.0' in text
+    assert 'tarifa_job_duration_seconds_count{type="runtime.sample_tally"} 30.0' in text
 
 
 @pytest.mark.parametrize("args,message", [
@@ -126,8 +136,18 @@ def test_an_import_by_the_command_is_counted_where_the_web_process_reads_metrics
                      '"occurred_at": "2025-12-01T10:00:00Z"}\n{broken\n')
     result = _tarifa(["usage", "import", str(usage), "--tenant", "acme", "--format", "jsonl", "--no-progress"], env)
     assert result.returncode == 1 and "accepted=1" in result.stdout, result.stdout + result.stderr
+    again = _tarifa(["usage", "import", str(usage), "--tenant", "acme", "--format", "jsonl", "--no-progress"], env)
+    assert again.returncode == 1 and "duplicate=1" in again.stdout, again.stdout + again.stderr
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(tmp_path / "var" / "metrics"))
     text = generate_latest(registry).decode()
     assert 'tarifa_usage_records_total{outcome="accepted"} 1.0' in text
-    assert 'tarifa_usage_records_total{outcome="rejected"} 1.0' in text
+    assert 'tarifa_usage_records_total{outcome="duplicate"} 1.0' in text
+    assert 'tarifa_usage_records_total{outcome="rejected"} 2.0' in text
+    # Each finished command added its counts to the archive and left no file of its own.
+    assert _process_files(tmp_path) == []
+
+
+def _process_files(tmp_path) -> list[str]:
+    """The metrics folder's per-process files (archive files aside)."""
+    return sorted(p.name for p in (tmp_path / "var" / "metrics").glob("*.db") if "archive" not in p.name)

@@ -17,7 +17,12 @@ class Command(TarifaCommand):
         from gunicorn.app.base import BaseApplication
         from prometheus_client import multiprocess
 
+        from tarifa.ops.metrics import archive_process_metrics
         from tarifa.wsgi import application
+
+        def child_exit(server, worker):
+            multiprocess.mark_process_dead(worker.pid)
+            archive_process_metrics(worker.pid)
 
         class Server(BaseApplication):
             def load_config(self):
@@ -26,7 +31,7 @@ class Command(TarifaCommand):
                 self.cfg.set("threads", threads)
                 self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
                 self.cfg.set("accesslog", None)
-                self.cfg.set("child_exit", lambda server, worker: multiprocess.mark_process_dead(worker.pid))
+                self.cfg.set("child_exit", child_exit)
 
             def load(self):
                 return application
