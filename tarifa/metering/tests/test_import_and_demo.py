@@ -173,6 +173,25 @@ def test_an_import_reads_the_encoding_named_and_counts_bytes_it_could_not_decode
     assert UsageRecord.objects.count() == 2
 
 
+@pytest.mark.parametrize("fmt", ["asterisk-csv", "csv", "jsonl"])
+def test_a_utf8_file_with_a_byte_order_mark_imports(tenant, customers, tmp_path, capsys, fmt):
+    """Excel saves CSV as UTF-8 with a byte-order mark: it had stuck to the header's first name
+    ("the CSV header lacks id"), to the first CDR's account code, or to the first JSON line."""
+    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="b1")
+    content = {
+        "asterisk-csv": row + "\n",
+        "csv": "id,customer,kind,quantity,occurred_at,destination\nb1,c1,call,45,2025-12-01T10:00:00Z,33334444\n",
+        "jsonl": json.dumps({"id": "b1", "customer": "c1", "kind": "call", "quantity": 45,
+                             "occurred_at": "2025-12-01T10:00:00Z", "destination": "33334444"}) + "\n",
+    }[fmt]
+    path = tmp_path / "usage.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode())
+    assert import_file(path, "--tenant", tenant.slug, "--format", fmt) == 0
+    assert "accepted=1" in capsys.readouterr().out
+    record = UsageRecord.objects.get()
+    assert (record.external_id, record.customer_ref, record.unrated_reason) == ("b1", "c1", "")
+
+
 def test_import_errors_are_one_line(tenant, tmp_path):
     with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")

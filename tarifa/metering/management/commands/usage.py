@@ -88,7 +88,10 @@ class Command(TarifaCommand):
 
     def _import_file(self, *, owner, path: Path, format: str, kind: str, encoding: str, no_progress: bool):
         importers.Undecodable.reset()
-        with path.open(newline="", encoding=encoding, errors="tarifa-count-replace") as stream:
+        # A UTF-8 file may start with a byte-order mark (Excel writes one): read past it, or it
+        # would stick to the first header name or the first line's first value.
+        codec = "utf-8-sig" if encoding == "utf-8" else encoding
+        with path.open(newline="", encoding=codec, errors="tarifa-count-replace") as stream:
             bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
             try:
                 if format == "asterisk-csv":
