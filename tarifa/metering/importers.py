@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import json
 from datetime import datetime, timezone as dt_timezone
 from typing import Iterator, TextIO
@@ -161,11 +162,25 @@ def resolve_local(local: datetime) -> datetime:
     return later if repeated else local
 
 
+# Spreadsheets in locales whose decimal separator is the comma (pt-BR among them) write CSV
+# with semicolons; some tools write tabs.
+CSV_DELIMITERS = (",", ";", "\t")
+
+
 def read_csv(stream: TextIO) -> Iterator[dict]:
-    reader = csv.DictReader(stream)
-    missing = [f for f in CSV_FIELDS[:5] if f not in (reader.fieldnames or [])]
-    if missing:
-        raise ValueError(f"the CSV header lacks {', '.join(missing)}")
+    """Records of a CSV file with a header naming CSV_FIELDS (others become attributes); the
+    delimiter is the one of CSV_DELIMITERS that splits the header into the required names."""
+    header = stream.readline()
+    required = CSV_FIELDS[:5]
+    found = {}
+    for delimiter in CSV_DELIMITERS:
+        names = next(csv.reader([header], delimiter=delimiter), [])
+        found[delimiter] = [f for f in required if f not in names]
+        if not found[delimiter]:
+            break
+    else:
+        raise ValueError(f"the CSV header lacks {', '.join(found[','])}")
+    reader = csv.DictReader(itertools.chain([header], stream), delimiter=delimiter)
     for row in _read_csv_rows(reader):
         if isinstance(row, Unreadable):
             yield row

@@ -192,6 +192,21 @@ def test_a_utf8_file_with_a_byte_order_mark_imports(tenant, customers, tmp_path,
     assert (record.external_id, record.customer_ref, record.unrated_reason) == ("b1", "c1", "")
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_csv_with_semicolons_or_tabs_imports(tenant, customers, tmp_path, capsys, delimiter):
+    """A spreadsheet in pt-BR saves CSV with semicolons (the comma is its decimal separator): the
+    header had been read as one unknown column, and the file refused."""
+    path = tmp_path / "usage.csv"
+    rows = [["id", "customer", "kind", "quantity", "occurred_at", "destination", "campaign"],
+            ["s1", "c1", "call", "45", "2025-12-01T10:00:00Z", "33334444", "a, b"],
+            ["s2", "c1", "call", "x", "2025-12-01T10:01:00Z", "33334444", ""]]
+    path.write_text("".join(delimiter.join(row) + "\n" for row in rows))
+    assert import_file(path, "--tenant", tenant.slug, "--format", "csv") == 1
+    out = capsys.readouterr().out
+    assert "accepted=1" in out and "s2: invalid_quantity" in out
+    assert UsageRecord.objects.get().attributes == {"campaign": "a, b"}
+
+
 def test_import_errors_are_one_line(tenant, tmp_path):
     with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")
