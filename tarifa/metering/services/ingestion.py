@@ -196,6 +196,9 @@ def parse_quantity(raw) -> Decimal:
             raise InvalidOperation
         quantity = Decimal(str(raw))
     except (InvalidOperation, ValueError):
+        if isinstance(raw, str) and "," in raw:  # a decimal comma (pt-BR) or a thousands separator
+            raise _Rejected("invalid_quantity", "'quantity' must be a number, without commas: a dot separates "
+                            "decimals (1.5) and nothing separates thousands (1500).")
         raise _Rejected("invalid_quantity", "'quantity' must be a number.")
     if not quantity.is_finite() or quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= MAX_QUANTITY:
         raise _Rejected("invalid_quantity", "'quantity' must be >= 0 with at most 6 decimal places.")

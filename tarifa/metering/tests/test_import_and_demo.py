@@ -199,11 +199,13 @@ def test_a_csv_with_semicolons_or_tabs_imports(tenant, customers, tmp_path, caps
     path = tmp_path / "usage.csv"
     rows = [["id", "customer", "kind", "quantity", "occurred_at", "destination", "campaign"],
             ["s1", "c1", "call", "45", "2025-12-01T10:00:00Z", "33334444", "a, b"],
-            ["s2", "c1", "call", "x", "2025-12-01T10:01:00Z", "33334444", ""]]
+            ["s2", "c1", "call", "x", "2025-12-01T10:01:00Z", "33334444", ""],
+            ["s3", "c1", "call", "1,5", "2025-12-01T10:02:00Z", "33334444", ""]]
     path.write_text("".join(delimiter.join(row) + "\n" for row in rows))
     assert import_file(path, "--tenant", tenant.slug, "--format", "csv") == 1
     out = capsys.readouterr().out
-    assert "accepted=1" in out and "s2: invalid_quantity" in out
+    assert "accepted=1" in out and "s2: invalid_quantity 'quantity' must be a number." in out
+    assert "s3: invalid_quantity 'quantity' must be a number, without commas: a dot separates decimals (1.5)" in out
     assert UsageRecord.objects.get().attributes == {"campaign": "a, b"}
 
 
