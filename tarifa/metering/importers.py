@@ -70,18 +70,50 @@ def _bad(line_no: int, message: str) -> dict:
     return Unreadable(id=f"line-{line_no}", _error=message)
 
 
+# A usage record takes a few hundred characters (its attributes at most 4 KB): a longer line is a
+# file of another kind (a JSON array on one line, a spreadsheet or archive named .csv).
+MAX_LINE_CHARS = 1 << 20
+OVERLONG = "\x00overlong line\x00"  # what _bounded_lines puts in place of such a line
+OVERLONG_MESSAGE = f"the line is longer than {MAX_LINE_CHARS:,} characters (one record a line is expected)"
+
+
+def _bounded_lines(stream: TextIO, *, overlong_as: str) -> Iterator[str]:
+    """The stream's lines, none read in more than MAX_LINE_CHARS at a time: a longer one is read
+    to its end in pieces, dropped and replaced by `overlong_as`. A whole file on one line had
+    been read into memory."""
+    while line := stream.readline(MAX_LINE_CHARS):
+        if len(line) < MAX_LINE_CHARS or line.endswith(("\n", "\r")):
+            yield line
+            continue
+        while (rest := stream.readline(MAX_LINE_CHARS)) and not rest.endswith(("\n", "\r")):
+            pass
+        yield overlong_as
+
+
+def _csv_lines(stream: TextIO) -> Iterator[str]:
+    """_bounded_lines for csv: an overlong line becomes a row of OVERLONG (quoted, as one field)."""
+    return _bounded_lines(stream, overlong_as=f'"{OVERLONG}"\n')
+
+
 def _read_csv_rows(reader) -> Iterator[list | dict]:
-    """The rows of a csv reader (or DictReader), and an error record for a line it cannot read (a
-    field beyond csv's size limit, which a stray quote also makes of the lines after it): reported
-    with its line number, and the reading goes on from the next line. It had ended the import."""
+    """The rows of a csv reader (or DictReader) over _csv_lines, and an error record for a line it
+    cannot read (a field beyond csv's size limit, which a stray quote also makes of the lines
+    after it; an overlong line): reported with its line number, and the reading goes on from the
+    next line. It had ended the import."""
+    # A DictReader updates its own line_num only for rows it returns: its reader's counts.
+    lines = getattr(reader, "reader", reader)
     while True:
         try:
-            yield next(reader)
+            row = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
-            # A DictReader updates its own line_num only for rows it returns: its reader's counts.
-            yield _bad(getattr(reader, "reader", reader).line_num, f"unreadable CSV: {error}")
+            yield _bad(lines.line_num, f"unreadable CSV: {error}")
+            continue
+        if OVERLONG in (row.values() if isinstance(row, dict) else row):
+            yield _bad(lines.line_num, OVERLONG_MESSAGE)
+            continue
+        yield row
 
 
 def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
@@ -89,7 +121,7 @@ def asterisk_cdrs(stream: TextIO) -> Iterator[tuple | dict]:
     local "YYYY-MM-DD HH:MM:SS", dst, (src, dcontext, channel, duration, userfield)); Skipped for
     the others and an error record for lines that cannot be read. Values are stripped (the five
     kept as attributes are not), not yet validated."""
-    reader = csv.reader(stream)
+    reader = csv.reader(_csv_lines(stream))
     for row in _read_csv_rows(reader):
         if isinstance(row, Unreadable):
             yield row
@@ -170,7 +202,9 @@ CSV_DELIMITERS = (",", ";", "\t")
 def read_csv(stream: TextIO) -> Iterator[dict]:
     """Records of a CSV file with a header naming CSV_FIELDS (others become attributes); the
     delimiter is the one of CSV_DELIMITERS that splits the header into the required names."""
-    header = stream.readline()
+    header = stream.readline(MAX_LINE_CHARS)
+    if len(header) == MAX_LINE_CHARS:
+        raise ValueError(f"the CSV header is longer than {MAX_LINE_CHARS:,} characters: not a usage file?")
     required = CSV_FIELDS[:5]
     found = {}
     for delimiter in CSV_DELIMITERS:
@@ -180,7 +214,7 @@ def read_csv(stream: TextIO) -> Iterator[dict]:
             break
     else:
         raise ValueError(f"the CSV header lacks {', '.join(found[','])}")
-    reader = csv.DictReader(itertools.chain([header], stream), delimiter=delimiter)
+    reader = csv.DictReader(itertools.chain([header], _csv_lines(stream)), delimiter=delimiter)
     for row in _read_csv_rows(reader):
         if isinstance(row, Unreadable):
             yield row
@@ -193,7 +227,10 @@ def read_csv(stream: TextIO) -> Iterator[dict]:
 
 
 def read_jsonl(stream: TextIO) -> Iterator[dict]:
-    for line_no, line in enumerate(stream, start=1):
+    for line_no, line in enumerate(_bounded_lines(stream, overlong_as=OVERLONG), start=1):
+        if line is OVERLONG:
+            yield _bad(line_no, OVERLONG_MESSAGE)
+            continue
         if not line.strip():
             continue
         try:

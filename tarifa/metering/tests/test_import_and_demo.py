@@ -209,6 +209,36 @@ def test_a_csv_with_semicolons_or_tabs_imports(tenant, customers, tmp_path, caps
     assert UsageRecord.objects.get().attributes == {"campaign": "a, b"}
 
 
+@pytest.mark.parametrize("fmt", ["asterisk-csv", "csv", "jsonl"])
+def test_an_overlong_line_is_rejected_without_reading_it_whole(tenant, customers, tmp_path, capsys, fmt):
+    """A JSON array exported on one line, or a binary file, had been read into memory whole."""
+    from tarifa.metering.importers import MAX_LINE_CHARS
+
+    def record(record_id: str) -> dict:
+        return {"id": record_id, "customer": "c1", "kind": "call", "quantity": 45,
+                "occurred_at": "2025-12-01T10:00:00Z", "destination": "33334444"}
+
+    def line(record_id: str) -> str:
+        if fmt == "asterisk-csv":
+            return ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid=record_id) + "\n"
+        if fmt == "csv":
+            return f"{record_id},c1,call,45,2025-12-01T10:00:00Z,33334444\n"
+        return json.dumps(record(record_id)) + "\n"
+
+    header = "id,customer,kind,quantity,occurred_at,destination\n" if fmt == "csv" else ""
+    overlong = json.dumps([record(f"a{i}") for i in range(MAX_LINE_CHARS // 100)]) + "\n"
+    assert len(overlong) > MAX_LINE_CHARS
+    path = tmp_path / "usage.txt"
+    path.write_text(header + line("o1") + overlong + line("o2"))
+    assert import_file(path, "--tenant", tenant.slug, "--format", fmt) == 1
+    out = capsys.readouterr().out
+    number = 3 if fmt == "csv" else 2
+    assert (f"line-{number}: unreadable_line the line is longer than {MAX_LINE_CHARS:,} characters "
+            "(one record a line is expected)") in out
+    assert "accepted=2" in out and "rejected=1" in out
+    assert sorted(UsageRecord.objects.values_list("external_id", flat=True)) == ["o1", "o2"]
+
+
 def test_import_errors_are_one_line(tenant, tmp_path):
     with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")
