@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import itertools
 import json
+import zlib
 from datetime import datetime, timezone as dt_timezone
+from pathlib import Path
 from typing import Iterator, TextIO
 from zoneinfo import ZoneInfo
 
@@ -56,6 +59,24 @@ def check_encoding(name: str) -> str:
     if not getattr(info, "_is_text_encoding", True):
         raise ValueError(f"'{name}' is not a text encoding")
     return info.name
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+# What reading a damaged gzip file raises, part way through.
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def open_usage_file(path: Path, *, encoding: str) -> TextIO:
+    """A usage file as text (for the readers here), uncompressed on the fly when it is gzip (a
+    rotated Master.csv.1.gz), whatever its name. A UTF-8 file may start with a byte-order mark
+    (Excel writes one): it is read past, or it would stick to the first header name or value.
+    Undecodable bytes become U+FFFD and are counted (Undecodable)."""
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    if compressed:
+        return gzip.open(path, "rt", newline="", encoding=codec, errors="tarifa-count-replace")
+    return path.open(newline="", encoding=codec, errors="tarifa-count-replace")
 
 
 class Skipped(dict):

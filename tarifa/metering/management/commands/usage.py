@@ -88,18 +88,25 @@ class Command(TarifaCommand):
 
     def _import_file(self, *, owner, path: Path, format: str, kind: str, encoding: str, no_progress: bool):
         importers.Undecodable.reset()
-        # A UTF-8 file may start with a byte-order mark (Excel writes one): read past it, or it
-        # would stick to the first header name or the first line's first value.
-        codec = "utf-8-sig" if encoding == "utf-8" else encoding
-        with path.open(newline="", encoding=codec, errors="tarifa-count-replace") as stream:
+        with importers.open_usage_file(path, encoding=encoding) as stream:
             bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
+            stored = 0
+
+            def progress(records: int) -> None:
+                nonlocal stored
+                stored += records
+                bar.update(records)
+
             try:
                 if format == "asterisk-csv":
-                    return import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=bar.update)
+                    return import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=progress)
                 records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
-                return import_usage(tenant=owner, records=records, on_progress=bar.update)
+                return import_usage(tenant=owner, records=records, on_progress=progress)
             except ValueError as exc:  # the file as a whole is unreadable (a CSV header without the columns)
                 raise DomainError("unreadable_file", str(exc)) from exc
+            except importers.GZIP_ERRORS as exc:  # chunks are stored in file order: those before it are
+                raise DomainError("unreadable_file", f"the compressed file is damaged ({exc}): the import stopped "
+                                  f"there; the {stored:,} records before were imported") from exc
             finally:
                 bar.close()
 
