@@ -3,7 +3,6 @@ on-demand billing."""
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
