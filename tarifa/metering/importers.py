@@ -6,11 +6,13 @@ never an exception that stops the import.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
 import gzip
 import itertools
 import json
+import lzma
 import zlib
 from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
@@ -61,21 +63,33 @@ def check_encoding(name: str) -> str:
     return info.name
 
 
-GZIP_MAGIC = b"\x1f\x8b"
-# What reading a damaged gzip file raises, part way through.
-GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+# Compressed files, known by their first bytes (logrotate compresses a rotated Master.csv with
+# gzip by default, or with bzip2 or xz), and what reading a damaged one raises part way through.
+DECOMPRESSORS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+DAMAGED_COMPRESSION = (EOFError, gzip.BadGzipFile, zlib.error, OSError, lzma.LZMAError)
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def is_compressed(stream: TextIO) -> bool:
+    """Whether open_usage_file uncompresses this stream (its OSErrors may then be damage)."""
+    return isinstance(getattr(stream, "buffer", None), (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile))
 
 
 def open_usage_file(path: Path, *, encoding: str) -> TextIO:
-    """A usage file as text (for the readers here), uncompressed on the fly when it is gzip (a
-    rotated Master.csv.1.gz), whatever its name. A UTF-8 file may start with a byte-order mark
-    (Excel writes one): it is read past, or it would stick to the first header name or value.
-    Undecodable bytes become U+FFFD and are counted (Undecodable)."""
+    """A usage file as text (for the readers here), uncompressed on the fly when it is gzip, bzip2
+    or xz (a rotated Master.csv.1.gz), whatever its name; ValueError for a zip archive, which
+    holds files rather than one (a spreadsheet such as .xlsx is one). A UTF-8 file may start
+    with a byte-order mark (Excel writes one): it is read past, or it would stick to the first
+    header name or value. Undecodable bytes become U+FFFD and are counted (Undecodable)."""
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     with path.open("rb") as probe:
-        compressed = probe.read(2) == GZIP_MAGIC
-    if compressed:
-        return gzip.open(path, "rt", newline="", encoding=codec, errors="tarifa-count-replace")
+        start = probe.read(8)
+    if start.startswith(ZIP_MAGIC):
+        raise ValueError("the file is a zip archive (a spreadsheet such as .xlsx is one): extract the usage file "
+                         "from it, or save the sheet as CSV")
+    opener = next((opener for magic, opener in DECOMPRESSORS if start.startswith(magic)), None)
+    if opener is not None:
+        return opener(path, "rt", newline="", encoding=codec, errors="tarifa-count-replace")
     return path.open(newline="", encoding=codec, errors="tarifa-count-replace")
 
 

@@ -239,22 +239,24 @@ def test_an_overlong_line_is_rejected_without_reading_it_whole(tenant, customers
     assert sorted(UsageRecord.objects.values_list("external_id", flat=True)) == ["o1", "o2"]
 
 
-def test_a_gzip_file_is_read_as_it_is_and_a_damaged_one_stops_the_import_with_what_was_kept(
-        tenant, customers, tmp_path, capsys, settings):
+@pytest.mark.parametrize("compression", ["gzip", "bz2", "lzma"])
+def test_a_compressed_file_is_read_as_it_is_and_a_damaged_one_stops_the_import_with_what_was_kept(
+        tenant, customers, tmp_path, capsys, settings, compression):
     """Rotated CDR files are compressed (Master.csv.1.gz): read on the fly, whatever the name."""
-    import gzip
+    import importlib
     import re
 
+    compress = importlib.import_module(compression).compress
     row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
     path = tmp_path / "Master.csv.1"
-    path.write_bytes(gzip.compress((row.format(uid="g1") + "\n" + row.format(uid="g2") + "\n").encode()))
+    path.write_bytes(compress((row.format(uid="g1") + "\n" + row.format(uid="g2") + "\n").encode()))
     assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 0
     assert "accepted=2" in capsys.readouterr().out
 
     settings.TARIFA_IMPORT_CHUNK_SIZE = 1000  # PostgreSQL's chunks; SQLite's hold 5,000
     lines = "".join(row.format(uid=f"d{n}").replace("09:00:00", f"09:{n // 600 % 60:02d}:{n // 10 % 60:02d}") + "\n"
                     for n in range(12_000))
-    whole = gzip.compress(lines.encode())
+    whole = compress(lines.encode())
     path.write_bytes(whole[:len(whole) * 3 // 4])
     with pytest.raises(CommandError, match="^unreadable_file: the compressed file is damaged") as error:
         call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv", "--no-progress")
@@ -262,6 +264,17 @@ def test_a_gzip_file_is_read_as_it_is_and_a_damaged_one_stops_the_import_with_wh
     imported = int(re.search(r"the ([\d,]+) records before were imported", str(error.value)).group(1).replace(",", ""))
     assert imported >= 5000
     assert UsageRecord.objects.filter(external_id__startswith="d").count() == imported
+
+
+def test_a_zip_archive_is_refused_with_what_to_do(tenant, tmp_path):
+    """A zip holds files, not one (an .xlsx is one): refused before anything is read."""
+    import zipfile
+
+    path = tmp_path / "usage.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("sheet.csv", "id,customer,kind,quantity,occurred_at\n")
+    with pytest.raises(CommandError, match="^unreadable_file: the file is a zip archive .*save the sheet as CSV"):
+        call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "csv", "--no-progress")
 
 
 def test_import_errors_are_one_line(tenant, tmp_path):

@@ -88,7 +88,11 @@ class Command(TarifaCommand):
 
     def _import_file(self, *, owner, path: Path, format: str, kind: str, encoding: str, no_progress: bool):
         importers.Undecodable.reset()
-        with importers.open_usage_file(path, encoding=encoding) as stream:
+        try:
+            opened = importers.open_usage_file(path, encoding=encoding)
+        except ValueError as exc:
+            raise DomainError("unreadable_file", str(exc)) from exc
+        with opened as stream:
             bar = tqdm(unit=" records", file=sys.stderr, disable=no_progress, mininterval=0.5)
             stored = 0
 
@@ -104,7 +108,10 @@ class Command(TarifaCommand):
                 return import_usage(tenant=owner, records=records, on_progress=progress)
             except ValueError as exc:  # the file as a whole is unreadable (a CSV header without the columns)
                 raise DomainError("unreadable_file", str(exc)) from exc
-            except importers.GZIP_ERRORS as exc:  # chunks are stored in file order: those before it are
+            except importers.DAMAGED_COMPRESSION as exc:
+                if not importers.is_compressed(stream):
+                    raise
+                # Chunks commit in file order: those read before the damage are stored.
                 raise DomainError("unreadable_file", f"the compressed file is damaged ({exc}): the import stopped "
                                   f"there; the {stored:,} records before were imported") from exc
             finally:
