@@ -308,7 +308,7 @@ ROUNDED = """CASE x.rounding
         ELSE round(x.amount, x.places) END"""
 
 
-def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool) -> None:
+def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool, local_zone: str | None) -> None:
     """Step 1: usage_work gets each staged record's hash, period, outcome and rating; with `fold`,
     also each record's `prior`: the billable quantity of the chunk's earlier records (by time,
     then seq) on the same customer, period and allowance. Charging subtracts it from what the
@@ -330,7 +330,7 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool) -> N
             SELECT t.*, h.content_hash, h.rate_key, h.period, h.local_day
             FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
                          coalesce(attributes, '{{}}'::jsonb) AS attributes,
-                         coalesce(occurred_at, occurred_local AT TIME ZONE %(tz)s) AS occurred_at
+                         coalesce(occurred_at, occurred_local AT TIME ZONE %(local_zone)s) AS occurred_at
                   FROM usage_stage) t
             CROSS JOIN LATERAL (SELECT
                 {CONTENT_HASH.format(t="t")} AS content_hash, {RATE_KEY.format(t="t")} AS rate_key,
@@ -409,7 +409,7 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool) -> N
         LEFT JOIN summaries sm ON sm.customer_id = m.customer_id AND sm.period = m.period AND m.rate_id IS NOT NULL
         LEFT JOIN bulk_allowances a ON a.plan_id = m.plan_id AND a.rated_kind = m.rated_kind
         {window}""",
-        {"tz": tenant.timezone, "tenant": tenant.id},
+        {"tz": tenant.timezone, "local_zone": local_zone or tenant.timezone, "tenant": tenant.id},
     )
 
 
@@ -614,12 +614,13 @@ def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:
 
 
 def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
-                wait_turn: Callable[[], None] = _nothing) -> ChunkResult:
+                wait_turn: Callable[[], None] = _nothing, local_zone: str | None = None) -> ChunkResult:
     """Deduplicate, rate and store what is staged (and fold what can be folded here, with `fold`),
     in the caller's transaction, which staged the records after create_stage (so the work tables
     start empty, as they are again after a retry's rollback to the savepoint; its commit empties
     them all). `wait_turn` is called (maybe more than once) before anything shared is written:
-    everything before it only reads and fills temp tables."""
+    everything before it only reads and fills temp tables. Staged wall-clock times
+    (occurred_local) are read in `local_zone`, by default the tenant's time zone."""
     from tarifa.metering.services.folding import crossed_thresholds, emit_events_of_summaries
     from tarifa.metering.services.ingestion import queue_folds
 
@@ -632,7 +633,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
         for _attempt in range(5):
             savepoint = transaction.savepoint()
             try:
-                _classify_and_rate(cursor, tenant=tenant, fold=fold, probed=probed)
+                _classify_and_rate(cursor, tenant=tenant, fold=fold, probed=probed, local_zone=local_zone)
                 # Temp tables get no autovacuum statistics; these columns steer the joins that
                 # follow. Analysed before the turn (only the rows of new summaries change after).
                 cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")

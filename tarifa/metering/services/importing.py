@@ -15,6 +15,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, TextIO
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -76,17 +77,21 @@ def import_usage(*, tenant: Tenant, records: Iterable[dict], chunk_size: int | N
     return report
 
 
-def import_asterisk(*, tenant: Tenant, stream: TextIO, kind: str = "call", chunk_size: int | None = None,
-                    on_progress: Callable[[int], None] | None = None) -> ImportReport:
-    """Import an Asterisk Master.csv."""
+def import_asterisk(*, tenant: Tenant, stream: TextIO, kind: str = "call", timezone: str | None = None,
+                    chunk_size: int | None = None, on_progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import an Asterisk Master.csv. Its start times are the PBX's wall-clock times, read in
+    `timezone` (an IANA name the caller checked; default the tenant's): a PBX in another zone
+    than the tenant's (Brazil has four) would otherwise place its calls hours off, and those
+    near midnight on the first of a month in the wrong month."""
     if not KIND_PATTERN.match(kind):
         raise ValueError(f"'{kind}' is not a usage kind (lowercase words joined by dots)")
+    zone = ZoneInfo(timezone) if timezone else tenant.tzinfo
     if connection.vendor != "postgresql":
-        return import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=tenant.tzinfo, kind=kind),
+        return import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=zone, kind=kind),
                             chunk_size=chunk_size, on_progress=on_progress)
-    window = OccurredWindow.from_now().local_texts(tenant.tzinfo)
+    window = OccurredWindow.from_now().local_texts(zone)
     return _import_staged(tenant=tenant, rows=_asterisk_rows(asterisk_cdrs(stream), kind=kind, window=window),
-                          chunk_size=chunk_size, on_progress=on_progress)
+                          chunk_size=chunk_size, on_progress=on_progress, local_zone=zone.key)
 
 
 def _passed_over(record, report: ImportReport) -> bool:
@@ -210,7 +215,7 @@ class _Turns:
 
 
 def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
-                   on_progress: Callable[[int], None] | None) -> ImportReport:
+                   on_progress: Callable[[int], None] | None, local_zone: str | None = None) -> ImportReport:
     """Stage, store and fold chunks of rows, one transaction each.
 
     A reader thread parses and encodes the chunks; `TARIFA_IMPORT_CONNECTIONS` storers (each
@@ -277,7 +282,8 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
         try:
             while (item := take()) is not None:
                 chunk, text, staged = item
-                result = _store_chunk(tenant=tenant, text=text, wait_turn=lambda: turns.wait_for(chunk))
+                result = _store_chunk(tenant=tenant, text=text, wait_turn=lambda: turns.wait_for(chunk),
+                                      local_zone=local_zone)
                 turns.committed(chunk)
                 count_usage({status: result.counts.get(status, 0) for status in ("accepted", "duplicate", "conflict")})
                 with reporting:
@@ -320,7 +326,7 @@ def _import_staged(*, tenant: Tenant, rows, chunk_size: int | None,
     return report
 
 
-def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
+def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None], local_zone: str | None = None):
     """One chunk in one transaction: stage its COPY text, then rate, store and fold it."""
     with transaction.atomic():
         # Chunks commit without waiting for the WAL flush; the import's last commit waits, and
@@ -332,11 +338,13 @@ def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None]):
         bulk.copy_text([text])
         staged = transaction.savepoint()
         try:
-            return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn)
+            return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn,
+                                    local_zone=local_zone)
         except Exception as error:
             if not overflowed(error):
                 raise
         # A summary cannot hold this chunk's records (that had stopped the import): store them
         # rated instead; the workers' fold sets aside the records of a summary that overflows.
         transaction.savepoint_rollback(staged)
-        return bulk.store_stage(tenant=tenant, fold=False, folded_by="import", wait_turn=wait_turn)
+        return bulk.store_stage(tenant=tenant, fold=False, folded_by="import", wait_turn=wait_turn,
+                                local_zone=local_zone)

@@ -277,6 +277,33 @@ def test_a_zip_archive_is_refused_with_what_to_do(tenant, tmp_path):
         call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "csv", "--no-progress")
 
 
+def test_asterisk_start_times_are_read_in_the_pbx_time_zone_when_named(tenant, customers, tmp_path, capsys):
+    """A PBX in Manaus (UTC-4) for a São Paulo tenant (UTC-3): its 23:30 on 30 November is
+    00:30 on 1 December in the tenant's month, not 22:30 on 30 November."""
+    from datetime import datetime, timezone as dt_timezone
+
+    def row(uid: str) -> str:
+        return ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid=uid).replace(
+            '"2025-12-01 09:00:00"', '"2025-11-30 23:30:00"', 1)
+
+    assert import_file(_master_csv(tmp_path, [row("manaus")]), "--tenant", tenant.slug, "--format", "asterisk-csv",
+                       "--timezone", "America/Manaus") == 0
+    assert import_file(_master_csv(tmp_path, [row("local")]), "--tenant", tenant.slug, "--format", "asterisk-csv") == 0
+    assert "accepted=1" in capsys.readouterr().out
+    manaus, local = UsageRecord.objects.get(external_id="manaus"), UsageRecord.objects.get(external_id="local")
+    assert (manaus.occurred_at, manaus.period) == (datetime(2025, 12, 1, 3, 30, tzinfo=dt_timezone.utc), "2025-12")
+    assert (local.occurred_at, local.period) == (datetime(2025, 12, 1, 2, 30, tzinfo=dt_timezone.utc), "2025-11")
+
+    path = _master_csv(tmp_path, [row("x")])
+    with pytest.raises(CommandError, match="^invalid_timezone: 'Mars/Base' is not an IANA time zone"):
+        call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv",
+                     "--timezone", "Mars/Base")
+    with pytest.raises(CommandError, match="^timezone_not_applicable: --timezone applies to asterisk-csv files only"):
+        call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "csv",
+                     "--timezone", "America/Manaus")
+    assert UsageRecord.objects.count() == 2
+
+
 def test_import_errors_are_one_line(tenant, tmp_path):
     with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")

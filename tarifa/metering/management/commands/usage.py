@@ -15,6 +15,7 @@ from tarifa.metering.services.ingestion import rerate_unrated
 from tarifa.metering.services.reconciliation import rerate_period
 from tarifa.metering.services.reversal import reverse_usage
 from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
+from tarifa.tenants.services import check_timezone
 
 FORMATS = ("asterisk-csv", "csv", "jsonl")
 
@@ -29,6 +30,8 @@ class Command(TarifaCommand):
         imp.add_argument("--tenant", required=True, help="Tenant slug.")
         imp.add_argument("--format", choices=FORMATS, required=True)
         imp.add_argument("--kind", default="call", help="Usage kind of asterisk-csv records (default: call).")
+        imp.add_argument("--timezone", help="Time zone of the PBX whose wall-clock start times an asterisk-csv "
+                                            "file holds (default: the tenant's), e.g. America/Manaus.")
         imp.add_argument("--encoding", default="utf-8",
                          help="The file's text encoding (default: utf-8; e.g. latin-1 for an older Asterisk's CDRs).")
         imp.add_argument("--no-progress", action="store_true")
@@ -51,11 +54,16 @@ class Command(TarifaCommand):
     def handle(self, *args, action, **options):
         getattr(self, "_" + action)(**options)
 
-    def _import(self, *, file, tenant, format, kind, encoding, no_progress, **_):
+    def _import(self, *, file, tenant, format, kind, timezone, encoding, no_progress, **_):
         owner = tenant_by_slug(slug=tenant)
         path = Path(file)
         if not path.is_file():
             raise DomainError("file_not_found", f"no such file: {file}")
+        if timezone is not None:
+            if format != "asterisk-csv":
+                raise DomainError("timezone_not_applicable", "--timezone applies to asterisk-csv files only: csv and "
+                                  "jsonl times carry their UTC offset")
+            check_timezone(timezone)
         try:
             encoding = importers.check_encoding(encoding)
         except ValueError as exc:
@@ -65,8 +73,8 @@ class Command(TarifaCommand):
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(0.001)
         try:
-            report = self._import_file(owner=owner, path=path, format=format, kind=kind, encoding=encoding,
-                                       no_progress=no_progress)
+            report = self._import_file(owner=owner, path=path, format=format, kind=kind, timezone=timezone,
+                                       encoding=encoding, no_progress=no_progress)
         finally:
             sys.setswitchinterval(switch_interval)
         counts = report.counts
@@ -86,7 +94,8 @@ class Command(TarifaCommand):
                               f"not imported (listed above, up to {MAX_PROBLEMS}); the rest is stored")
             sys.exit(1)
 
-    def _import_file(self, *, owner, path: Path, format: str, kind: str, encoding: str, no_progress: bool):
+    def _import_file(self, *, owner, path: Path, format: str, kind: str, timezone: str | None, encoding: str,
+                     no_progress: bool):
         importers.Undecodable.reset()
         try:
             opened = importers.open_usage_file(path, encoding=encoding)
@@ -103,7 +112,8 @@ class Command(TarifaCommand):
 
             try:
                 if format == "asterisk-csv":
-                    return import_asterisk(tenant=owner, stream=stream, kind=kind, on_progress=progress)
+                    return import_asterisk(tenant=owner, stream=stream, kind=kind, timezone=timezone,
+                                           on_progress=progress)
                 records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
                 return import_usage(tenant=owner, records=records, on_progress=progress)
             except ValueError as exc:  # the file as a whole is unreadable (a CSV header without the columns)
