@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError
 
 from tarifa.core.errors import DomainError
+
+
+DATABASE_ERROR_EXIT = 3
 
 
 class TarifaCommand(BaseCommand):
     """A command whose expected failures end as one line on stderr and exit code 2, as argparse's
     usage errors do: 1 stays free for a command's own finding (reconcile's differences), so a
-    script can tell "the books differ" from "you mistyped the tenant"."""
+    script can tell "the books differ" from "you mistyped the tenant". A database that cannot be
+    reached or fails mid-way is one line too, with exit code 3, which a scheduler may retry."""
 
     def execute(self, *args, **options):
         try:
             return super().execute(*args, **options)
         except DomainError as exc:
             raise CommandError(f"{exc.code}: {exc.message}", returncode=2) from exc
+        except (OperationalError, InterfaceError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CommandError(f"database_error: {reason}", returncode=DATABASE_ERROR_EXIT) from exc
 
     def table(self, headers: list[str], rows: list[list]) -> None:
         cells = [[str(c) for c in row] for row in rows]

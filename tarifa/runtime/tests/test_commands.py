@@ -122,6 +122,16 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path, args, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_an_unreachable_database_is_one_line_and_exit_3(tmp_path):
+    """It had been a traceback; 3 tells a scheduler the run is worth retrying."""
+    env = _env(tmp_path)
+    env["TARIFA_DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{_free_port()}/nothing"
+    result = _tarifa(["billing", "reconcile"], env)
+    assert result.returncode == 3
+    assert result.stderr.startswith("CommandError: database_error: connection failed")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_an_import_by_the_command_is_counted_where_the_web_process_reads_metrics(tmp_path):
     """`tarifa usage import` runs in its own process: its counts go to the shared metrics folder
     that /metrics of `tarifa web` adds up."""
