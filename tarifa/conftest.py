@@ -8,9 +8,9 @@ import os
 
 import pytest
 from django.conf import settings
-from hypothesis import settings as hypothesis_settings
 from django.db import connection
 from django.test import Client
+from hypothesis import settings as hypothesis_settings
 
 from tarifa.core import ratelimit
 from tarifa.runtime.transports import reset_transport
