@@ -267,7 +267,7 @@ class RerateOut(Schema):
 
 
 @router.post("/usage/rerate-unrated", response=RerateOut, tags=["usage"])
-def rerate_unrated(request: HttpRequest, reason: str | None = None):
+def rerate_unrated(request: HttpRequest, reason: UsageRecord.UnratedReason | None = None):
     return ingestion.rerate_unrated(tenant=request.tenant, reason=reason)
 
 

@@ -130,6 +130,16 @@ class UsageRecord(models.Model):
         FAILED = "failed"  # prepaid and not covered by the wallet; see failure_code, retried on top-up
         REVERSED = "reversed"  # was billed; taken out of its summary (and refunded)
 
+    class UnratedReason(models.TextChoices):
+        """Why a record is unrated (`unrated_reason`): listed, fixed, then rated again."""
+
+        UNKNOWN_CUSTOMER = "unknown_customer"  # no customer has the record's external id
+        NO_PLAN = "no_plan"  # the customer had no plan on the record's local day
+        NO_RATE_FOR_KIND = "no_rate_for_kind"  # the plan prices neither the kind nor its family
+        CHARGE_OUT_OF_RANGE = "charge_out_of_range"  # the record alone would cost beyond a charge's limit
+        CURRENCY_MISMATCH = "currency_mismatch"  # its rate's currency is not its summary's
+        SUMMARY_OUT_OF_RANGE = "summary_out_of_range"  # its summary cannot hold the month's usage
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False,
                                db_constraint=False)
     external_id = models.CharField(max_length=128, help_text="The client's idempotency key.")

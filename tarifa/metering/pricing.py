@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from tarifa.metering.models import PricePlan, Rate, RateSnapshot, Subscription
+from tarifa.metering.models import PricePlan, Rate, RateSnapshot, Subscription, UsageRecord
 from tarifa.metering.rating import (
     RateTerms, Tier, billable_quantity, charge_out_of_range, longest_prefix, rate_key,
 )
@@ -144,16 +144,16 @@ class Rater:
              attributes: dict | None = None) -> Rating:
         customer = self.customer(customer_ref)
         if customer is None:
-            return Rating(status="unrated", reason="unknown_customer")
+            return Rating(status="unrated", reason=UsageRecord.UnratedReason.UNKNOWN_CUSTOMER)
         table = self.plan_on(customer.id, occurred_at.astimezone(self.tz).date())
         if table is None:
-            return Rating(status="unrated", reason="no_plan", customer_id=customer.id)
+            return Rating(status="unrated", reason=UsageRecord.UnratedReason.NO_PLAN, customer_id=customer.id)
         rate = table.rate_for(kind, rate_key(kind=kind, destination=destination, attributes=attributes))
         if rate is None:
-            return Rating(status="unrated", reason="no_rate_for_kind", customer_id=customer.id, plan_id=table.plan.id)
+            return Rating(status="unrated", reason=UsageRecord.UnratedReason.NO_RATE_FOR_KIND, customer_id=customer.id, plan_id=table.plan.id)
         if charge_out_of_range(quantity, minimum=rate.minimum, increment=rate.increment, block_size=rate.block_size,
                                max_price=max_price(rate)):
-            return Rating(status="unrated", reason="charge_out_of_range", customer_id=customer.id,
+            return Rating(status="unrated", reason=UsageRecord.UnratedReason.CHARGE_OUT_OF_RANGE, customer_id=customer.id,
                           plan_id=table.plan.id)
         snapshot_id = self._snapshots.get(rate.id)
         if snapshot_id is None:

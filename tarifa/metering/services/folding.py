@@ -37,7 +37,7 @@ from tarifa.wallets.services.charging import PrepaidFunds
 
 logger = structlog.get_logger(__name__)
 ZERO = Decimal(0)
-SUMMARY_OUT_OF_RANGE = "summary_out_of_range"  # the unrated reason of records set aside
+SUMMARY_OUT_OF_RANGE = UsageRecord.UnratedReason.SUMMARY_OUT_OF_RANGE  # the reason of records set aside
 LINE_FIELDS = ["record_count", "quantity", "billable_quantity", "allowance_used", "chargeable_quantity",
                "charged_amount", "unit"]
 
@@ -276,7 +276,8 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
         summary = summaries[record.summary_id]
         snapshot = snapshots[record.snapshot_id]
         if snapshot["currency"] != summary.currency:
-            record.status, record.unrated_reason = UsageRecord.Status.UNRATED, "currency_mismatch"
+            record.status = UsageRecord.Status.UNRATED
+            record.unrated_reason = UsageRecord.UnratedReason.CURRENCY_MISMATCH
             continue
         kind = record.rated_kind
         billable, covered, used = record.billable_quantity, ZERO, None

@@ -444,6 +444,8 @@ def test_an_import_whose_usage_overflows_a_summary_stores_it_for_the_fold_to_set
     assert set(UsageRecord.objects.values_list("customer_ref", "status", "unrated_reason")) == {
         ("c1", "unrated", "summary_out_of_range"), ("c2", "billed", "")}
     assert Summary.objects.get(customer__external_id="c2").record_count == 3
+    call_command("usage", "unrated", "--tenant", tenant.slug, "--reason", "summary_out_of_range")
+    assert "12 unrated record(s)" in capsys.readouterr().out
 
 
 def test_a_jsonl_line_with_half_a_character_is_rejected_alone(tenant, customers, tmp_path, capsys):

@@ -125,6 +125,9 @@ def test_unrated_records_are_kept_listed_and_rerated_after_a_fix(api, tenant, cu
     typo = api.get("/api/v1/usage", status="unratd")  # had listed nothing, as if none were unrated
     assert typo.status_code == 422 and typo.json()["field"] == "status"
     create_customer(tenant=tenant, external_id="nobody")
+    assert api.post("/api/v1/usage/rerate-unrated?reason=no_rate_for_kind").json() == {"rated": 0, "unrated": 2}
+    typo = api.post("/api/v1/usage/rerate-unrated?reason=no_rate_for_knd")  # had re-rated nothing, silently
+    assert typo.status_code == 422 and typo.json()["field"] == "reason"
     assert api.post("/api/v1/usage/rerate-unrated").json() == {"rated": 0, "unrated": 3}  # no plan yet for "nobody"
     assert UsageRecord.objects.get(external_id="u1").unrated_reason == "no_plan"
     api.post("/api/v1/customers/nobody/subscriptions", {"plan": "tel", "starts_on": "2025-01-01"})

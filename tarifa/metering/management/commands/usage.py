@@ -37,8 +37,7 @@ class Command(TarifaCommand):
         imp.add_argument("--no-progress", action="store_true")
         unrated = sub.add_parser("unrated", help="List usage that could not be rated, or re-rate it (--retry).")
         unrated.add_argument("--tenant", required=True)
-        unrated.add_argument("--reason", choices=["unknown_customer", "no_plan", "no_rate_for_kind", "charge_out_of_range",
-                                                  "currency_mismatch"])
+        unrated.add_argument("--reason", choices=UsageRecord.UnratedReason.values)
         unrated.add_argument("--retry", action="store_true", help="Rate them again (after fixing customers or plans).")
         unrated.add_argument("--limit", type=int, default=50)
         rerate = sub.add_parser("rerate", help="Re-rate and re-fold a period from scratch after a tariff correction.")
