@@ -150,11 +150,12 @@ class Rater:
             return Rating(status="unrated", reason=UsageRecord.UnratedReason.NO_PLAN, customer_id=customer.id)
         rate = table.rate_for(kind, rate_key(kind=kind, destination=destination, attributes=attributes))
         if rate is None:
-            return Rating(status="unrated", reason=UsageRecord.UnratedReason.NO_RATE_FOR_KIND, customer_id=customer.id, plan_id=table.plan.id)
+            return Rating(status="unrated", reason=UsageRecord.UnratedReason.NO_RATE_FOR_KIND, customer_id=customer.id,
+                          plan_id=table.plan.id)
         if charge_out_of_range(quantity, minimum=rate.minimum, increment=rate.increment, block_size=rate.block_size,
                                max_price=max_price(rate)):
-            return Rating(status="unrated", reason=UsageRecord.UnratedReason.CHARGE_OUT_OF_RANGE, customer_id=customer.id,
-                          plan_id=table.plan.id)
+            return Rating(status="unrated", reason=UsageRecord.UnratedReason.CHARGE_OUT_OF_RANGE,
+                          customer_id=customer.id, plan_id=table.plan.id)
         snapshot_id = self._snapshots.get(rate.id)
         if snapshot_id is None:
             snapshot_id = self._snapshots[rate.id] = snapshot_id_for(snapshot_of(rate, table.plan))

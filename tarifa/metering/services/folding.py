@@ -37,7 +37,6 @@ from tarifa.wallets.services.charging import PrepaidFunds
 
 logger = structlog.get_logger(__name__)
 ZERO = Decimal(0)
-SUMMARY_OUT_OF_RANGE = UsageRecord.UnratedReason.SUMMARY_OUT_OF_RANGE  # the reason of records set aside
 LINE_FIELDS = ["record_count", "quantity", "billable_quantity", "allowance_used", "chargeable_quantity",
                "charged_amount", "unit"]
 
@@ -128,7 +127,8 @@ def _set_aside(summary_id: int, *, record_ids: list[int] | None) -> None:
     waiting = UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)
     if record_ids is not None:
         waiting = waiting.filter(id__any=record_ids)
-    count = waiting.update(status=UsageRecord.Status.UNRATED, unrated_reason=SUMMARY_OUT_OF_RANGE)
+    count = waiting.update(status=UsageRecord.Status.UNRATED,
+                           unrated_reason=UsageRecord.UnratedReason.SUMMARY_OUT_OF_RANGE)
     if not UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED).exists():
         PendingSummary.objects.filter(summary_id=summary_id).delete()
     logger.warning("summary_out_of_range", summary_id=summary_id, records_set_aside=count)

@@ -134,7 +134,7 @@ def _asterisk_rows(cdrs, *, kind: str, window: tuple[str, str]):
     """Stage lines (copy_line of STAGE_COLUMNS but seq) of answered calls, checked as the API
     checks a record (same codes). The usual CDR takes a fast path: it is valid and needs no
     escaping, so its line is formatted directly (json.dumps and a CSV writer had cost 10 µs).
-    `window` is OccurredWindow in the tenant's wall-clock time, as the start times are written."""
+    `window` is OccurredWindow in the wall-clock time of the zone the start times are written in."""
     earliest, latest = window
     # Kept values short enough that their attributes fit in any encoding (4 bytes a character at most).
     room = (settings.TARIFA_USAGE_ATTRIBUTES_MAX_BYTES - KEPT_JSON_OVERHEAD) // 4
@@ -149,7 +149,7 @@ def _asterisk_rows(cdrs, *, kind: str, window: tuple[str, str]):
                 and _is_whole_count(billsec) and earliest <= start <= latest and len(kept_text) <= room
                 and not bulk.COPY_SPECIAL_OR_NUL.search(uniqueid + account + dst) and not JSON_SPECIAL.search(kept_text)):
             extra = f', "userfield": "{userfield}"' if userfield else ""
-            # Local time: PostgreSQL applies the tenant's zone (occurred_local).
+            # Local time: PostgreSQL reads it in the import's zone (occurred_local, store_stage's local_zone).
             yield (f'{uniqueid}\t{account}\t{kind}\t{billsec}\t\\N\t{start}\t{dst}\t{{"src": "{src}", '
                    f'"dcontext": "{dcontext}", "channel": "{channel}", "duration": "{duration}"{extra}}}')
             continue
