@@ -186,6 +186,10 @@ def clean_record(record, *, with_hash: bool = True, window: OccurredWindow | Non
 
 
 MAX_QUANTITY = Decimal(10) ** 17
+# A quantity as text: ASCII digits, a dot for decimals, an optional exponent. Decimal() alone also
+# takes "1_000" (as 1000), digits of other scripts ("١٢" as 12) and "NaN": text that no billing
+# system writes for a number, so more likely a mangled field than a count to bill.
+QUANTITY_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def parse_quantity(raw) -> Decimal:
@@ -194,7 +198,10 @@ def parse_quantity(raw) -> Decimal:
     try:
         if isinstance(raw, bool) or raw is None:
             raise InvalidOperation
-        quantity = Decimal(str(raw))
+        text = str(raw).strip()
+        if not QUANTITY_TEXT.fullmatch(text):
+            raise InvalidOperation
+        quantity = Decimal(text)
     except (InvalidOperation, ValueError):
         if isinstance(raw, str) and "," in raw:  # a decimal comma (pt-BR) or a thousands separator
             raise _Rejected("invalid_quantity", "'quantity' must be a number, without commas: a dot separates "

@@ -90,25 +90,26 @@ def test_asterisk_values_that_need_escaping_are_stored_as_read(tenant, customers
             cdr("back\\slash", "c1", "33334444", "30", src='say "hi"\\', dcontext="tab\there",
                 channel="line\nbreak", userfield="ação €"),
             cdr("tabbed.3", "c2", "33 33\t4444", "31"),
-            cdr("wide.4", "c2", "987654321", "４５"),  # full-width digits: a number, but not ASCII
+            cdr("wide.4", "c2", "987654321", "４５"),  # full-width digits: a mangled field, refused
             cdr("nul\x01.5", "c1", "33334444", "10"),  # not a visible-ASCII id: rejected
         ])
     assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
     out = capsys.readouterr().out
-    assert "accepted=4" in out and "rejected=1" in out and "invalid_id" in out
+    assert "accepted=3" in out and "rejected=2" in out and "invalid_id" in out
+    assert "wide.4: invalid_quantity 'quantity' must be a number." in out
     stored = {r.external_id: r for r in UsageRecord.objects.all()}
     with path.open(newline="") as stream:
         read = [raw for raw in read_asterisk_csv(stream, tz=tenant.tzinfo) if raw["id"] in stored]
-    assert len(read) == 4
+    assert len(read) == 3
     for clean in map(clean_record, read):
         record = stored[clean.id]
         assert (record.customer_ref, record.quantity, record.destination, record.attributes) == (
             clean.customer, clean.quantity, clean.destination, clean.attributes), clean.id
     # The same records sent to the API are the same content: duplicates, not conflicts.
-    assert [r.status for r in ingest_usage(tenant=tenant, records=read).results] == ["duplicate"] * 4
+    assert [r.status for r in ingest_usage(tenant=tenant, records=read).results] == ["duplicate"] * 3
     assert stored["back\\slash"].attributes == {"src": 'say "hi"\\', "dcontext": "tab\there", "channel": "line\nbreak",
                                                 "duration": "60", "userfield": "ação €"}
-    assert stored["wide.4"].quantity == 45 and stored["tabbed.3"].destination == "33 33\t4444"
+    assert stored["tabbed.3"].destination == "33 33\t4444"
 
 
 def test_a_nul_character_in_a_cdr_rejects_its_line_not_the_import(tenant, customers, tmp_path, capsys):

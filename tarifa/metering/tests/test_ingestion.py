@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from tarifa.metering.models import UsageRecord
@@ -27,6 +29,25 @@ def test_each_record_gets_its_own_answer(api, customers):
     ]
     assert (body["accepted"], body["rejected"]) == (2, 5)
     assert all(r["message"] for r in body["results"] if r["status"] == "rejected")
+
+
+def test_a_quantity_is_a_plain_decimal_number(api, customers):
+    """Decimal() alone had taken "1_000" as 1000, Arabic-Indic digits as 12 and "NaN" as a number
+    (refused later, as negative-or-too-precise); text no billing system writes for a count."""
+    sent = {"plain": "45", "decimal": "12.5", "exponent": "1e3", "spaced": " 7 ", "json-float": 2.25,
+            "underscore": "1_000", "arabic-indic": "\u0661\u0662", "fullwidth": "\uff14\uff15", "nan": "NaN",
+            "hex": "0x10", "infinity": "Infinity", "empty": "", "negative": "-1"}
+    body = api.post("/api/v1/usage", {"records": [call(key, "c1", quantity, at(1, n))
+                                                  for n, (key, quantity) in enumerate(sent.items())]}).json()
+    answers = {r["id"]: (r["status"], r["code"]) for r in body["results"]}
+    accepted = {"plain", "decimal", "exponent", "spaced", "json-float"}
+    assert answers == {key: ("accepted", None) if key in accepted else ("rejected", "invalid_quantity") for key in sent}
+    stored = dict(UsageRecord.objects.values_list("external_id", "quantity"))
+    assert stored == {"plain": 45, "decimal": Decimal("12.5"), "exponent": 1000, "spaced": 7,
+                      "json-float": Decimal("2.25")}
+    messages = {r["id"]: r["message"] for r in body["results"]}
+    assert messages["underscore"] == "'quantity' must be a number."
+    assert messages["negative"] == "'quantity' must be >= 0 with at most 6 decimal places."
 
 
 def test_a_nul_character_rejects_its_record_not_the_call(api, customers):
