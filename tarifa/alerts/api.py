@@ -7,7 +7,10 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from tarifa.alerts import selectors
+from tarifa.alerts.models import Alert
 from tarifa.core.pagination import paginate
+from tarifa.core.schemas import ErrorOut
+from tarifa.tenants.selectors import customer_by_external_id
 
 router = Router(tags=["alerts"])
 
@@ -31,7 +34,10 @@ class AlertPage(Schema):
     next_cursor: str | None
 
 
-@router.get("", response=AlertPage)
-def list_alerts(request: HttpRequest, type: str | None = None, customer: str | None = None,
+@router.get("", response={200: AlertPage, 404: ErrorOut, 422: ErrorOut})
+def list_alerts(request: HttpRequest, type: Alert.Type | None = None, customer: str | None = None,
                 cursor: str | None = None, limit: int = 50):
-    return paginate(selectors.alerts(tenant=request.tenant, type=type, customer=customer), cursor=cursor, limit=limit)
+    """Oldest first. An unknown `type` is a 422 and an unknown `customer` a 404, as on /usage: a
+    typo had answered an empty list, which reads as "no alerts"."""
+    owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
+    return paginate(selectors.alerts(tenant=request.tenant, type=type, customer=owner), cursor=cursor, limit=limit)

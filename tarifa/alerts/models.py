@@ -8,9 +8,16 @@ from tarifa.tenants.models import Customer, Tenant
 class Alert(models.Model):
     """An alert raised once: `key` names the condition (customer, period, allowance, threshold…)."""
 
+    class Type(models.TextChoices):
+        ALLOWANCE_THRESHOLD = "allowance.threshold"  # a customer's allowance use reached a plan threshold
+        WALLET_LOW_BALANCE = "wallet.low_balance"  # a prepaid balance fell to its low-balance line
+        WALLET_DEPLETED = "wallet.depleted"  # a prepaid balance fell to zero or below
+        PAYMENT_CHECK_FAILING = "payment_check.failing"  # a gateway kept failing an invoice's checks
+        PAYMENT_CREDENTIAL_UNAUTHORIZED = "payment_credential.unauthorized"  # a gateway refused the tenant's token
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="alerts")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)
-    type = models.CharField(max_length=64)  # allowance.threshold, wallet.low_balance, …
+    type = models.CharField(max_length=64, choices=Type.choices)
     key = models.CharField(max_length=255)
     message = models.CharField(max_length=500)
     data = models.JSONField(default=dict)

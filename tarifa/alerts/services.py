@@ -87,7 +87,7 @@ def check_allowance_alerts(*, summary_ids: list[int]) -> list[Alert]:
             if percent < threshold:
                 break
             due.append(NewAlert(
-                customer.tenant_id, customer.id, customer.external_id, "allowance.threshold",
+                customer.tenant_id, customer.id, customer.external_id, Alert.Type.ALLOWANCE_THRESHOLD,
                 f"allowance:{customer.id}:{summary.period}:{usage.allowance_id}:{threshold}",
                 (f"{customer.external_id} used {percent.quantize(Decimal('0.1'))}% of allowance "
                  f"'{usage.allowance.code}' in {summary.period} (threshold {threshold}%)."),

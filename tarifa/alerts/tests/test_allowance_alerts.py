@@ -121,6 +121,12 @@ def test_alerts_api_lists_and_filters(api, customers, make_api):
     body = api.get("/api/v1/alerts", customer="c1").json()
     assert len(body["items"]) == 3 and body["items"][0]["customer"] == "c1"
     assert api.get("/api/v1/alerts", type="wallet.low_balance").json()["items"] == []
+    assert len(api.get("/api/v1/alerts", type="allowance.threshold", customer="c1").json()["items"]) == 3
+    # Typos had answered an empty list, which reads as "no alerts".
+    typo = api.get("/api/v1/alerts", type="allowance_threshold")
+    assert typo.status_code == 422 and typo.json()["field"] == "type"
+    unknown = api.get("/api/v1/alerts", customer="c-1")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "customer_not_found"
     _, other = make_api("Other")
     assert other.get("/api/v1/alerts").json()["items"] == []
 

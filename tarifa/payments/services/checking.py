@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from tarifa.alerts.models import Alert
 from tarifa.alerts.services import raise_alert
 from tarifa.core.errors import NotFound
 from tarifa.core.pgarrays import array_literal
@@ -323,7 +324,7 @@ def _record_failure(outcome: Outcome, *, credentials: dict, worker_id: str, sour
                                 error=message, duration_ms=outcome.duration_ms)
         if failures == config.failure_alert_after:
             invoice = Invoice.objects.select_related("customer", "tenant").get(pk=item.invoice_id)
-            raise_alert(tenant=invoice.tenant, customer=invoice.customer, type="payment_check.failing",
+            raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_CHECK_FAILING,
                         key=f"payment_check.failing:invoice:{invoice.id}:{now.isoformat()}",
                         message=f"Checks of invoice {invoice.reference} failed {failures} times in a row: {message}",
                         data={"reference": invoice.reference, "failures": failures, "error": message})
@@ -337,7 +338,7 @@ def _count_credential_failure(credential: GatewayCredential, *, message: str, co
                                                               last_error=message)
     credential.refresh_from_db(fields=["consecutive_failures"])
     if credential.consecutive_failures == config.failure_alert_after:
-        raise_alert(tenant=credential.tenant, customer=None, type="payment_check.failing",
+        raise_alert(tenant=credential.tenant, customer=None, type=Alert.Type.PAYMENT_CHECK_FAILING,
                     key=f"payment_check.failing:credential:{credential.id}:{now.isoformat()}",
                     message=f"{credential.gateway} calls failed {credential.consecutive_failures} times in a row: "
                             f"{message}", data={"gateway": credential.gateway, "error": message})
@@ -368,7 +369,7 @@ def _pause_credential(outcomes: list[Outcome], *, credentials: dict, source: str
             GatewayCredential.objects.filter(pk=credential.pk).update(status=GatewayCredential.Status.UNAUTHORIZED,
                                                                       last_error=message[:500])
             stamp = credential.updated_at.isoformat()
-        raise_alert(tenant=Tenant.objects.get(pk=item.tenant_id), customer=None, type="payment_credential.unauthorized",
+        raise_alert(tenant=Tenant.objects.get(pk=item.tenant_id), customer=None, type=Alert.Type.PAYMENT_CREDENTIAL_UNAUTHORIZED,
                     key=f"payment_credential.unauthorized:{item.tenant_id}:{item.gateway}:{stamp}",
                     message=f"{item.gateway} refused this tenant's credential; payment checks are paused until it "
                             f"is replaced. ({message})", data={"gateway": item.gateway, "error": message})

@@ -7,8 +7,8 @@ from tarifa.alerts.services import raise_alert
 from tarifa.wallets.models import Wallet
 
 MESSAGES = {
-    "wallet.low_balance": "{customer}'s wallet is low: {balance} {unit} (threshold {threshold}).",
-    "wallet.depleted": "{customer}'s wallet is depleted: {balance} {unit}.",
+    Alert.Type.WALLET_LOW_BALANCE: "{customer}'s wallet is low: {balance} {unit} (threshold {threshold}).",
+    Alert.Type.WALLET_DEPLETED: "{customer}'s wallet is depleted: {balance} {unit}.",
 }
 
 

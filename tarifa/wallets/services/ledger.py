@@ -17,6 +17,7 @@ from tarifa.core.pgarrays import array_literal
 from tarifa.core.text import check_lengths
 from tarifa.metering.selectors import current_plan
 from tarifa.runtime.services import enqueue
+from tarifa.alerts.models import Alert
 from tarifa.tenants.models import Customer
 from tarifa.wallets.models import AuditEntry, GrantLot, LedgerEntry, Wallet
 
@@ -183,9 +184,9 @@ def move_balance(*, wallet: Wallet, kind: str, amount: Decimal) -> list[str]:
     line = wallet.low_balance_threshold
     raised = []
     if line is not None and before > line >= after:
-        raised.append("wallet.low_balance")
+        raised.append(Alert.Type.WALLET_LOW_BALANCE)
     if before > 0 >= after:
-        raised.append("wallet.depleted")
+        raised.append(Alert.Type.WALLET_DEPLETED)
     rearm_at = line if line is not None else ZERO
     if before <= rearm_at < after:
         wallet.alert_generation += 1
