@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from django import forms
@@ -10,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from tarifa.core.errors import DomainError
-from tarifa.core.text import NUL_REFUSED, has_nonfinite, nul_path
+from tarifa.core.text import LONE_SURROGATE, NUL_REFUSED, has_lone_surrogate, has_nonfinite, nul_path
 
 
 class URLAdmin(admin.ModelAdmin):
@@ -34,6 +35,18 @@ class ReadOnly:
         return False
 
 
+class CarriedJSONField(forms.JSONField):
+    """A JSON field whose refused value is shown back as JSON text that a page can carry. Django
+    writes it out with ensure_ascii=False, so a \\ud800 escape without its pair came back as half
+    a character, which no UTF-8 page can hold: the form that refused it failed with a 500."""
+
+    def prepare_value(self, value):
+        text = super().prepare_value(value)
+        if isinstance(value, forms.fields.InvalidJSONInput) or not has_lone_surrogate(value):
+            return text
+        return json.dumps(value, cls=self.encoder)  # escaped: the operator sees what they typed
+
+
 class ServiceCheckedForm(forms.ModelForm):
     """A model form whose values `check` passes through the domain's own checks (the functions its
     services validate with), so that the admin stores only what the API would; a DomainError is
@@ -41,6 +54,12 @@ class ServiceCheckedForm(forms.ModelForm):
     typed ones."""
 
     checked_fields: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():  # the admin builds these forms' fields, so swap them here
+            if type(field) is forms.JSONField:
+                field.__class__ = CarriedJSONField
 
     def check(self, values: dict) -> dict:
         raise NotImplementedError
@@ -54,6 +73,8 @@ class ServiceCheckedForm(forms.ModelForm):
                 raise ValidationError({name: f"This value {NUL_REFUSED}"})
             if isinstance(value, (dict, list, float)) and has_nonfinite(value):  # JSON fields read NaN
                 raise ValidationError({name: "NaN and Infinity are not numbers that can be stored."})
+            if isinstance(value, (dict, list, str)) and has_lone_surrogate(value):  # JSON fields read "\ud800"
+                raise ValidationError({name: f"This value {LONE_SURROGATE}."})
         try:
             checked = self.check({name: data[name] for name in self.checked_fields if data.get(name) is not None})
         except DomainError as error:

@@ -38,6 +38,12 @@ def test_a_customer_is_checked_and_normalised_and_keeps_its_tenant_and_id(operat
     assert list(page.context["adminform"].form.errors) == ["metadata"]
     page = operator.post(url, {**values, "metadata": '{"note": "a\\u0000b"}'})  # PostgreSQL's jsonb refuses it
     assert list(page.context["adminform"].form.errors) == ["metadata"]
+    # A \ud800 escape without its pair decodes to half a character, which no database can store:
+    # storing it, or showing back the form that refused it, had been a 500.
+    page = operator.post(url, {**values, "metadata": '{"note": "a\\ud800"}'})
+    assert list(page.context["adminform"].form.errors) == ["metadata"]
+    assert "half a character" in page.context["adminform"].form.errors["metadata"][0]
+    assert "a\\ud800" in page.content.decode()  # shown back as typed, escaped
     for number in ("NaN", "-Infinity", "1e400"):  # Python's json reads them; jsonb refuses them
         page = operator.post(url, {**values, "metadata": f'{{"score": [{number}]}}'})
         assert list(page.context["adminform"].form.errors) == ["metadata"], number
