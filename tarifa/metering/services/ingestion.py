@@ -165,8 +165,11 @@ def clean_record(record, *, with_hash: bool = True, window: OccurredWindow | Non
         raise _Rejected("invalid_kind", f"'{kind}' is not a usage kind (lowercase words joined by dots).")
     quantity = parse_quantity(record.get("quantity"))
     raw_time = record.get("occurred_at")
-    occurred_at = raw_time if isinstance(raw_time, datetime) else (
-        parse_datetime(raw_time) if isinstance(raw_time, str) else None)
+    try:
+        occurred_at = raw_time if isinstance(raw_time, datetime) else (
+            parse_datetime(raw_time) if isinstance(raw_time, str) else None)
+    except ValueError as exc:  # written as a date and time, but not one that exists: 2025-02-30
+        raise _Rejected("invalid_occurred_at", f"'occurred_at' is not a date and time that exists ({exc}).")
     if occurred_at is None:
         raise _Rejected("invalid_occurred_at", "'occurred_at' must be an ISO 8601 date and time.")
     if occurred_at.tzinfo is None:

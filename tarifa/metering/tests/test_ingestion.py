@@ -50,6 +50,23 @@ def test_a_quantity_is_a_plain_decimal_number(api, customers):
     assert messages["negative"] == "'quantity' must be >= 0 with at most 6 decimal places."
 
 
+def test_a_date_that_does_not_exist_rejects_its_record_not_the_call(api, customers):
+    """ISO 8601 text of the 13th month or 30 February had failed the whole call (a ValueError)."""
+    records = [call("ok-1", "c1", 45, at(1)),
+               {**call("month-13", "c1", 45, at(1)), "occurred_at": "2025-13-01T10:00:00-03:00"},
+               {**call("feb-30", "c1", 45, at(1)), "occurred_at": "2025-02-30T10:00:00Z"},
+               {**call("hour-25", "c1", 45, at(1)), "occurred_at": "2025-12-01T25:00:00Z"},
+               call("ok-2", "c1", 45, at(1, 1))]
+    response = api.post("/api/v1/usage", {"records": records})
+    assert response.status_code == 200, response.content
+    answers = [(r["id"], r["status"], r["code"]) for r in response.json()["results"]]
+    assert answers == [("ok-1", "accepted", None), ("month-13", "rejected", "invalid_occurred_at"),
+                       ("feb-30", "rejected", "invalid_occurred_at"), ("hour-25", "rejected", "invalid_occurred_at"),
+                       ("ok-2", "accepted", None)]
+    assert response.json()["results"][1]["message"] == "'occurred_at' is not a date and time that exists (month must be in 1..12)."
+    assert set(UsageRecord.objects.values_list("external_id", flat=True)) == {"ok-1", "ok-2"}
+
+
 def test_a_nul_character_rejects_its_record_not_the_call(api, customers):
     """PostgreSQL stores no NUL in text or jsonb: one record with it had failed the whole call (500)."""
     records = [
