@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Iterator, TextIO
 from zoneinfo import ZoneInfo
 
+from django.utils.dateparse import parse_datetime
+
 from tarifa.core.text import LONE_SURROGATE, SURROGATE_ESCAPE, has_lone_surrogate
 
 # Asterisk cdr_csv (Master.csv) column order.
@@ -227,6 +229,22 @@ def resolve_local(local: datetime) -> datetime:
     round_trip = local.astimezone(dt_timezone.utc).astimezone(local.tzinfo)
     repeated = round_trip.replace(tzinfo=None, fold=0) == local.replace(tzinfo=None, fold=0)
     return later if repeated else local
+
+
+def in_local_zone(records: Iterator[dict], *, tz: ZoneInfo) -> Iterator[dict]:
+    """Records whose `occurred_at` is written without a UTC offset, placed in `tz` (by
+    resolve_local's rule at a DST change); times with an offset, and text that is no time (which
+    the record's check rejects), pass as they are. ERPs and spreadsheets often export local times."""
+    for record in records:
+        if isinstance(record, dict) and not isinstance(record, (Skipped, Unreadable)):
+            text = record.get("occurred_at")
+            try:
+                written = parse_datetime(text) if isinstance(text, str) else None
+            except ValueError:  # 2025-02-30: left to the record's check, which rejects it
+                written = None
+            if written is not None and written.tzinfo is None:
+                record = {**record, "occurred_at": resolve_local(written.replace(tzinfo=tz))}
+        yield record
 
 
 # Spreadsheets in locales whose decimal separator is the comma (pt-BR among them) write CSV

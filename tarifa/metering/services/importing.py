@@ -20,7 +20,9 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection, transaction
 
-from tarifa.metering.importers import Skipped, Unreadable, asterisk_attributes, asterisk_cdrs, read_asterisk_csv
+from tarifa.metering.importers import (
+    Skipped, Unreadable, asterisk_attributes, asterisk_cdrs, in_local_zone, read_asterisk_csv,
+)
 from tarifa.metering.services import bulk
 from tarifa.metering.services.folding import overflowed
 from tarifa.metering.services.plans import KIND_PATTERN
@@ -46,8 +48,12 @@ class ImportReport:
 
 
 def import_usage(*, tenant: Tenant, records: Iterable[dict], chunk_size: int | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> ImportReport:
-    """Import parsed records (any format's reader)."""
+                 on_progress: Callable[[int], None] | None = None, timezone: str | None = None) -> ImportReport:
+    """Import parsed records (any format's reader). With `timezone` (an IANA name the caller
+    checked), times written without a UTC offset are read in that zone; without it they are
+    rejected, as the API rejects them: guessing a zone would misplace them by hours."""
+    if timezone:
+        records = in_local_zone(records, tz=ZoneInfo(timezone))
     if connection.vendor == "postgresql":
         return _import_staged(tenant=tenant, rows=_clean_rows(records, window=OccurredWindow.from_now()),
                               chunk_size=chunk_size, on_progress=on_progress)

@@ -299,10 +299,45 @@ def test_asterisk_start_times_are_read_in_the_pbx_time_zone_when_named(tenant, c
     with pytest.raises(CommandError, match="^invalid_timezone: 'Mars/Base' is not an IANA time zone"):
         call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "asterisk-csv",
                      "--timezone", "Mars/Base")
-    with pytest.raises(CommandError, match="^timezone_not_applicable: --timezone applies to asterisk-csv files only"):
-        call_command("usage", "import", str(path), "--tenant", tenant.slug, "--format", "csv",
-                     "--timezone", "America/Manaus")
     assert UsageRecord.objects.count() == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_csv_and_jsonl_times_without_an_offset_are_read_in_the_named_zone(tenant, customers, tmp_path, capsys, fmt):
+    """An ERP's export of local times: refused without --timezone (a guessed zone would misplace
+    them by hours), read in the named zone with it; times with an offset keep theirs, and a date
+    that does not exist is rejected alone (it had stopped the import)."""
+    import json
+    from datetime import datetime, timezone as dt_timezone
+
+    times = {"local": "2025-11-30T23:30:00", "offset": "2025-11-30T23:30:00Z", "feb-30": "2025-02-30T10:00:00"}
+
+    def write(prefix: str):
+        path = tmp_path / f"usage.{fmt}"
+        records = [{"id": f"{prefix}{name}", "customer": "c1", "kind": "call", "quantity": "45", "occurred_at": text,
+                    "destination": "33334444"} for name, text in times.items()]
+        if fmt == "csv":
+            path.write_text("id,customer,kind,quantity,occurred_at,destination\n"
+                            + "".join(",".join(r.values()) + "\n" for r in records))
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return path
+
+    assert import_file(write("a-"), "--tenant", tenant.slug, "--format", fmt) == 1
+    out = capsys.readouterr().out
+    assert "accepted=1" in out and "rejected=2" in out
+    assert "a-local: invalid_occurred_at 'occurred_at' needs a UTC offset" in out
+    assert "a-feb-30: invalid_occurred_at 'occurred_at' is not a date and time that exists" in out
+
+    assert import_file(write("b-"), "--tenant", tenant.slug, "--format", fmt, "--timezone", "America/Manaus") == 1
+    out = capsys.readouterr().out
+    assert "accepted=2" in out and "rejected=1" in out and "b-feb-30: invalid_occurred_at" in out
+    stored = {r.external_id: (r.occurred_at, r.period) for r in UsageRecord.objects.all()}
+    assert stored == {
+        "a-offset": (datetime(2025, 11, 30, 23, 30, tzinfo=dt_timezone.utc), "2025-11"),
+        "b-offset": (datetime(2025, 11, 30, 23, 30, tzinfo=dt_timezone.utc), "2025-11"),
+        # 23:30 in Manaus (UTC-4) is 00:30 on 1 December in the tenant's São Paulo: December's usage
+        "b-local": (datetime(2025, 12, 1, 3, 30, tzinfo=dt_timezone.utc), "2025-12")}
 
 
 def test_import_errors_are_one_line(tenant, tmp_path):

@@ -30,8 +30,9 @@ class Command(TarifaCommand):
         imp.add_argument("--tenant", required=True, help="Tenant slug.")
         imp.add_argument("--format", choices=FORMATS, required=True)
         imp.add_argument("--kind", default="call", help="Usage kind of asterisk-csv records (default: call).")
-        imp.add_argument("--timezone", help="Time zone of the PBX whose wall-clock start times an asterisk-csv "
-                                            "file holds (default: the tenant's), e.g. America/Manaus.")
+        imp.add_argument("--timezone", help="Time zone of the wall-clock times in the file, e.g. America/Manaus: an "
+                                            "asterisk-csv file's start times (default: the tenant's zone), or csv "
+                                            "and jsonl times written without a UTC offset (default: refused).")
         imp.add_argument("--encoding", default="utf-8",
                          help="The file's text encoding (default: utf-8; e.g. latin-1 for an older Asterisk's CDRs).")
         imp.add_argument("--no-progress", action="store_true")
@@ -59,9 +60,6 @@ class Command(TarifaCommand):
         if not path.is_file():
             raise DomainError("file_not_found", f"no such file: {file}")
         if timezone is not None:
-            if format != "asterisk-csv":
-                raise DomainError("timezone_not_applicable", "--timezone applies to asterisk-csv files only: csv and "
-                                  "jsonl times carry their UTC offset")
             check_timezone(timezone)
         try:
             encoding = importers.check_encoding(encoding)
@@ -114,7 +112,7 @@ class Command(TarifaCommand):
                     return import_asterisk(tenant=owner, stream=stream, kind=kind, timezone=timezone,
                                            on_progress=progress)
                 records = importers.read_csv(stream) if format == "csv" else importers.read_jsonl(stream)
-                return import_usage(tenant=owner, records=records, on_progress=progress)
+                return import_usage(tenant=owner, records=records, on_progress=progress, timezone=timezone)
             except ValueError as exc:  # the file as a whole is unreadable (a CSV header without the columns)
                 raise DomainError("unreadable_file", str(exc)) from exc
             except importers.DAMAGED_COMPRESSION as exc:
