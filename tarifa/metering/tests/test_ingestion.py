@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tarifa.metering.models import UsageRecord
 from tarifa.metering.services.folding import fold_all_pending
@@ -251,3 +252,44 @@ def test_attributes_beyond_the_size_limit_reject_their_record(api, customers, se
         ("accents", "accepted", None), ("accents-over", "rejected", "attributes_too_large")]
     assert body["results"][1]["message"] == "'attributes' takes 31 bytes as JSON; at most 30 are kept."
     assert UsageRecord.objects.get(external_id="fits").attributes == fits
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8)
+# Dates and times in the ISO 8601 shapes the parser reads, valid or not (month 13, hour 25, 30 Feb).
+ISO_TIMES = st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+                          r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?\Z")
+ANY_VALUE = {
+    "id": st.text(max_size=10) | JSON_VALUES, "customer": JSON_VALUES, "kind": JSON_VALUES,
+    "occurred_at": st.text(max_size=40) | JSON_VALUES,
+    "quantity": st.from_regex(r"\A[+-]?[0-9.eE_+-]{1,30}\Z") | st.integers(-10**30, 10**30) | JSON_VALUES,
+    "destination": JSON_VALUES, "attributes": JSON_VALUES}
+
+
+@st.composite
+def records(draw) -> dict:
+    """A valid record with up to three of its values replaced by anything JSON holds, so that the
+    checks after the first one are reached too."""
+    record = {"id": draw(st.from_regex(r"\A[a-z0-9.-]{1,12}\Z")), "customer": "c1", "kind": "call",
+              "quantity": draw(st.integers(0, 10**6)), "occurred_at": draw(ISO_TIMES)}
+    for key in draw(st.sets(st.sampled_from(sorted(ANY_VALUE)), max_size=3)):
+        record[key] = draw(ANY_VALUE[key])
+    return record
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=records() | JSON_VALUES)
+def test_any_json_record_is_accepted_or_rejected_with_a_code(record):
+    """Whatever a client sends as a record is answered: a checked record or a rejection with a
+    code, never an exception that fails the other records of its call (a date that does not exist
+    had been one). Checked without a database: the check runs before anything is stored."""
+    from tarifa.metering.services.ingestion import _Rejected, clean_record
+
+    try:
+        clean = clean_record(record, with_hash=False)
+    except _Rejected as rejected:
+        assert rejected.code and rejected.message
+    else:
+        assert clean.id == record["id"] and clean.quantity >= 0 and clean.occurred_at.tzinfo is not None
