@@ -268,6 +268,8 @@ def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fol
             thread.join()
         seconds = time.perf_counter() - t0
         stop([web])
+        # Alone, nothing else ran yet: the ingestion's own CPU (web, PostgreSQL, clients).
+        ingestion_cpu = None if fold_beside else cpu_per_record(cpu0, records)
         if not fold_beside:
             pool = start_workers(url, workers)
         sweep()  # the periodic sweep's job, without waiting a minute for its tick
@@ -277,7 +279,8 @@ def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fol
         stop([web, *pool])
     assert accepted[0] == records, f"{accepted[0]} of {records} accepted"
     return {"seconds": seconds, "rate": records / seconds, "folded_seconds": folded_seconds,
-            "folded_rate": records / folded_seconds, "cpu": cpu_per_record(cpu0, records)}
+            "folded_rate": records / folded_seconds, "cpu": cpu_per_record(cpu0, records),
+            "ingestion_cpu": ingestion_cpu}
 
 
 def bench_naive(path: Path, sample: int, *, extra_prefixes: int) -> dict:
@@ -404,6 +407,8 @@ def main() -> None:
         print(f"ours: HTTP ingestion, batches of 1,000, {label}: {http['rate']:>10,.0f} records/s "
               f"({http['seconds']:.1f} s); all folded after {http['folded_seconds']:.1f} s "
               f"({http['folded_rate']:,.0f} records/s end to end)", flush=True)
+        if http["ingestion_cpu"]:
+            print(describe_cpu(http["ingestion_cpu"]) + " for the ingestion alone", flush=True)
         print(describe_cpu(http["cpu"]) + " end to end", flush=True)
     print("targets: file end to end >= 50,000 records/s, import peak < 200 MB, HTTP >= 20,000 records/s")
 
