@@ -13,6 +13,7 @@ import copy
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
 from django.test import override_settings
 
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
@@ -161,3 +162,50 @@ def test_records_spread_thin_are_claimed_a_full_batch_at_a_time(postgres, monkey
     assert fold_next_batch(batch_size=20, folded_by="test").batches == 0
     assert not UsageRecord.objects.filter(tenant=tenant, status="rated").exists()
     assert find_differences(tenant=tenant) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fold_probes_the_waiting_index_whatever_the_statistics_say(postgres):
+    """Statistics taken when nothing waited (autovacuum after the workers caught up) say that
+    status = 'rated' matches no row and that both partial indexes are empty. Once the waiting
+    index had grown a level deeper than the compact status index (a busy day's folded entries,
+    not yet vacuumed), the planner read each claimed summary's records through the status index:
+    every waiting record of the table, per summary (400 ms a summary with 265k waiting), so a
+    burst of API usage was folded ever more slowly and the workers fell behind. The batch must be
+    read through usage_pending_idx, one probe a summary, even so."""
+    from django.db import connection
+
+    from tarifa.metering.services.folding import fold_next_batch
+
+    tenant = make_tenant("stats")
+    ingest_in_python(tenant=tenant, records=[call(f"old-{n}", 60, 1 + n % 28) for n in range(200)])
+    fold_all_pending(batch_size=1000)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (ANALYZE) metering_usagerecord")  # nothing waits now
+        # A day's folding since: 150k records that waited and were billed, whose entries stay in
+        # the waiting index until the next vacuum (copies of a billed record: only the index counts).
+        cursor.execute("""
+            INSERT INTO metering_usagerecord (tenant_id, external_id, content_hash, ingest_token, customer_ref,
+                customer_id, kind, quantity, occurred_at, period, destination, attributes, received_at, status,
+                unrated_reason, plan_id, rated_kind, billable_quantity, snapshot_id, summary_id, failure_code,
+                reversal_reason)
+            SELECT u.tenant_id, 'day-' || n, u.content_hash, u.ingest_token, u.customer_ref, u.customer_id, u.kind,
+                   u.quantity, u.occurred_at + n * interval '1 second', u.period, u.destination, u.attributes,
+                   u.received_at, 'rated', '', u.plan_id, u.rated_kind, u.billable_quantity, u.snapshot_id,
+                   u.summary_id, '', ''
+            FROM (SELECT * FROM metering_usagerecord LIMIT 1) u CROSS JOIN generate_series(1, 150000) n""")
+        cursor.execute("UPDATE metering_usagerecord SET status = 'billed' WHERE external_id LIKE 'day-%'")
+    for start in range(0, 2000, 1000):
+        ingest_in_python(tenant=tenant, records=[call(f"new-{n}", 60, 1 + n % 28, customer=("c1", "c2")[n % 2])
+                                                 for n in range(start, start + 1000)])
+    plans: list[str] = []
+    connection.connection.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    with connection.cursor() as cursor:  # auto_explain sends each statement's plan as a notice
+        cursor.execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET client_min_messages = log")
+    try:
+        assert fold_next_batch(batch_size=1000, folded_by="test").records == 1000
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET auto_explain.log_min_duration = -1; RESET client_min_messages")
+    loads = [plan for plan in plans if "Insert on fold_work" in plan]
+    assert loads and all("usage_pending_idx" in plan and "usage_status_idx" not in plan for plan in loads), loads
