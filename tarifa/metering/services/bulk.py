@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -430,6 +431,19 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
               AND s.customer_id = w.customer_id AND s.period = w.period""")
 
 
+@contextmanager
+def probing_waiting_records(cursor):
+    """Plan the statements inside without sorts, in the caller's transaction, so that a summary's
+    waiting records (ordered by occurred_at, id) are read from usage_pending_idx, which holds
+    them in that order. Statistics taken when nothing waited (autovacuum after the workers caught
+    up) say that no row is 'rated'; a scan of the status index plus a sort of its "one row" then
+    looked as cheap, and once the waiting index was a level deeper it won: every waiting record
+    of the table read per summary (400 ms a summary with 265k waiting)."""
+    cursor.execute("SET LOCAL enable_sort = off")
+    yield
+    cursor.execute("SET LOCAL enable_sort = on")  # what follows sorts (running sums, ORDER BY)
+
+
 def _fold_in_place(cursor) -> list[int]:
     """Step 3: lock and return the summaries whose new records of the chunk are charged here."""
     # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,
@@ -445,9 +459,14 @@ def _fold_in_place(cursor) -> list[int]:
     locked = [row[0] for row in cursor.fetchall()]
     # Nor a summary with records already waiting for a worker: they arrived first, so they are
     # charged first (read after the locks, so it sees what committed while we waited for them).
-    cursor.execute(f"SELECT DISTINCT summary_id FROM {USAGE} WHERE summary_id = ANY(%(ids)s) AND status = 'rated'",
-                   {"ids": locked})
-    waiting = {row[0] for row in cursor.fetchall()}
+    # One probe of the waiting index a summary (see probing_waiting_records).
+    with probing_waiting_records(cursor):
+        cursor.execute(
+            f"""SELECT claimed.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
+                CROSS JOIN LATERAL (SELECT 1 FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
+                                    ORDER BY r.occurred_at, r.id LIMIT 1) first""",
+            {"ids": locked})
+        waiting = {row[0] for row in cursor.fetchall()}
     return [i for i in locked if i not in waiting]
 
 

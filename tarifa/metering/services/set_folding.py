@@ -27,7 +27,9 @@ from django.utils import timezone
 from tarifa.core.pgarrays import array_literal
 from tarifa.metering.models import FoldBatch, RateSnapshot, Summary, UsageRecord
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
-from tarifa.metering.services.bulk import BILLED_ROWS, add_to_summaries, allowance_moves, charge_rows
+from tarifa.metering.services.bulk import (
+    BILLED_ROWS, add_to_summaries, allowance_moves, charge_rows, probing_waiting_records,
+)
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
 
@@ -141,32 +143,26 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     cursor.execute("DELETE FROM fold_work; DELETE FROM fold_charged")
     summaries: dict[int, LockedSummary] = {}
     loaded, start, size = 0, 0, _first_group_size(batch_size)
-    # Each summary's probe must walk usage_pending_idx, which holds its records in processing
-    # order. Statistics taken when nothing waited say that no row is 'rated', so a scan of the
-    # status index plus a sort of its "one row" looked as cheap, and once the waiting index was a
-    # level deeper it won: every waiting record of the table read per summary. Without sorts
-    # (for this statement only) only the index that gives the order is left.
-    cursor.execute("SET LOCAL enable_sort = off")
-    while loaded < batch_size and start < len(claimed):
-        group = claimed[start:start + size]
-        summaries.update(_lock(cursor, group))
-        # One probe of usage_pending_idx per summary, which gives its records in processing order:
-        # a plain `summary_id = ANY(…)` was planned, with stale statistics, as a scan of every
-        # waiting record of the table.
-        cursor.execute(
-            f"""INSERT INTO fold_work (seq, tid, summary_id, snapshot_id, plan_id, rated_kind, quantity, billable,
-                                       occurred_at)
-                SELECT u.id, u.ctid, u.summary_id, u.snapshot_id, u.plan_id, u.rated_kind, u.quantity,
-                       u.billable_quantity, u.occurred_at
-                FROM unnest(%(ids)s::bigint[]) AS claimed(id)
-                CROSS JOIN LATERAL (
-                    SELECT ctid, * FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
-                    ORDER BY r.occurred_at, r.id LIMIT %(limit)s) u
-                ORDER BY u.summary_id, u.occurred_at, u.id LIMIT %(limit)s""",
-            {"ids": array_literal(group), "limit": batch_size - loaded})
-        loaded += cursor.rowcount
-        start, size = start + size, size * 2
-    cursor.execute("SET LOCAL enable_sort = on")  # charging sorts for its running sums
+    with probing_waiting_records(cursor):
+        while loaded < batch_size and start < len(claimed):
+            group = claimed[start:start + size]
+            summaries.update(_lock(cursor, group))
+            # One probe of usage_pending_idx per summary, which gives its records in processing order:
+            # a plain `summary_id = ANY(…)` was planned, with stale statistics, as a scan of every
+            # waiting record of the table.
+            cursor.execute(
+                f"""INSERT INTO fold_work (seq, tid, summary_id, snapshot_id, plan_id, rated_kind, quantity,
+                                           billable, occurred_at)
+                    SELECT u.id, u.ctid, u.summary_id, u.snapshot_id, u.plan_id, u.rated_kind, u.quantity,
+                           u.billable_quantity, u.occurred_at
+                    FROM unnest(%(ids)s::bigint[]) AS claimed(id)
+                    CROSS JOIN LATERAL (
+                        SELECT ctid, * FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
+                        ORDER BY r.occurred_at, r.id LIMIT %(limit)s) u
+                    ORDER BY u.summary_id, u.occurred_at, u.id LIMIT %(limit)s""",
+                {"ids": array_literal(group), "limit": batch_size - loaded})
+            loaded += cursor.rowcount
+            start, size = start + size, size * 2
     return summaries, loaded
 
 

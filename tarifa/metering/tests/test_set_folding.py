@@ -19,6 +19,7 @@ from django.test import override_settings
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
 from tarifa.metering.services import set_folding
 from tarifa.metering.services.folding import fold_all_pending
+from tarifa.metering.services.importing import import_usage
 from tarifa.metering.services.ingestion import ingest_in_python
 from tarifa.metering.services.reconciliation import find_differences
 from tarifa.metering.tests.test_bulk import (
@@ -164,20 +165,14 @@ def test_records_spread_thin_are_claimed_a_full_batch_at_a_time(postgres, monkey
     assert find_differences(tenant=tenant) == []
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_fold_probes_the_waiting_index_whatever_the_statistics_say(postgres):
-    """Statistics taken when nothing waited (autovacuum after the workers caught up) say that
-    status = 'rated' matches no row and that both partial indexes are empty. Once the waiting
-    index had grown a level deeper than the compact status index (a busy day's folded entries,
-    not yet vacuumed), the planner read each claimed summary's records through the status index:
-    every waiting record of the table, per summary (400 ms a summary with 265k waiting), so a
-    burst of API usage was folded ever more slowly and the workers fell behind. The batch must be
-    read through usage_pending_idx, one probe a summary, even so."""
+def _waiting_under_stale_statistics(tenant) -> None:
+    """2,000 records of c1 and c2 waiting, under statistics taken when nothing waited (autovacuum
+    after the workers caught up), which say that status = 'rated' matches no row and that both
+    partial indexes are empty; and the waiting index a level deeper than the compact status index
+    (a busy day's folded entries, not yet vacuumed). The planner then preferred the status index
+    to read a summary's waiting records: every waiting record of the table, per summary."""
     from django.db import connection
 
-    from tarifa.metering.services.folding import fold_next_batch
-
-    tenant = make_tenant("stats")
     ingest_in_python(tenant=tenant, records=[call(f"old-{n}", 60, 1 + n % 28) for n in range(200)])
     fold_all_pending(batch_size=1000)
     with connection.cursor() as cursor:
@@ -198,14 +193,56 @@ def test_a_fold_probes_the_waiting_index_whatever_the_statistics_say(postgres):
     for start in range(0, 2000, 1000):
         ingest_in_python(tenant=tenant, records=[call(f"new-{n}", 60, 1 + n % 28, customer=("c1", "c2")[n % 2])
                                                  for n in range(start, start + 1000)])
+
+
+def _plans_while(action) -> list[str]:
+    """The plans of the statements `action` runs, as auto_explain sends them (notices)."""
+    from django.db import connection
+
     plans: list[str] = []
+    connection.ensure_connection()
     connection.connection.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-    with connection.cursor() as cursor:  # auto_explain sends each statement's plan as a notice
+    with connection.cursor() as cursor:
         cursor.execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET client_min_messages = log")
     try:
-        assert fold_next_batch(batch_size=1000, folded_by="test").records == 1000
+        action()
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET auto_explain.log_min_duration = -1; RESET client_min_messages")
-    loads = [plan for plan in plans if "Insert on fold_work" in plan]
-    assert loads and all("usage_pending_idx" in plan and "usage_status_idx" not in plan for plan in loads), loads
+    return plans
+
+
+def _read_through_the_waiting_index(plans: list[str], statement: str) -> bool:
+    reads = [plan for plan in plans if statement in plan]
+    return bool(reads) and all("usage_pending_idx" in plan and "usage_status_idx" not in plan for plan in reads)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fold_reads_its_batch_through_the_waiting_index_whatever_the_statistics_say(postgres):
+    """The status index had been read per claimed summary (400 ms a summary with 265k waiting),
+    so a burst of API usage was folded ever more slowly."""
+    from tarifa.metering.services.folding import fold_next_batch
+
+    _waiting_under_stale_statistics(make_tenant("stats"))
+    plans = _plans_while(lambda: fold_next_batch(batch_size=1000, folded_by="test"))
+    assert _read_through_the_waiting_index(plans, "Insert on fold_work"), plans
+    assert UsageRecord.objects.filter(status="billed", external_id__startswith="new-").count() == 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_finds_summaries_with_waiting_usage_through_the_waiting_index(postgres):
+    """An import chunk leaves to the workers the summaries that have records waiting; finding
+    them had read every waiting record of the table, once a chunk."""
+    from django.db import transaction
+
+    _waiting_under_stale_statistics(tenant := make_tenant("stats"))
+    records = [call("file-1", 60, 2), {**call("file-2", 60, 3), "occurred_at": datetime(2025, 11, 3, 10, tzinfo=SAO_PAULO)}]
+
+    def run_import():
+        with transaction.atomic():  # on this connection (the one explained), not the import's own
+            import_usage(tenant=tenant, records=records)
+
+    plans = _plans_while(run_import)
+    assert _read_through_the_waiting_index(plans, "SELECT claimed.id FROM unnest"), plans
+    status = dict(UsageRecord.objects.filter(external_id__startswith="file-").values_list("external_id", "status"))
+    assert status == {"file-1": "rated", "file-2": "billed"}  # c1's December has records waiting
