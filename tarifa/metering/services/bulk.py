@@ -444,6 +444,20 @@ def probing_waiting_records(cursor):
     cursor.execute("SET LOCAL enable_sort = on")  # what follows sorts (running sums, ORDER BY)
 
 
+def waiting_record_ids(*, summary_ids: list[int], limit: int) -> list[int]:
+    """The ids of the first `limit` waiting records of these summaries (ascending ids, locked by
+    the caller), in processing order: each summary's read from usage_pending_idx."""
+    with connection.cursor() as wrapper, probing_waiting_records(wrapper.cursor):
+        wrapper.cursor.execute(
+            f"""SELECT w.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
+                CROSS JOIN LATERAL (SELECT r.id, r.summary_id, r.occurred_at FROM {USAGE} r
+                                    WHERE r.summary_id = claimed.id AND r.status = 'rated'
+                                    ORDER BY r.occurred_at, r.id LIMIT %(limit)s) w
+                ORDER BY w.summary_id, w.occurred_at, w.id LIMIT %(limit)s""",
+            {"ids": summary_ids, "limit": limit})
+        return [row[0] for row in wrapper.cursor.fetchall()]
+
+
 def _fold_in_place(cursor) -> list[int]:
     """Step 3: lock and return the summaries whose new records of the chunk are charged here."""
     # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,

@@ -30,6 +30,7 @@ from tarifa.metering.models import (
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
+from tarifa.metering.services.bulk import waiting_record_ids
 from tarifa.metering.services.set_folding import NOTHING_WAITING, claim_size, fold_claimed_in_sql
 from tarifa.ops.metrics import USAGE_FOLDED, count_on_commit
 from tarifa.tenants.models import Customer
@@ -150,6 +151,8 @@ def _fold_claimed(claimed: list[int], *, batch_size: int, folded_by: str, record
     waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
     if record_ids is not None:
         waiting = waiting.filter(id__any=record_ids)
+    elif connection.vendor == "postgresql":  # by id: the locks keep them waiting (see probing_waiting_records)
+        waiting = UsageRecord.objects.filter(id__any=waiting_record_ids(summary_ids=claimed, limit=batch_size))
     records = [FoldRecord(*row) for row in waiting.order_by("summary_id", "occurred_at", "id")
                .values_list(*FoldRecord.__slots__)[:batch_size]]
     if not records and record_ids is not None:

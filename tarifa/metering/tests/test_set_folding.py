@@ -230,6 +230,21 @@ def test_a_fold_reads_its_batch_through_the_waiting_index_whatever_the_statistic
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_python_fold_reads_its_batch_through_the_waiting_index_too(postgres):
+    """Batches with graduated tiers or a wallet short of its share are folded in Python; their
+    read, one `summary_id = ANY(…) AND status = 'rated'` query, had scanned every waiting record
+    of the table through the status index, once a batch."""
+    from tarifa.metering.services.folding import fold_next_batch
+
+    _waiting_under_stale_statistics(make_tenant("stats"))
+    with override_settings(TARIFA_FOLD_IN_SQL=False):
+        plans = _plans_while(lambda: fold_next_batch(batch_size=1000, folded_by="test"))
+    assert _read_through_the_waiting_index(plans, "SELECT w.id FROM unnest"), plans
+    assert not [plan for plan in plans if "usage_status_idx" in plan], plans
+    assert UsageRecord.objects.filter(status="billed", external_id__startswith="new-").count() == 1000
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_import_finds_summaries_with_waiting_usage_through_the_waiting_index(postgres):
     """An import chunk leaves to the workers the summaries that have records waiting; finding
     them had read every waiting record of the table, once a chunk."""
