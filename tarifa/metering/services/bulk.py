@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextlib import contextmanager
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable

@@ -148,11 +148,13 @@ def _fold_claimed(claimed: list[int], *, batch_size: int, folded_by: str, record
             count_on_commit(USAGE_FOLDED, done.records)
             return FoldResult(done.records, done.charged, 1, 0)
     summaries = lock_summaries(claimed)
-    waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
-    if record_ids is not None:
-        waiting = waiting.filter(id__any=record_ids)
-    elif connection.vendor == "postgresql":  # by id: the locks keep them waiting (see probing_waiting_records)
+    if record_ids is None and connection.vendor == "postgresql":  # see bulk.probing_waiting_records
+        # By id: the summaries' locks keep these records waiting.
         waiting = UsageRecord.objects.filter(id__any=waiting_record_ids(summary_ids=claimed, limit=batch_size))
+    else:
+        waiting = UsageRecord.objects.filter(summary_id__any=claimed, status=UsageRecord.Status.RATED)
+        if record_ids is not None:
+            waiting = waiting.filter(id__any=record_ids)
     records = [FoldRecord(*row) for row in waiting.order_by("summary_id", "occurred_at", "id")
                .values_list(*FoldRecord.__slots__)[:batch_size]]
     if not records and record_ids is not None:
