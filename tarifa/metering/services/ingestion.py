@@ -153,6 +153,9 @@ class OccurredWindow:
         return tuple(moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") for moment in (self.earliest, self.latest))
 
 
+NO_UTC_OFFSET = "'occurred_at' needs a UTC offset (e.g. 2025-12-01T10:00:00-03:00)."
+
+
 def clean_record(record, *, with_hash: bool = True, window: OccurredWindow | None = None) -> _Clean:
     if not isinstance(record, dict):
         raise _Rejected("invalid_record", "A usage record must be a JSON object.")
@@ -173,7 +176,7 @@ def clean_record(record, *, with_hash: bool = True, window: OccurredWindow | Non
     if occurred_at is None:
         raise _Rejected("invalid_occurred_at", "'occurred_at' must be an ISO 8601 date and time.")
     if occurred_at.tzinfo is None:
-        raise _Rejected("invalid_occurred_at", "'occurred_at' needs a UTC offset (e.g. 2025-12-01T10:00:00-03:00).")
+        raise _Rejected("invalid_occurred_at", NO_UTC_OFFSET)
     (window or OccurredWindow.from_now()).check(occurred_at)
     destination = _text(record, "destination", required=False, limit=64)
     attributes = record.get("attributes") or {}

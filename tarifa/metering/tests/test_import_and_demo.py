@@ -324,13 +324,16 @@ def test_csv_and_jsonl_times_without_an_offset_are_read_in_the_named_zone(tenant
         return path
 
     assert import_file(write("a-"), "--tenant", tenant.slug, "--format", fmt) == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "accepted=1" in out and "rejected=2" in out
     assert "a-local: invalid_occurred_at 'occurred_at' needs a UTC offset" in out
+    assert ("import: some times have no UTC offset; if the file's times are local, name their zone with "
+            "--timezone") in err
     assert "a-feb-30: invalid_occurred_at 'occurred_at' is not a date and time that exists" in out
 
     assert import_file(write("b-"), "--tenant", tenant.slug, "--format", fmt, "--timezone", "America/Manaus") == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "name their zone" not in err
     assert "accepted=2" in out and "rejected=1" in out and "b-feb-30: invalid_occurred_at" in out
     stored = {r.external_id: (r.occurred_at, r.period) for r in UsageRecord.objects.all()}
     assert stored == {

@@ -64,7 +64,8 @@ def test_a_date_that_does_not_exist_rejects_its_record_not_the_call(api, custome
     assert answers == [("ok-1", "accepted", None), ("month-13", "rejected", "invalid_occurred_at"),
                        ("feb-30", "rejected", "invalid_occurred_at"), ("hour-25", "rejected", "invalid_occurred_at"),
                        ("ok-2", "accepted", None)]
-    assert response.json()["results"][1]["message"] == "'occurred_at' is not a date and time that exists (month must be in 1..12)."
+    assert response.json()["results"][1]["message"] == (
+        "'occurred_at' is not a date and time that exists (month must be in 1..12).")
     assert set(UsageRecord.objects.values_list("external_id", flat=True)) == {"ok-1", "ok-2"}
 
 

@@ -251,7 +251,8 @@ def test_an_import_finds_summaries_with_waiting_usage_through_the_waiting_index(
     from django.db import transaction
 
     _waiting_under_stale_statistics(tenant := make_tenant("stats"))
-    records = [call("file-1", 60, 2), {**call("file-2", 60, 3), "occurred_at": datetime(2025, 11, 3, 10, tzinfo=SAO_PAULO)}]
+    records = [call("file-1", 60, 2),
+               {**call("file-2", 60, 3), "occurred_at": datetime(2025, 11, 3, 10, tzinfo=SAO_PAULO)}]
 
     def run_import():
         with transaction.atomic():  # on this connection (the one explained), not the import's own

@@ -369,7 +369,8 @@ def _pause_credential(outcomes: list[Outcome], *, credentials: dict, source: str
             GatewayCredential.objects.filter(pk=credential.pk).update(status=GatewayCredential.Status.UNAUTHORIZED,
                                                                       last_error=message[:500])
             stamp = credential.updated_at.isoformat()
-        raise_alert(tenant=Tenant.objects.get(pk=item.tenant_id), customer=None, type=Alert.Type.PAYMENT_CREDENTIAL_UNAUTHORIZED,
+        raise_alert(tenant=Tenant.objects.get(pk=item.tenant_id), customer=None,
+                    type=Alert.Type.PAYMENT_CREDENTIAL_UNAUTHORIZED,
                     key=f"payment_credential.unauthorized:{item.tenant_id}:{item.gateway}:{stamp}",
                     message=f"{item.gateway} refused this tenant's credential; payment checks are paused until it "
                             f"is replaced. ({message})", data={"gateway": item.gateway, "error": message})

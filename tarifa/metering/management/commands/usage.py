@@ -11,7 +11,7 @@ from tarifa.core.errors import DomainError
 from tarifa.metering import importers
 from tarifa.metering.models import UsageRecord
 from tarifa.metering.services.importing import MAX_PROBLEMS, import_asterisk, import_usage
-from tarifa.metering.services.ingestion import rerate_unrated
+from tarifa.metering.services.ingestion import NO_UTC_OFFSET, rerate_unrated
 from tarifa.metering.services.reconciliation import rerate_period
 from tarifa.metering.services.reversal import reverse_usage
 from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
@@ -81,6 +81,9 @@ class Command(TarifaCommand):
         )
         for problem in report.problems:
             self.stdout.write(f"  {problem.status} {problem.id}: {problem.code} {problem.message or ''}")
+        if timezone is None and any(problem.message == NO_UTC_OFFSET for problem in report.problems):
+            self.stderr.write("import: some times have no UTC offset; if the file's times are local, name their zone "
+                              "with --timezone (e.g. --timezone America/Sao_Paulo)")
         if importers.Undecodable.count:
             self.stderr.write(f"import: {importers.Undecodable.count} byte(s) of the file are not {encoding} and were "
                               "stored as U+FFFD; if the file is in another encoding, name it with --encoding")
