@@ -99,12 +99,7 @@ def test_web_and_worker_processes_with_metrics_from_both(tmp_path):
     assert worker.returncode == 0 and web.returncode == 0
     # The stopped processes' counts live on in the archive, without their files.
     assert _process_files(tmp_path) == []
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path / "var" / "metrics"))
-    text = generate_latest(registry).decode()
+    text = _scraped_metrics(tmp_path)
     assert 'tarifa_jobs_total{outcome="succeeded",type="runtime.sample_tally"} 30.0' in text
     assert 'tarifa_job_duration_seconds_count{type="runtime.sample_tally"} 30.0' in text
 
@@ -135,9 +130,6 @@ def test_an_unreachable_database_is_one_line_and_exit_3(tmp_path):
 def test_an_import_by_the_command_is_counted_where_the_web_process_reads_metrics(tmp_path):
     """`tarifa usage import` runs in its own process: its counts go to the shared metrics folder
     that /metrics of `tarifa web` adds up."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     env = _env(tmp_path)
     assert _tarifa(["migrate", "-v0"], env).returncode == 0
     assert _tarifa(["tenant", "create", "Acme", "--slug", "acme"], env).returncode == 0
@@ -148,14 +140,22 @@ def test_an_import_by_the_command_is_counted_where_the_web_process_reads_metrics
     assert result.returncode == 1 and "accepted=1" in result.stdout, result.stdout + result.stderr
     again = _tarifa(["usage", "import", str(usage), "--tenant", "acme", "--format", "jsonl", "--no-progress"], env)
     assert again.returncode == 1 and "duplicate=1" in again.stdout, again.stdout + again.stderr
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path / "var" / "metrics"))
-    text = generate_latest(registry).decode()
+    text = _scraped_metrics(tmp_path)
     assert 'tarifa_usage_records_total{outcome="accepted"} 1.0' in text
     assert 'tarifa_usage_records_total{outcome="duplicate"} 1.0' in text
     assert 'tarifa_usage_records_total{outcome="rejected"} 2.0' in text
     # Each finished command added its counts to the archive and left no file of its own.
     assert _process_files(tmp_path) == []
+
+
+def _scraped_metrics(tmp_path) -> str:
+    """What /metrics would show of the metrics folder's files (live processes' and the archive)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path / "var" / "metrics"))
+    return generate_latest(registry).decode()
 
 
 def _process_files(tmp_path) -> list[str]:
