@@ -233,8 +233,9 @@ def resolve_local(local: datetime) -> datetime:
 
 def in_local_zone(records: Iterator[dict], *, tz: ZoneInfo) -> Iterator[dict]:
     """Records whose `occurred_at` is written without a UTC offset, placed in `tz` (by
-    resolve_local's rule at a DST change); times with an offset, and text that is no time (which
-    the record's check rejects), pass as they are. ERPs and spreadsheets often export local times."""
+    resolve_local's rule at a DST change); times with an offset keep theirs (passed on parsed, so
+    the record's check does not parse them again), and text that is no time (which that check
+    rejects) passes as it is. ERPs and spreadsheets often export local times."""
     for record in records:
         if isinstance(record, dict) and not isinstance(record, (Skipped, Unreadable)):
             text = record.get("occurred_at")
@@ -242,8 +243,9 @@ def in_local_zone(records: Iterator[dict], *, tz: ZoneInfo) -> Iterator[dict]:
                 written = parse_datetime(text) if isinstance(text, str) else None
             except ValueError:  # 2025-02-30: left to the record's check, which rejects it
                 written = None
-            if written is not None and written.tzinfo is None:
-                record = {**record, "occurred_at": resolve_local(written.replace(tzinfo=tz))}
+            if written is not None:
+                local = written.tzinfo is None
+                record = {**record, "occurred_at": resolve_local(written.replace(tzinfo=tz)) if local else written}
         yield record
 
 
