@@ -213,7 +213,8 @@ def parse_quantity(raw) -> Decimal:
             raise _Rejected("invalid_quantity", "'quantity' must be a number, without commas: a dot separates "
                             "decimals (1.5) and nothing separates thousands (1500).")
         raise _Rejected("invalid_quantity", "'quantity' must be a number.")
-    if not quantity.is_finite() or quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= MAX_QUANTITY:
+    # Finite: QUANTITY_TEXT admits no NaN or Infinity.
+    if quantity < 0 or quantity.as_tuple().exponent < -6 or quantity >= MAX_QUANTITY:
         raise _Rejected("invalid_quantity", "'quantity' must be >= 0 with at most 6 decimal places.")
     return quantity
 
