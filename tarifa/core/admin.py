@@ -42,9 +42,11 @@ class CarriedJSONField(forms.JSONField):
 
     def prepare_value(self, value):
         text = super().prepare_value(value)
-        if isinstance(value, forms.fields.InvalidJSONInput) or not has_lone_surrogate(value):
-            return text
-        return json.dumps(value, cls=self.encoder)  # escaped: the operator sees what they typed
+        try:
+            text.encode("utf-8")  # the text as typed (InvalidJSONInput) always encodes
+        except UnicodeEncodeError:
+            return json.dumps(value, cls=self.encoder)  # escaped: the operator sees what they typed
+        return text
 
 
 class ServiceCheckedForm(forms.ModelForm):
