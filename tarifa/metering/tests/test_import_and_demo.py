@@ -307,7 +307,6 @@ def test_csv_and_jsonl_times_without_an_offset_are_read_in_the_named_zone(tenant
     """An ERP's export of local times: refused without --timezone (a guessed zone would misplace
     them by hours), read in the named zone with it; times with an offset keep theirs, and a date
     that does not exist is rejected alone (it had stopped the import)."""
-    import json
     from datetime import datetime, timezone as dt_timezone
 
     times = {"local": "2025-11-30T23:30:00", "offset": "2025-11-30T23:30:00Z", "feb-30": "2025-02-30T10:00:00"}
