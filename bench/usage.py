@@ -4,9 +4,10 @@ Measures, in one run (ours and the floor also in CPU time per record, by part, w
 about another machine than a rate does: the floor runs on one core, ours on all):
   1. ours, file: `tarifa usage import Master.csv` (rated on the way in) + folding by 2 workers,
      end to end, with the import process's peak memory;
-  2. ours, HTTP: POST /api/v1/usage in batches of 1,000 to `tarifa web` (gunicorn), twice: with the
-     fold workers running beside it (as in production) and alone (the workers start after it), each
-     also timed until everything is folded;
+  2. ours, HTTP: POST /api/v1/usage in batches of 1,000 to `tarifa web` (gunicorn), three times: with
+     the fold workers running beside it (as in production), alone (the workers start after it), and
+     beside them again with calls that leave all folding to them (TARIFA_API_FOLD_IN_PLACE=0, the
+     baseline of charging in the call), each also timed until everything is folded;
   3. the naive baseline (the seed's old flow: one ORM transaction per record to store and rate,
      one per record to fold) on a 10,000-record sample;
   4. the raw-SQL floor: COPY into a bare table + one INSERT … SELECT … GROUP BY, on all records.
@@ -241,15 +242,19 @@ def bench_file(url: str, path: Path, records: int, workers: int, *, extra_prefix
             "peak_mb": peak_kb / 1024, "differences": differences, "output": output.strip(), "cpu": cpu}
 
 
-def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fold_beside: bool = True) -> dict:
+def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fold_beside: bool = True,
+               fold_in_place: bool = True) -> dict:
     """POST the records; with `fold_beside` the fold workers run during the ingestion (as in
-    production), else they start once it is done. Either way, also times until all is folded."""
+    production), else they start once it is done. Either way, also times until all is folded.
+    Without `fold_in_place` the calls leave every record to the workers."""
     import httpx
 
     vacuum()
-    tenant, key = create_tenant("bench-http" if fold_beside else "bench-http-alone", extra_prefixes=extra_prefixes)
+    slug = "bench-http" + ("" if fold_beside else "-alone") + ("" if fold_in_place else "-workers")
+    tenant, key = create_tenant(slug, extra_prefixes=extra_prefixes)
     port = 8931
-    env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING", "TARIFA_API_RATE_LIMIT": "1000000/minute"}
+    env = {**os.environ, "TARIFA_DATABASE_URL": url, "TARIFA_LOG_LEVEL": "WARNING", "TARIFA_API_RATE_LIMIT": "1000000/minute",
+           "TARIFA_API_FOLD_IN_PLACE": "1" if fold_in_place else "0"}
     web = subprocess.Popen([sys.executable, "-m", "tarifa", "web", "--bind", f"127.0.0.1:{port}", "--workers", "3",
                             "--threads", "1"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pool = start_workers(url, workers) if fold_beside else []
@@ -379,7 +384,7 @@ def main() -> None:
     parser.add_argument("--http-records", type=int, default=None, help="default: same as --records")
     parser.add_argument("--naive-sample", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma list of: file,http,http-alone,naive,floor")
+    parser.add_argument("--skip", default="", help="comma list of: file,http,http-alone,http-workers,naive,floor")
     parser.add_argument("--extra-prefixes", type=int, default=0,
                         help="international prefixes added to the plan (a full table has thousands)")
     args = parser.parse_args()
@@ -417,18 +422,25 @@ def main() -> None:
                   f"(floor is {results['floor']['rate'] / ours['rate']:.1f}x faster; target: within 3x); "
                   f"in CPU per record, ours costs {sum(ours['cpu'].values()) / sum(results['floor']['cpu'].values()):.1f}x"
                   " the floor's")
-    for name, fold_beside, label in (("http", True, f"{args.workers} fold workers running beside it"),
-                                     ("http-alone", False, "fold workers started after it")):
+    for name, fold_beside, fold_in_place, label in (
+            ("http", True, True, f"{args.workers} fold workers running beside it"),
+            ("http-alone", False, True, "fold workers started after it"),
+            ("http-workers", True, False, f"{args.workers} fold workers beside it folding all (calls fold nothing)")):
         if name in skip:
             continue
         http = results[name] = bench_http(url, args.http_records or args.records, args.workers,
-                                          extra_prefixes=args.extra_prefixes, fold_beside=fold_beside)
+                                          extra_prefixes=args.extra_prefixes, fold_beside=fold_beside,
+                                          fold_in_place=fold_in_place)
         print(f"ours: HTTP ingestion, batches of 1,000, {label}: {http['rate']:>10,.0f} records/s "
               f"({http['seconds']:.1f} s); all folded after {http['folded_seconds']:.1f} s "
               f"({http['folded_rate']:,.0f} records/s end to end)", flush=True)
         if http["ingestion_cpu"]:
             print(describe_cpu(http["ingestion_cpu"]) + " for the ingestion alone", flush=True)
         print(describe_cpu(http["cpu"]) + " end to end", flush=True)
+    if "http" in results and "http-workers" in results:
+        print(f"  calls folding in place against leaving it to the workers: ingestion "
+              f"{results['http']['rate'] / results['http-workers']['rate']:.2f}x, end to end "
+              f"{results['http']['folded_rate'] / results['http-workers']['folded_rate']:.2f}x")
     print("targets: file end to end >= 50,000 records/s, import peak < 200 MB, HTTP >= 20,000 records/s")
 
 

@@ -146,6 +146,10 @@ TARIFA_USAGE_ATTRIBUTES_MAX_BYTES = _env_int("TARIFA_USAGE_ATTRIBUTES_MAX_BYTES"
 TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 # On PostgreSQL, fold batches without tiers or short wallets with set-based SQL (services/set_folding.py).
 TARIFA_FOLD_IN_SQL = _env("TARIFA_FOLD_IN_SQL", "1") not in ("0", "false", "no")
+# On PostgreSQL, an API call charges its records into their summaries in its own transaction where
+# an import chunk would (nothing of the summary waiting, no wallet, no tiers); calls touching the same
+# summaries then take turns for that part. 0 leaves all API usage to the fold workers.
+TARIFA_API_FOLD_IN_PLACE = _env("TARIFA_API_FOLD_IN_PLACE", "1") not in ("0", "false", "no")
 # Records per transaction of a file import on PostgreSQL (staged, rated and folded in SQL). Each
 # chunk rewrites the summaries it touches once, so bigger chunks cost less per record, and more memory.
 TARIFA_IMPORT_CHUNK_SIZE = _env_int("TARIFA_IMPORT_CHUNK_SIZE", 50000)

@@ -1,5 +1,6 @@
 """Set-based ingestion on PostgreSQL: COPY records into a staging table, then deduplicate, rate,
-store — and, for bulk imports, fold — them with a handful of SQL statements per chunk.
+store — and, for imports and API calls, fold — them with a handful of SQL statements per chunk
+(an API call's records are a chunk).
 
 It applies the rules of the Python path (`pricing.Rater`, `folding.apply_records`), which SQLite
 uses and which stays the reference; `tests/test_bulk.py` runs both on the same random records and
@@ -586,7 +587,7 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
                                       covered, charged)
             SELECT summary_id, rated_kind, unit, allowance_id, included, quantity, billable, covered, charged
             FROM charged WHERE billed"""
-    else:  # nothing billed here (API calls): no rows to keep for the summaries, so nothing to materialise
+    else:  # nothing billed here: no rows to keep for the summaries, so nothing to materialise
         statement = f"WITH charged AS ({charged}) {stored}"
     try:
         cursor.execute(statement, {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id,
@@ -644,6 +645,25 @@ def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:
     result.conflict_ids = [external_id for _seq, outcome, external_id in rows if outcome == "conflict"][:limit]
     cursor.execute("SELECT count(*) FROM usage_work WHERE outcome = 'new'")
     result.counts = Counter(outcome for _seq, outcome, _id in rows) + Counter(accepted=cursor.fetchone()[0])
+
+
+def store_stage_folding(*, tenant: Tenant, folded_by: str, wait_turn: Callable[[], None] = _nothing,
+                        local_zone: str | None = None) -> ChunkResult:
+    """store_stage with `fold`, unless a summary cannot hold the staged records (a numeric overflow
+    would fail them all): then they are stored unfolded, and the workers' fold sets aside the
+    records of the summary that overflows."""
+    from tarifa.metering.services.folding import overflowed
+
+    staged = transaction.savepoint()
+    try:
+        result = store_stage(tenant=tenant, fold=True, folded_by=folded_by, wait_turn=wait_turn, local_zone=local_zone)
+    except Exception as error:
+        if not overflowed(error):
+            raise
+        transaction.savepoint_rollback(staged)
+        return store_stage(tenant=tenant, fold=False, folded_by=folded_by, wait_turn=wait_turn, local_zone=local_zone)
+    transaction.savepoint_commit(staged)
+    return result
 
 
 def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",

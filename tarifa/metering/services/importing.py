@@ -24,7 +24,6 @@ from tarifa.metering.importers import (
     Skipped, Unreadable, asterisk_attributes, asterisk_cdrs, in_local_zone, read_asterisk_csv,
 )
 from tarifa.metering.services import bulk
-from tarifa.metering.services.folding import overflowed
 from tarifa.metering.services.plans import KIND_PATTERN
 from tarifa.metering.services.ingestion import (
     CONFLICT, ID_PATTERN, MAX_RECORDS_PER_CALL, OccurredWindow, RecordResult, _Rejected, check_attributes,
@@ -342,15 +341,6 @@ def _store_chunk(*, tenant: Tenant, text: str, wait_turn: Callable[[], None], lo
             cursor.execute("SET LOCAL synchronous_commit = off")
         bulk.create_stage()
         bulk.copy_text([text])
-        staged = transaction.savepoint()
-        try:
-            return bulk.store_stage(tenant=tenant, fold=True, folded_by="import", wait_turn=wait_turn,
-                                    local_zone=local_zone)
-        except Exception as error:
-            if not overflowed(error):
-                raise
-        # A summary cannot hold this chunk's records (that had stopped the import): store them
-        # rated instead; the workers' fold sets aside the records of a summary that overflows.
-        transaction.savepoint_rollback(staged)
-        return bulk.store_stage(tenant=tenant, fold=False, folded_by="import", wait_turn=wait_turn,
-                                local_zone=local_zone)
+        # A summary that cannot hold the chunk's records had stopped the import: they are stored
+        # unfolded instead, for the workers' fold to set aside.
+        return bulk.store_stage_folding(tenant=tenant, folded_by="import", wait_turn=wait_turn, local_zone=local_zone)

@@ -4,12 +4,21 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.test import override_settings
 
 from tarifa.metering.services.plans import create_plan, subscribe
 from tarifa.tenants.services import create_customer
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 PER_MINUTE_30_6 = {"unit": "second", "block_size": "60", "minimum": "30", "increment": "6"}
+
+
+@pytest.fixture
+def api_usage_waits_for_the_workers():
+    """API calls store their usage rated, for the fold workers (on PostgreSQL they otherwise charge
+    it in place where they can): for the tests of the workers' fold, which the API feeds."""
+    with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
+        yield
 
 
 @pytest.fixture

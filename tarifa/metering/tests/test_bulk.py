@@ -1,9 +1,11 @@
 """PostgreSQL's set-based ingestion (`services/bulk.py`) against the Python reference path.
 
-The same random records go, chunk by chunk, to three tenants with identical plans and customers:
+The same random records go, chunk by chunk, to four tenants with identical plans and customers:
 - `ref`: `ingest_in_python` (SQLite's path, record by record with the Python rater), then folded
   in Python;
-- `api`: `ingest_in_sql` (the API on PostgreSQL: rated in SQL, folded by the workers in SQL);
+- `api`: `ingest_in_sql` (the API on PostgreSQL: rated and, where it may, folded in SQL);
+- `wrk`: `ingest_in_sql` leaving every record to the workers (TARIFA_API_FOLD_IN_PLACE off), whose
+  fold is set-based SQL too;
 - `imp`: `import_usage` (files on PostgreSQL: rated and, where it may, folded in SQL).
 Every answer, rating, charge, allowance use, summary line and wallet balance must agree.
 """
@@ -22,7 +24,7 @@ from django.db import transaction
 from django.test import override_settings
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tarifa.metering.models import Summary, UsageRecord
+from tarifa.metering.models import FoldBatch, PendingSummary, Summary, UsageRecord
 from tarifa.metering.services import bulk
 from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.importing import import_usage
@@ -124,12 +126,14 @@ def _balances_of(tenant) -> dict:
 
 
 def ingest_three_ways(chunks: list[list[dict]], *, batch: int, extra_rates: list[dict] = ()) -> None:
-    """Send `chunks` to three identical tenants by the three paths and require the same outcome."""
-    ref, api, imp = (make_tenant(slug, extra_rates=extra_rates) for slug in ("ref", "api", "imp"))
-    ref_answers, api_answers, imp_counts = [], [], {}
+    """Send `chunks` to four identical tenants by the paths above and require the same outcome."""
+    ref, api, wrk, imp = (make_tenant(slug, extra_rates=extra_rates) for slug in ("ref", "api", "wrk", "imp"))
+    ref_answers, api_answers, wrk_answers, imp_counts = [], [], [], {}
     for chunk in chunks:
         ref_answers += ingest_in_python(tenant=ref, records=copy.deepcopy(chunk)).results
         api_answers += ingest_in_sql(tenant=api, records=copy.deepcopy(chunk)).results
+        with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
+            wrk_answers += ingest_in_sql(tenant=wrk, records=copy.deepcopy(chunk)).results
         report = import_usage(tenant=imp, records=copy.deepcopy(chunk), chunk_size=len(chunk))
         for status, count in report.counts.items():
             imp_counts[status] = imp_counts.get(status, 0) + count
@@ -137,18 +141,23 @@ def ingest_three_ways(chunks: list[list[dict]], *, batch: int, extra_rates: list
             fold_all_pending(batch_size=batch, folded_by="test",
                              summary_ids=list(Summary.objects.filter(tenant=ref).values_list("id", flat=True)))
         fold_all_pending(batch_size=batch, folded_by="test")
-    assert [(a.id, a.status, a.code) for a in api_answers] == [(a.id, a.status, a.code) for a in ref_answers]
+    expected_answers = [(a.id, a.status, a.code) for a in ref_answers]
+    assert [(a.id, a.status, a.code) for a in api_answers] == expected_answers
+    assert [(a.id, a.status, a.code) for a in wrk_answers] == expected_answers
     ref_counts = {}
     for answer in ref_answers:
         ref_counts[answer.status] = ref_counts.get(answer.status, 0) + 1
     assert {k: v for k, v in imp_counts.items() if v} == ref_counts
     expected = _records_of(ref)
     assert _records_of(api) == expected
+    assert _records_of(wrk) == expected
     assert _records_of(imp) == expected
-    assert _summaries_of(api) == _summaries_of(ref)
-    assert _summaries_of(imp) == _summaries_of(ref)
-    assert _balances_of(api) == _balances_of(imp) == _balances_of(ref)
-    for tenant in (ref, api, imp):
+    summaries = _summaries_of(ref)
+    assert _summaries_of(api) == summaries
+    assert _summaries_of(wrk) == summaries
+    assert _summaries_of(imp) == summaries
+    assert _balances_of(api) == _balances_of(wrk) == _balances_of(imp) == _balances_of(ref)
+    for tenant in (ref, api, wrk, imp):
         assert find_differences(tenant=tenant) == []
 
 
@@ -265,7 +274,7 @@ def call(record_id: str, seconds: int, day: int, customer: str = "c1", destinati
             "occurred_at": datetime(2025, 12, day, 10, tzinfo=SAO_PAULO).isoformat(), "destination": destination}
 
 
-def test_an_import_leaves_a_summary_with_waiting_usage_to_the_workers(postgres):
+def test_an_import_leaves_a_summary_with_waiting_usage_to_the_workers(postgres, api_usage_waits_for_the_workers):
     """Records that arrived first are charged first: an import does not fold a summary in place
     while earlier records of it still wait for a worker."""
     tenant = make_tenant("order")
@@ -278,6 +287,49 @@ def test_an_import_leaves_a_summary_with_waiting_usage_to_the_workers(postgres):
     # folded in time order within the summary: file-1 (day 2) takes 540 s of the 600 s allowance
     used = dict(UsageRecord.objects.values_list("external_id", "allowance_used"))
     assert (used["file-1"], used["api-1"]) == (Decimal(540), Decimal(60))
+    assert find_differences(tenant=tenant) == []
+
+
+def test_an_api_call_charges_in_place_the_summaries_nothing_waits_in(postgres):
+    """Like an import chunk, an API call folds its records itself, in time order, where no record
+    of the summary still waits for a worker and no wallet or tiers are involved."""
+    tenant = make_tenant("in-place")
+    with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
+        ingest_in_sql(tenant=tenant, records=[call("early", 540, 20)])  # c1's summary has usage waiting
+    prepaid = call("wallet", 60, 4, customer="c4")
+    answers = ingest_in_sql(tenant=tenant, records=[
+        call("c1-late", 120, 2), call("c2-a", 120, 3, customer="c2"), call("c2-b", 540, 1, customer="c2"), prepaid])
+    assert {a.status for a in answers.results} == {"accepted"}
+    records = {r.external_id: r for r in UsageRecord.objects.filter(tenant=tenant)}
+    assert {i: r.status for i, r in records.items()} == {
+        "early": "rated", "c1-late": "rated", "c2-a": "billed", "c2-b": "billed", "wallet": "rated"}
+    # c2-b, sent after c2-a but earlier in the month, took the allowance first
+    assert (records["c2-b"].allowance_used, records["c2-a"].allowance_used) == (Decimal(540), Decimal(60))
+    assert records["c2-a"].charged_amount == Decimal("0.13")  # 60 s beyond the allowance at 0.13 a minute
+    batch = FoldBatch.objects.get(id=records["c2-a"].batch_id)
+    assert (batch.folded_by, batch.record_count, records["c2-b"].batch_id) == ("api", 2, batch.id)
+    c2 = Summary.objects.get(tenant=tenant, customer__external_id="c2")
+    assert (c2.record_count, c2.total_amount) == (2, Decimal("0.13"))
+    assert set(PendingSummary.objects.values_list("summary__customer__external_id", flat=True)) == {"c1", "c4"}
+    fold_all_pending(batch_size=1000)
+    used = dict(UsageRecord.objects.values_list("external_id", "allowance_used"))
+    assert (used["c1-late"], used["early"]) == (Decimal(120), Decimal(480))  # the workers' fold, in time order
+    assert UsageRecord.objects.get(external_id="wallet").status == "billed"
+    assert find_differences(tenant=tenant) == []
+
+
+def test_an_api_call_whose_usage_overflows_a_summary_stores_it_for_the_fold_to_set_aside(postgres):
+    """A summary that cannot hold a call's records would fail the call in its fold: the records are
+    stored unfolded instead, and the workers' fold sets aside the summary's."""
+    tenant = make_tenant("overflow")
+    tokens = [{"id": f"t{i}", "customer": "c1", "kind": "llm.input_tokens", "quantity": "99999999999999999",
+               "occurred_at": datetime(2025, 12, 1, 10, i, tzinfo=SAO_PAULO).isoformat()} for i in range(12)]
+    answers = ingest_in_sql(tenant=tenant, records=tokens + [call("ok", 60, 2, customer="c2")])
+    assert {a.status for a in answers.results} == {"accepted"}
+    assert set(UsageRecord.objects.values_list("status", flat=True)) == {"rated"}
+    fold_all_pending(batch_size=1000)
+    assert set(UsageRecord.objects.values_list("customer_ref", "status", "unrated_reason")) == {
+        ("c1", "unrated", "summary_out_of_range"), ("c2", "billed", "")}
     assert find_differences(tenant=tenant) == []
 
 

@@ -7,8 +7,10 @@ from collections import Counter
 import pytest
 from django.db import connection
 from django.db.models import Sum
+from django.test import override_settings
 
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
+from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_usage
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
 from tarifa.metering.tests.conftest import at, call, fold_with_a_worker_killed
@@ -18,7 +20,8 @@ from tarifa.runtime.testing import run_in_threads
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_four_folding_workers_with_one_killed_bill_every_record_once(postgres, customers, tmp_path):
+def test_four_folding_workers_with_one_killed_bill_every_record_once(postgres, customers, tmp_path,
+                                                                     api_usage_waits_for_the_workers):
     tenant = customers[0].tenant
     total = 0
     for customer in customers:
@@ -57,6 +60,36 @@ def test_the_same_records_sent_concurrently_are_stored_once(postgres, customers)
     for i in range(300):
         assert merged[(f"dup-{i}", "accepted")] == 1  # exactly one sender stored it
         assert merged[(f"dup-{i}", "duplicate")] == 3
+    fold_all_pending(batch_size=1000)  # whatever the calls left to the workers
+    assert Summary.objects.get().record_count == 300
+    assert find_differences() == []
+
+
+def test_calls_charging_the_same_summaries_beside_a_fold_bill_every_record_once(postgres, customers):
+    """API calls fold in place, taking turns on the summaries they share, while a worker folds
+    what waits (c1's summary, at first); every record ends billed exactly once."""
+    tenant = customers[0].tenant
+    with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
+        ingest_usage(tenant=tenant, records=[call(f"waiting-{k}", "c1", 40, at(1, k)) for k in range(200)])
+
+    def send_or_fold(index: int) -> int:
+        if index == 4:  # the worker
+            return sum(fold_all_pending(batch_size=25).records for _ in range(5))
+        accepted = 0
+        for n in range(5):
+            records = [call(f"t{index}-{n}-{k}", f"c{1 + k % 3}", 20 + k, at(1 + (index + n + k) % 28, k))
+                       for k in range(60)]
+            accepted += ingest_usage(tenant=tenant, records=records).counts["accepted"]
+        return accepted
+
+    assert sum(run_in_threads(send_or_fold, 5)[:4]) == 1200
+    fold_all_pending(batch_size=1000)
+    assert UsageRecord.objects.filter(status="billed").count() == 1400
+    per_batch = Counter(UsageRecord.objects.values_list("batch_id", flat=True))
+    assert {b.id: b.record_count for b in FoldBatch.objects.all()} == dict(per_batch)
+    assert {b.folded_by for b in FoldBatch.objects.all()} >= {"api"}
+    assert sum(Summary.objects.values_list("record_count", flat=True)) == 1400
+    assert find_differences() == []
 
 
 def test_churning_tables_are_vacuumed_early_on_postgres(postgres):

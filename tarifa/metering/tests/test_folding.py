@@ -16,7 +16,8 @@ from tarifa.metering.tests.conftest import at, call
 from tarifa.runtime.models import Job
 from tarifa.runtime.testing import drain
 
-pytestmark = pytest.mark.django_db
+# The workers' fold, fed by API calls that leave their usage to it.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_usage_waits_for_the_workers")]
 PRICES = {"33334444": Decimal("0.10"), "987654321": Decimal("0.30")}
 
 

@@ -20,7 +20,8 @@ from tarifa.metering.services.ingestion import ingest_usage
 
 from .conftest import at, call
 
-pytestmark = pytest.mark.django_db
+# The backlog is what API calls leave to the fold workers.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_usage_waits_for_the_workers")]
 
 
 def scrape() -> dict[str, float]:
