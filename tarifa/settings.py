@@ -26,6 +26,12 @@ def _env_float(name: str, default: float) -> float:
     return float(_env(name, str(default)))
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """On unless set to 0, false or no (any case); `default` when unset."""
+    value = _env(name)
+    return default if value is None else value.strip().lower() not in ("0", "false", "no")
+
+
 VAR_DIR = var_dir()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -145,11 +151,11 @@ TARIFA_USAGE_FUTURE_HOURS = _env_float("TARIFA_USAGE_FUTURE_HOURS", 24.0)
 TARIFA_USAGE_ATTRIBUTES_MAX_BYTES = _env_int("TARIFA_USAGE_ATTRIBUTES_MAX_BYTES", 4096)
 TARIFA_FOLD_BATCH_SIZE = _env_int("TARIFA_FOLD_BATCH_SIZE", 1000)
 # On PostgreSQL, fold batches without tiers or short wallets with set-based SQL (services/set_folding.py).
-TARIFA_FOLD_IN_SQL = _env("TARIFA_FOLD_IN_SQL", "1") not in ("0", "false", "no")
+TARIFA_FOLD_IN_SQL = _env_flag("TARIFA_FOLD_IN_SQL", True)
 # On PostgreSQL, an API call charges its records into their summaries in its own transaction where
 # an import chunk would (nothing of the summary waiting, no wallet, no tiers); calls touching the same
 # summaries then take turns for that part. 0 leaves all API usage to the fold workers.
-TARIFA_API_FOLD_IN_PLACE = _env("TARIFA_API_FOLD_IN_PLACE", "1") not in ("0", "false", "no")
+TARIFA_API_FOLD_IN_PLACE = _env_flag("TARIFA_API_FOLD_IN_PLACE", True)
 # Records per transaction of a file import on PostgreSQL (staged, rated and folded in SQL). Each
 # chunk rewrites the summaries it touches once, so bigger chunks cost less per record, and more memory.
 TARIFA_IMPORT_CHUNK_SIZE = _env_int("TARIFA_IMPORT_CHUNK_SIZE", 50000)
