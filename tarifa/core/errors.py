@@ -39,6 +39,7 @@ class Conflict(DomainError):
 # PostgreSQL's SQLSTATEs for a value its column cannot hold.
 STRING_TOO_LONG = "22001"
 NUMERIC_OUT_OF_RANGE = "22003"
+LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
 
 def sqlstate(error: BaseException) -> str | None:

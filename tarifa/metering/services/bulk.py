@@ -36,6 +36,7 @@ from typing import Callable
 
 from django.db import connection, transaction
 
+from tarifa.core.errors import LOCK_NOT_AVAILABLE, sqlstate
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, PricePlan, Rate, Summary, SummaryLine, UsageRecord,
 )
@@ -459,11 +460,15 @@ def waiting_record_ids(*, summary_ids: list[int], limit: int) -> list[int]:
         return [row[0] for row in wrapper.cursor.fetchall()]
 
 
-def _fold_in_place(cursor) -> list[int]:
-    """Step 3: lock and return the summaries whose new records of the chunk are charged here."""
+def _fold_in_place(cursor, *, lock_wait: str | None = None) -> list[int]:
+    """Step 3: lock and return the summaries whose new records of the chunk are charged here,
+    waiting for each at most `lock_wait` (a PostgreSQL interval; None: as long as it takes)."""
     # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,
     # tiered, another currency) is left to them entirely, so a summary's records are still charged
     # in time order within what arrived together.
+    if lock_wait is not None:
+        cursor.execute("SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)", [lock_wait])
+        previous_wait = cursor.fetchone()[0]
     cursor.execute(
         f"""SELECT s.id FROM {SUMMARY} s WHERE s.id IN (
                 SELECT w.summary_id FROM usage_work w JOIN {SUMMARY} ws ON ws.id = w.summary_id
@@ -472,6 +477,8 @@ def _fold_in_place(cursor) -> list[int]:
                 HAVING bool_and(NOT w.prepaid AND NOT w.tiered AND w.currency = ws.currency))
             ORDER BY s.id FOR NO KEY UPDATE OF s""")
     locked = [row[0] for row in cursor.fetchall()]
+    if lock_wait is not None:
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous_wait])
     # Nor a summary with records already waiting for a worker: they arrived first, so they are
     # charged first (read after the locks, so it sees what committed while we waited for them).
     # One probe of the waiting index a summary (see probing_waiting_records).
@@ -648,17 +655,19 @@ def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:
 
 
 def store_stage_folding(*, tenant: Tenant, folded_by: str, wait_turn: Callable[[], None] = _nothing,
-                        local_zone: str | None = None) -> ChunkResult:
+                        local_zone: str | None = None, lock_wait: str | None = None) -> ChunkResult:
     """store_stage with `fold`, unless a summary cannot hold the staged records (a numeric overflow
     would fail them all): then they are stored unfolded, and the workers' fold sets aside the
-    records of the summary that overflows."""
+    records of the summary that overflows. With `lock_wait` (a PostgreSQL interval), they are also
+    stored unfolded when another transaction holds one of their summaries longer than that."""
     from tarifa.metering.services.folding import overflowed
 
     staged = transaction.savepoint()
     try:
-        result = store_stage(tenant=tenant, fold=True, folded_by=folded_by, wait_turn=wait_turn, local_zone=local_zone)
+        result = store_stage(tenant=tenant, fold=True, folded_by=folded_by, wait_turn=wait_turn, local_zone=local_zone,
+                             lock_wait=lock_wait)
     except Exception as error:
-        if not overflowed(error):
+        if not overflowed(error) and sqlstate(error) != LOCK_NOT_AVAILABLE:
             raise
         transaction.savepoint_rollback(staged)
         return store_stage(tenant=tenant, fold=False, folded_by=folded_by, wait_turn=wait_turn, local_zone=local_zone)
@@ -666,8 +675,8 @@ def store_stage_folding(*, tenant: Tenant, folded_by: str, wait_turn: Callable[[
     return result
 
 
-def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
-                wait_turn: Callable[[], None] = _nothing, local_zone: str | None = None) -> ChunkResult:
+def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "", wait_turn: Callable[[], None] = _nothing,
+                local_zone: str | None = None, lock_wait: str | None = None) -> ChunkResult:
     """Deduplicate, rate and store what is staged (and fold what can be folded here, with `fold`),
     in the caller's transaction, which staged the records after create_stage (so the work tables
     start empty, as they are again after a retry's rollback to the savepoint; its commit empties
@@ -694,7 +703,7 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "",
                 _answer(cursor, result)  # here, not in the part of a chunk that the next one waits for
                 wait_turn()
                 _attach_summaries(cursor, tenant=tenant)
-                summary_ids = _fold_in_place(cursor) if fold else []
+                summary_ids = _fold_in_place(cursor, lock_wait=lock_wait) if fold else []
                 batch = None
                 if summary_ids:
                     batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by=folded_by,

@@ -289,6 +289,12 @@ def rejection(record, rejected: _Rejected) -> RecordResult:
     return RecordResult(str(raw_id or ""), "rejected", rejected.code, rejected.message)
 
 
+# How long an API call folding in place waits for a summary that another transaction holds before
+# it leaves its records to the workers: a worker's batch or another call holds one for tens of
+# milliseconds, but a re-rate or `billing reconcile --fix` holds a period's summaries while it runs.
+API_FOLD_LOCK_WAIT = "2s"
+
+
 def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
     """PostgreSQL: validate here, then deduplicate, rate, store and (TARIFA_API_FOLD_IN_PLACE) fold
     in SQL, as an import chunk is (bulk.store_stage_folding). Charged by the call itself, a busy
@@ -314,7 +320,7 @@ def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
         bulk.create_stage()
         bulk.copy_rows(rows)
         if settings.TARIFA_API_FOLD_IN_PLACE:
-            outcomes = bulk.store_stage_folding(tenant=tenant, folded_by="api").outcomes
+            outcomes = bulk.store_stage_folding(tenant=tenant, folded_by="api", lock_wait=API_FOLD_LOCK_WAIT).outcomes
         else:
             outcomes = bulk.store_stage(tenant=tenant, fold=False).outcomes
     for index, external_id in staged:

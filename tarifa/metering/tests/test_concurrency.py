@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.test import override_settings
 
@@ -89,6 +89,41 @@ def test_calls_charging_the_same_summaries_beside_a_fold_bill_every_record_once(
     assert {b.id: b.record_count for b in FoldBatch.objects.all()} == dict(per_batch)
     assert {b.folded_by for b in FoldBatch.objects.all()} >= {"api"}
     assert sum(Summary.objects.values_list("record_count", flat=True)) == 1400
+    assert find_differences() == []
+
+
+def test_a_call_leaves_its_usage_to_the_workers_rather_than_wait_long_for_a_summary(postgres, customers, monkeypatch):
+    """A re-rate holds a period's summaries while it runs: a call folding in place waits for one
+    at most ingestion.API_FOLD_LOCK_WAIT, then stores its records for the workers."""
+    import threading
+
+    from tarifa.metering.services import ingestion
+
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call("first", "c1", 60, at(1))])  # c1's summary now exists
+    monkeypatch.setattr(ingestion, "API_FOLD_LOCK_WAIT", "100ms")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_summary() -> None:
+        with transaction.atomic():
+            list(Summary.objects.select_for_update(no_key=True).filter(customer__external_id="c1"))  # as re-rates lock
+            locked.set()
+            release.wait(30)  # the call below would have waited for this, and found the summary free
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_summary)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        answers = ingest_usage(tenant=tenant, records=[call("second", "c1", 60, at(2)), call("other", "c2", 60, at(2))])
+    finally:
+        release.set()
+        holder.join(30)
+    assert answers.counts["accepted"] == 2
+    assert dict(UsageRecord.objects.values_list("external_id", "status")) == {
+        "first": "billed", "second": "rated", "other": "rated"}
+    fold_all_pending(batch_size=1000)
+    assert set(UsageRecord.objects.values_list("status", flat=True)) == {"billed"}
     assert find_differences() == []
 
 
