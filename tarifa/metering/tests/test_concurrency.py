@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import pytest
@@ -10,6 +11,7 @@ from django.db.models import Sum
 from django.test import override_settings
 
 from tarifa.metering.models import FoldBatch, Summary, UsageRecord
+from tarifa.metering.services import ingestion
 from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.ingestion import ingest_usage
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
@@ -95,10 +97,6 @@ def test_calls_charging_the_same_summaries_beside_a_fold_bill_every_record_once(
 def test_a_call_leaves_its_usage_to_the_workers_rather_than_wait_long_for_a_summary(postgres, customers, monkeypatch):
     """A re-rate holds a period's summaries while it runs: a call folding in place waits for one
     at most ingestion.API_FOLD_LOCK_WAIT, then stores its records for the workers."""
-    import threading
-
-    from tarifa.metering.services import ingestion
-
     tenant = customers[0].tenant
     ingest_usage(tenant=tenant, records=[call("first", "c1", 60, at(1))])  # c1's summary now exists
     monkeypatch.setattr(ingestion, "API_FOLD_LOCK_WAIT", "100ms")
