@@ -275,14 +275,17 @@ def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fol
             bodies.append(json.dumps({"records": batch}).encode())
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         accepted = [0]
+        latencies: list[float] = []
         lock = threading.Lock()
 
         def client(chunk):
             with httpx.Client(timeout=120) as session:
                 for body in chunk:
+                    sent = time.perf_counter()
                     response = session.post(f"http://127.0.0.1:{port}/api/v1/usage", content=body, headers=headers)
                     response.raise_for_status()
                     with lock:
+                        latencies.append(time.perf_counter() - sent)
                         accepted[0] += response.json()["accepted"]
 
         threads = [threading.Thread(target=client, args=(bodies[i::4],)) for i in range(4)]
@@ -302,7 +305,10 @@ def bench_http(url: str, records: int, workers: int, *, extra_prefixes: int, fol
     finally:
         stop([web, *pool])
     assert accepted[0] == records, f"{accepted[0]} of {records} accepted"
+    latencies.sort()
     return {"seconds": seconds, "rate": records / seconds, "folded_seconds": folded_seconds,
+            "latency_ms": {p: latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] * 1000
+                           for p in (50, 99)},
             "folded_rate": records / folded_seconds, "cpu": cpu_per_record(cpu0, records),
             "ingestion_cpu": ingestion_cpu}
 
@@ -433,7 +439,8 @@ def main() -> None:
                                           fold_in_place=fold_in_place)
         print(f"ours: HTTP ingestion, batches of 1,000, {label}: {http['rate']:>10,.0f} records/s "
               f"({http['seconds']:.1f} s); all folded after {http['folded_seconds']:.1f} s "
-              f"({http['folded_rate']:,.0f} records/s end to end)", flush=True)
+              f"({http['folded_rate']:,.0f} records/s end to end); call latency p50 "
+              f"{http['latency_ms'][50]:.0f} ms, p99 {http['latency_ms'][99]:.0f} ms (4 clients)", flush=True)
         if http["ingestion_cpu"]:
             print(describe_cpu(http["ingestion_cpu"]) + " for the ingestion alone", flush=True)
         print(describe_cpu(http["cpu"]) + " end to end", flush=True)
