@@ -446,15 +446,20 @@ def probing_waiting_records(cursor):
     cursor.execute("SET LOCAL enable_sort = on")  # what follows sorts (running sums, ORDER BY)
 
 
+# A claimed summary's (`claimed.id`) first waiting records, in processing order: the predicate and
+# order of usage_pending_idx, probed once a summary (run inside probing_waiting_records).
+WAITING_OF_CLAIMED = f"""SELECT {{columns}} FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
+    ORDER BY r.occurred_at, r.id LIMIT {{limit}}"""
+
+
 def waiting_record_ids(*, summary_ids: list[int], limit: int) -> list[int]:
     """The ids of the first `limit` waiting records of these summaries (ascending ids, locked by
     the caller), in processing order: each summary's read from usage_pending_idx."""
     with connection.cursor() as wrapper, probing_waiting_records(wrapper.cursor):
         wrapper.cursor.execute(
             f"""SELECT w.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
-                CROSS JOIN LATERAL (SELECT r.id, r.summary_id, r.occurred_at FROM {USAGE} r
-                                    WHERE r.summary_id = claimed.id AND r.status = 'rated'
-                                    ORDER BY r.occurred_at, r.id LIMIT %(limit)s) w
+                CROSS JOIN LATERAL ({WAITING_OF_CLAIMED.format(columns="r.id, r.summary_id, r.occurred_at",
+                                                               limit="%(limit)s")}) w
                 ORDER BY w.summary_id, w.occurred_at, w.id LIMIT %(limit)s""",
             {"ids": summary_ids, "limit": limit})
         return [row[0] for row in wrapper.cursor.fetchall()]
@@ -485,8 +490,7 @@ def _fold_in_place(cursor, *, lock_wait: str | None = None) -> list[int]:
     with probing_waiting_records(cursor):
         cursor.execute(
             f"""SELECT claimed.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
-                CROSS JOIN LATERAL (SELECT 1 FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
-                                    ORDER BY r.occurred_at, r.id LIMIT 1) first""",
+                CROSS JOIN LATERAL ({WAITING_OF_CLAIMED.format(columns="1", limit="1")}) first""",
             {"ids": locked})
         waiting = {row[0] for row in cursor.fetchall()}
     return [i for i in locked if i not in waiting]

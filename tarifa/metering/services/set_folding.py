@@ -28,7 +28,7 @@ from tarifa.core.pgarrays import array_literal
 from tarifa.metering.models import FoldBatch, RateSnapshot, Summary, UsageRecord
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.metering.services.bulk import (
-    BILLED_ROWS, add_to_summaries, allowance_moves, charge_rows, probing_waiting_records,
+    BILLED_ROWS, WAITING_OF_CLAIMED, add_to_summaries, allowance_moves, charge_rows, probing_waiting_records,
 )
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
@@ -156,9 +156,7 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
                     SELECT u.id, u.ctid, u.summary_id, u.snapshot_id, u.plan_id, u.rated_kind, u.quantity,
                            u.billable_quantity, u.occurred_at
                     FROM unnest(%(ids)s::bigint[]) AS claimed(id)
-                    CROSS JOIN LATERAL (
-                        SELECT ctid, * FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
-                        ORDER BY r.occurred_at, r.id LIMIT %(limit)s) u
+                    CROSS JOIN LATERAL ({WAITING_OF_CLAIMED.format(columns="ctid, *", limit="%(limit)s")}) u
                     ORDER BY u.summary_id, u.occurred_at, u.id LIMIT %(limit)s""",
                 {"ids": array_literal(group), "limit": batch_size - loaded})
             loaded += cursor.rowcount
