@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable
@@ -434,6 +434,17 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
 
 
 @contextmanager
+def local_setting(cursor, name: str, value: str):
+    """Run the statements inside with the setting `name` at `value` (as SET LOCAL would), then put
+    back what it was, in the caller's transaction (after an error, the rollback that must follow
+    puts it back)."""
+    cursor.execute("SELECT current_setting(%s), set_config(%s, %s, true)", [name, name, value])
+    previous = cursor.fetchone()[0]
+    yield
+    cursor.execute("SELECT set_config(%s, %s, true)", [name, previous])
+
+
+@contextmanager
 def probing_waiting_records(cursor):
     """Plan the statements inside without sorts, in the caller's transaction, so that a summary's
     waiting records (ordered by occurred_at, id) are read from usage_pending_idx, which holds
@@ -441,9 +452,8 @@ def probing_waiting_records(cursor):
     up) say that no row is 'rated'; a scan of the status index plus a sort of its "one row" then
     looked as cheap, and once the waiting index was a level deeper it won: every waiting record
     of the table read per summary (400 ms a summary with 265k waiting)."""
-    cursor.execute("SET LOCAL enable_sort = off")
-    yield
-    cursor.execute("SET LOCAL enable_sort = on")  # what follows sorts (running sums, ORDER BY)
+    with local_setting(cursor, "enable_sort", "off"):  # what follows sorts (running sums, ORDER BY)
+        yield
 
 
 # A claimed summary's (`claimed.id`) first waiting records, in processing order: the predicate and
@@ -471,19 +481,15 @@ def _fold_in_place(cursor, *, lock_wait: str | None = None) -> list[int]:
     # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,
     # tiered, another currency) is left to them entirely, so a summary's records are still charged
     # in time order within what arrived together.
-    if lock_wait is not None:
-        cursor.execute("SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)", [lock_wait])
-        previous_wait = cursor.fetchone()[0]
-    cursor.execute(
-        f"""SELECT s.id FROM {SUMMARY} s WHERE s.id IN (
-                SELECT w.summary_id FROM usage_work w JOIN {SUMMARY} ws ON ws.id = w.summary_id
-                WHERE w.outcome = 'new' AND w.status = 'rated'
-                GROUP BY w.summary_id
-                HAVING bool_and(NOT w.prepaid AND NOT w.tiered AND w.currency = ws.currency))
-            ORDER BY s.id FOR NO KEY UPDATE OF s""")
-    locked = [row[0] for row in cursor.fetchall()]
-    if lock_wait is not None:
-        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous_wait])
+    with local_setting(cursor, "lock_timeout", lock_wait) if lock_wait is not None else nullcontext():
+        cursor.execute(
+            f"""SELECT s.id FROM {SUMMARY} s WHERE s.id IN (
+                    SELECT w.summary_id FROM usage_work w JOIN {SUMMARY} ws ON ws.id = w.summary_id
+                    WHERE w.outcome = 'new' AND w.status = 'rated'
+                    GROUP BY w.summary_id
+                    HAVING bool_and(NOT w.prepaid AND NOT w.tiered AND w.currency = ws.currency))
+                ORDER BY s.id FOR NO KEY UPDATE OF s""")
+        locked = [row[0] for row in cursor.fetchall()]
     # Nor a summary with records already waiting for a worker: they arrived first, so they are
     # charged first (read after the locks, so it sees what committed while we waited for them).
     # One probe of the waiting index a summary (see probing_waiting_records).
