@@ -161,3 +161,30 @@ def _scraped_metrics(tmp_path) -> str:
 def _process_files(tmp_path) -> list[str]:
     """The metrics folder's per-process files (archive files aside)."""
     return sorted(p.name for p in (tmp_path / "var" / "metrics").glob("*.db") if "archive" not in p.name)
+
+
+@pytest.fixture
+def failing_system_check():
+    """A Django system check that always reports an error, for the duration of a test."""
+    from django.core import checks
+
+    def always_fails(app_configs=None, **kwargs):
+        return [checks.Error("broken on purpose", id="tests.E001")]
+
+    checks.register(always_fails)
+    yield
+    checks.registry.registry.registered_checks.discard(always_fails)
+
+
+@pytest.mark.django_db
+def test_servers_run_the_system_checks_and_data_commands_skip_them(failing_system_check, capsys):
+    from django.core.management import execute_from_command_line as tarifa  # what `tarifa COMMAND` runs
+
+    # A data command (as cron runs a flush) starts without the checks' import of every URL and admin.
+    tarifa(["tarifa", "revenue", "flush-batches", "--stats"])
+    assert "records waiting" in capsys.readouterr().out.lower()
+    # A server refuses to start on a project that fails them (the check stops it before it serves).
+    with pytest.raises(SystemExit) as stopped:
+        tarifa(["tarifa", "scheduler"])
+    assert stopped.value.code == 1
+    assert "broken on purpose" in capsys.readouterr().err

@@ -6,13 +6,13 @@ import threading
 from django.conf import settings
 from django.core.management import call_command
 
-from tarifa.core.commands import TarifaCommand
+from tarifa.core.commands import ServerCommand
 from tarifa.ops.logging import get_logger
 
 log = get_logger(__name__)
 
 
-class Command(TarifaCommand):
+class Command(ServerCommand):
     help = "Run everything in one process on the embedded default: migrate, then web + worker + scheduler."
 
     def add_arguments(self, parser):

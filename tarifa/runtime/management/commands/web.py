@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from tarifa.core.commands import TarifaCommand
+from tarifa.core.commands import ServerCommand
 
 
-class Command(TarifaCommand):
+class Command(ServerCommand):
     help = "Serve the API and admin with gunicorn (production web server)."
 
     def add_arguments(self, parser):

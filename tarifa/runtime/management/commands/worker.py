@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from tarifa.core.commands import TarifaCommand
+from tarifa.core.commands import ServerCommand
 from tarifa.runtime.worker import Worker
 
 
-class Command(TarifaCommand):
+class Command(ServerCommand):
     help = "Run a worker: claim due jobs and run them until SIGTERM/Ctrl-C (leased work is finished or released)."
 
     def add_arguments(self, parser):
