@@ -10,7 +10,10 @@ about another machine than a rate does: the floor runs on one core, ours on all)
      baseline of charging in the call), each also timed until everything is folded;
   3. the naive baseline (the seed's old flow: one ORM transaction per record to store and rate,
      one per record to fold) on a 10,000-record sample;
-  4. the raw-SQL floor: COPY into a bare table + one INSERT … SELECT … GROUP BY, on all records.
+  4. the raw-SQL floor: COPY into a bare table + one INSERT … SELECT … GROUP BY, on all records;
+  5. storing alone, beside the floor: COPY of the file phase's records, already rated, into a
+     table shaped like the usage table (its indexes), one connection: what keeping each record
+     under its idempotency key costs before any parsing, deduplication, rating or folding.
 
     .venv/bin/python bench/usage.py                 # 1,000,000 CDRs (the issue's size)
     .venv/bin/python bench/usage.py --records 100000 --http-records 50000
@@ -395,6 +398,32 @@ def bench_floor(url: str, path: Path, records: int) -> dict:
     return {"seconds": seconds, "rate": records / seconds, "cpu": cpu}
 
 
+def bench_stored(url: str, work: Path, records: int) -> dict:
+    """What storing alone costs: COPY the file phase's records, already rated and billed, into an
+    empty table shaped like the usage table (its primary key, unique id and indexes), on one
+    connection as the floor runs. No parsing, deduplication, rating or folding: a bound on any
+    design that stores each record once under its idempotency key, to set the floor beside."""
+    import psycopg
+
+    dump = work / "usage.copy"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS stored_usage")
+        conn.execute("CREATE TABLE stored_usage (LIKE metering_usagerecord INCLUDING ALL)")
+        with conn.cursor() as cursor, dump.open("wb") as handle:
+            with cursor.copy("""COPY (SELECT u.* FROM metering_usagerecord u JOIN tenants_tenant t ON t.id = u.tenant_id
+                                WHERE t.slug = 'bench-file') TO STDOUT""") as copy:
+                for block in copy:
+                    handle.write(block)
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
+        with conn.cursor() as cursor, dump.open("rb") as handle, cursor.copy("COPY stored_usage FROM STDIN") as copy:
+            while block := handle.read(1 << 20):
+                copy.write(block)
+        seconds, cpu = time.perf_counter() - t0, cpu_per_record(cpu0, records)
+        conn.execute("DROP TABLE stored_usage")
+    dump.unlink()
+    return {"seconds": seconds, "rate": records / seconds, "cpu": cpu}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -439,6 +468,13 @@ def main() -> None:
                   f"(floor is {results['floor']['rate'] / ours['rate']:.1f}x faster; target: within 3x); "
                   f"in CPU per record, ours costs {sum(ours['cpu'].values()) / sum(results['floor']['cpu'].values()):.1f}x"
                   " the floor's")
+    if "file" in results and "floor" in results:
+        stored = results["stored"] = bench_stored(url, work, args.records)
+        floor = results["floor"]
+        print(f"  storing alone (COPY of those records, rated, into a table shaped like ours, one connection): "
+              f"{stored['rate']:,.0f} records/s, {stored['rate'] / floor['rate']:.2f} of the floor's rate; in CPU "
+              f"per record {sum(stored['cpu'].values()):.1f} µs, {sum(stored['cpu'].values()) / sum(floor['cpu'].values()):.1f}x"
+              " the floor's", flush=True)
     for name, fold_beside, fold_in_place, label in (
             ("http", True, True, f"{args.workers} fold workers running beside it"),
             ("http-alone", False, True, "fold workers started after it"),
