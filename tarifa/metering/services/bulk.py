@@ -660,12 +660,16 @@ def add_to_summaries(cursor, *, table: str) -> Added:
 
 def _answer(cursor, result: ChunkResult, limit: int = 20) -> None:
     """The chunk's outcomes, counts and first conflicting ids: known once it is classified."""
-    cursor.execute("SELECT seq, outcome, external_id FROM usage_work WHERE outcome <> 'new' ORDER BY seq")
-    rows = cursor.fetchall()
-    result.outcomes = {seq: outcome for seq, outcome, _id in rows}
-    result.conflict_ids = [external_id for _seq, outcome, external_id in rows if outcome == "conflict"][:limit]
-    cursor.execute("SELECT count(*) FROM usage_work WHERE outcome = 'new'")
-    result.counts = Counter(outcome for _seq, outcome, _id in rows) + Counter(accepted=cursor.fetchone()[0])
+    cursor.execute("""
+        SELECT count(*) FILTER (WHERE outcome = 'new'),
+               coalesce(array_agg(seq ORDER BY seq) FILTER (WHERE outcome <> 'new'), '{}'),
+               coalesce(array_agg(outcome ORDER BY seq) FILTER (WHERE outcome <> 'new'), '{}'),
+               coalesce(array_agg(external_id ORDER BY seq) FILTER (WHERE outcome <> 'new'), '{}')
+        FROM usage_work""")
+    accepted, seqs, outcomes, external_ids = cursor.fetchone()
+    result.outcomes = dict(zip(seqs, outcomes))
+    result.conflict_ids = [i for i, outcome in zip(external_ids, outcomes) if outcome == "conflict"][:limit]
+    result.counts = Counter(outcomes) + Counter(accepted=accepted)
 
 
 def store_stage_folding(*, tenant: Tenant, folded_by: str, wait_turn: Callable[[], None] = _nothing,
@@ -738,12 +742,17 @@ def store_stage(*, tenant: Tenant, fold: bool, folded_by: str = "", wait_turn: C
             FoldBatch.objects.filter(pk=batch.id).update(record_count=result.folded, charged_amount=result.charged)
             count_on_commit(USAGE_FOLDED, result.folded)
             emit_events_of_summaries(ids=summary_ids, crossed=crossed_thresholds(moves), batch_id=batch.id)
-        cursor.execute("SELECT DISTINCT summary_id FROM usage_work WHERE outcome = 'new' AND status = 'rated'")
-        result.pending_summaries = {row[0] for row in cursor.fetchall()} - set(summary_ids)
+        # The summaries with records left waiting, marked for the workers (in id order, as summaries
+        # are locked), in one round trip.
         cursor.execute(
-            f"""INSERT INTO {PendingSummary._meta.db_table} (summary_id, marked_at)
-                SELECT id, now() FROM unnest(%s::bigint[]) AS pending(id) ORDER BY id ON CONFLICT DO NOTHING""",
-            [sorted(result.pending_summaries)])
+            f"""WITH pending AS (SELECT DISTINCT summary_id FROM usage_work
+                                 WHERE outcome = 'new' AND status = 'rated'
+                                   AND summary_id <> ALL(%(folded)s::bigint[])),
+                     marked AS (INSERT INTO {PendingSummary._meta.db_table} (summary_id, marked_at)
+                                SELECT summary_id, now() FROM pending ORDER BY summary_id ON CONFLICT DO NOTHING)
+                SELECT summary_id FROM pending""",
+            {"folded": summary_ids})
+        result.pending_summaries = {row[0] for row in cursor.fetchall()}
     if result.pending_summaries:
         queue_folds()
     return result
