@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable
@@ -325,99 +325,98 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool, loca
     # No merge join: to merge the records with their summaries the planner sorted the wide rows by
     # customer and period, then again (incrementally) for the window; a hash join leaves one sort
     # (2-3% of an import's database time).
-    with local_setting(cursor, "enable_mergejoin", "off"):
-        cursor.execute(
-            f"""
-            INSERT INTO usage_work (seq, external_id, customer_ref, kind, quantity, occurred_at, destination,
-                attributes, content_hash, period, outcome, status, unrated_reason, customer_id, prepaid, plan_id,
-                rate_id, rated_kind, unit, billable, snapshot_id, currency, price, block_size, places, rounding, tiered,
-                allowance_id, included, summary_id, prior)
-            WITH s AS MATERIALIZED (  -- computed once per record, not once per candidate rate
-                SELECT t.*, h.content_hash, h.rate_key, h.period, h.local_day
-                FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
-                             coalesce(attributes, '{{}}'::jsonb) AS attributes,
-                             coalesce(occurred_at, occurred_local AT TIME ZONE %(local_zone)s) AS occurred_at
-                      FROM usage_stage) t
-                CROSS JOIN LATERAL (SELECT
-                    {CONTENT_HASH.format(t="t")} AS content_hash, {RATE_KEY.format(t="t")} AS rate_key,
-                    to_char(t.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM') AS period,
-                    (t.occurred_at AT TIME ZONE %(tz)s)::date AS local_day) h
-            ),
-            -- an id sent more than once in the chunk: its later lines are duplicates or conflicts of the first
-            repeated AS (
-                SELECT DISTINCT ON (external_id) external_id, seq AS first_seq, content_hash AS first_hash FROM s
-                WHERE external_id IN (SELECT external_id FROM usage_stage GROUP BY external_id HAVING count(*) > 1)
-                ORDER BY external_id, seq
-            ),
-            -- each customer of the chunk once (not once per record), by index probes: with stale
-            -- statistics on customers, a join was planned as a scan of them all per record
-            customers AS MATERIALIZED (
-                SELECT r.customer_ref, c.id, c.billing_mode, r.first_period, r.last_period
-                FROM (SELECT customer_ref, min(period) AS first_period, max(period) AS last_period FROM s
-                      GROUP BY customer_ref) r
-                JOIN LATERAL (SELECT c.id, c.billing_mode FROM {CUSTOMER} c
-                              WHERE c.tenant_id = %(tenant)s AND c.external_id = r.customer_ref LIMIT 1) c ON true
-            ),
-            -- their subscriptions, each as the days from its start to the next one's
-            subscribed AS MATERIALIZED (
-                SELECT sub.customer_id, sub.plan_id, sub.starts_on,
-                       lead(sub.starts_on) OVER (PARTITION BY sub.customer_id ORDER BY sub.starts_on) AS next_starts_on
-                FROM customers c
-                JOIN LATERAL (SELECT sub.customer_id, sub.plan_id, sub.starts_on FROM {SUBSCRIPTION} sub
-                              WHERE sub.customer_id = c.id) sub ON true
-            ),
-            -- their summaries of the chunk's periods: one index range scan per customer, not a probe per record
-            summaries AS MATERIALIZED (
-                SELECT sm.id, sm.customer_id, sm.period
-                FROM customers c
-                JOIN LATERAL (SELECT sm.id, sm.customer_id, sm.period FROM {SUMMARY} sm
-                              WHERE sm.customer_id = c.id
-                                AND sm.period BETWEEN c.first_period AND c.last_period) sm ON true
-            ),
-            matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
-                SELECT s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
-                       found.rate_id IS NOT NULL AND br.rate_id IS NULL AS out_of_range,
-                       c.id AS customer_id, c.billing_mode, p.plan_id, br.rate_id, br.rated_kind, br.unit, br.price,
-                       br.block_size, br.minimum, br.increment, br.places, br.rounding, br.tiered, br.currency,
-                       br.snapshot_id
-                FROM s
-                -- one index probe per record. LIMIT 1 (the key is unique) keeps the subquery from being
-                -- flattened into a join, which stale statistics (autovacuum off) planned as a hash of
-                -- the tenant's whole usage table: a chunk's cost grew with the table
-                LEFT JOIN LATERAL (SELECT su.id, su.content_hash FROM {USAGE} su
-                                   WHERE su.tenant_id = %(tenant)s AND su.external_id = s.external_id LIMIT 1) u ON true
-                LEFT JOIN repeated d ON d.external_id = s.external_id
-                -- only new records are rated: their customer, and the plan of its latest subscription
-                -- starting on or before the record's local day
-                LEFT JOIN customers c ON c.customer_ref = s.customer_ref
-                     AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq)
-                LEFT JOIN subscribed p ON p.customer_id = c.id AND p.starts_on <= s.local_day
-                     AND (p.next_starts_on IS NULL OR s.local_day < p.next_starts_on)
-                {rate_lookup}
-            )
-            SELECT m.seq, m.external_id, m.customer_ref, m.kind, m.quantity, m.occurred_at, m.destination, m.attributes,
-                m.content_hash, m.period,
-                CASE WHEN m.stored_hash IS NOT NULL THEN
-                         CASE WHEN m.stored_hash = m.content_hash THEN 'duplicate' ELSE 'conflict' END
-                     WHEN m.first_seq IS NOT NULL AND m.first_seq <> m.seq THEN
-                         CASE WHEN m.first_hash = m.content_hash THEN 'duplicate' ELSE 'conflict' END
-                     ELSE 'new' END,
-                CASE WHEN m.rate_id IS NULL THEN 'unrated' ELSE 'rated' END,
-                CASE WHEN m.customer_id IS NULL THEN 'unknown_customer' WHEN m.plan_id IS NULL THEN 'no_plan'
-                     WHEN m.out_of_range THEN 'charge_out_of_range' WHEN m.rate_id IS NULL THEN 'no_rate_for_kind'
-                     ELSE '' END,
-                m.customer_id, m.billing_mode = 'prepaid', m.plan_id, m.rate_id, coalesce(m.rated_kind, ''), m.unit,
-                m.billable, m.snapshot_id, m.currency, m.price, m.block_size,
-                m.places, m.rounding, m.tiered, a.allowance_id, a.included,
-                sm.id, {prior}
-            -- OFFSET 0: evaluated once per record, not again for `prior`
-            FROM (SELECT m.*, CASE WHEN m.rate_id IS NOT NULL THEN {BILLABLE} END AS billable FROM matched m OFFSET 0) m
-            -- the summary it folds into, where one exists (_attach_summaries creates the others)
-            LEFT JOIN summaries sm ON sm.customer_id = m.customer_id AND sm.period = m.period AND m.rate_id IS NOT NULL
-            LEFT JOIN bulk_allowances a ON a.plan_id = m.plan_id AND a.rated_kind = m.rated_kind
-            {window}""",
-            {"tz": tenant.timezone, "local_zone": local_zone or tenant.timezone, "tenant": tenant.id},
+    execute_with_settings(
+        cursor,
+        f"""
+        INSERT INTO usage_work (seq, external_id, customer_ref, kind, quantity, occurred_at, destination, attributes,
+            content_hash, period, outcome, status, unrated_reason, customer_id, prepaid, plan_id, rate_id, rated_kind,
+            unit, billable, snapshot_id, currency, price, block_size, places, rounding, tiered, allowance_id,
+            included, summary_id, prior)
+        WITH s AS MATERIALIZED (  -- computed once per record, not once per candidate rate
+            SELECT t.*, h.content_hash, h.rate_key, h.period, h.local_day
+            FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
+                         coalesce(attributes, '{{}}'::jsonb) AS attributes,
+                         coalesce(occurred_at, occurred_local AT TIME ZONE %(local_zone)s) AS occurred_at
+                  FROM usage_stage) t
+            CROSS JOIN LATERAL (SELECT
+                {CONTENT_HASH.format(t="t")} AS content_hash, {RATE_KEY.format(t="t")} AS rate_key,
+                to_char(t.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM') AS period,
+                (t.occurred_at AT TIME ZONE %(tz)s)::date AS local_day) h
+        ),
+        -- an id sent more than once in the chunk: its later lines are duplicates or conflicts of the first
+        repeated AS (
+            SELECT DISTINCT ON (external_id) external_id, seq AS first_seq, content_hash AS first_hash FROM s
+            WHERE external_id IN (SELECT external_id FROM usage_stage GROUP BY external_id HAVING count(*) > 1)
+            ORDER BY external_id, seq
+        ),
+        -- each customer of the chunk once (not once per record), by index probes: with stale
+        -- statistics on customers, a join was planned as a scan of them all per record
+        customers AS MATERIALIZED (
+            SELECT r.customer_ref, c.id, c.billing_mode, r.first_period, r.last_period
+            FROM (SELECT customer_ref, min(period) AS first_period, max(period) AS last_period FROM s
+                  GROUP BY customer_ref) r
+            JOIN LATERAL (SELECT c.id, c.billing_mode FROM {CUSTOMER} c
+                          WHERE c.tenant_id = %(tenant)s AND c.external_id = r.customer_ref LIMIT 1) c ON true
+        ),
+        -- their subscriptions, each as the days from its start to the next one's
+        subscribed AS MATERIALIZED (
+            SELECT sub.customer_id, sub.plan_id, sub.starts_on,
+                   lead(sub.starts_on) OVER (PARTITION BY sub.customer_id ORDER BY sub.starts_on) AS next_starts_on
+            FROM customers c
+            JOIN LATERAL (SELECT sub.customer_id, sub.plan_id, sub.starts_on FROM {SUBSCRIPTION} sub
+                          WHERE sub.customer_id = c.id) sub ON true
+        ),
+        -- their summaries of the chunk's periods: one index range scan per customer, not a probe per record
+        summaries AS MATERIALIZED (
+            SELECT sm.id, sm.customer_id, sm.period
+            FROM customers c
+            JOIN LATERAL (SELECT sm.id, sm.customer_id, sm.period FROM {SUMMARY} sm
+                          WHERE sm.customer_id = c.id AND sm.period BETWEEN c.first_period AND c.last_period) sm ON true
+        ),
+        matched AS (  -- the longest matching prefix among the rates of the record's kind (or family)
+            SELECT s.*, u.content_hash AS stored_hash, d.first_seq, d.first_hash,
+                   found.rate_id IS NOT NULL AND br.rate_id IS NULL AS out_of_range,
+                   c.id AS customer_id, c.billing_mode, p.plan_id, br.rate_id, br.rated_kind, br.unit, br.price,
+                   br.block_size, br.minimum, br.increment, br.places, br.rounding, br.tiered, br.currency,
+                   br.snapshot_id
+            FROM s
+            -- one index probe per record. LIMIT 1 (the key is unique) keeps the subquery from being
+            -- flattened into a join, which stale statistics (autovacuum off) planned as a hash of
+            -- the tenant's whole usage table: a chunk's cost grew with the table
+            LEFT JOIN LATERAL (SELECT su.id, su.content_hash FROM {USAGE} su
+                               WHERE su.tenant_id = %(tenant)s AND su.external_id = s.external_id LIMIT 1) u ON true
+            LEFT JOIN repeated d ON d.external_id = s.external_id
+            -- only new records are rated: their customer, and the plan of its latest subscription
+            -- starting on or before the record's local day
+            LEFT JOIN customers c ON c.customer_ref = s.customer_ref
+                 AND u.id IS NULL AND (d.first_seq IS NULL OR d.first_seq = s.seq)
+            LEFT JOIN subscribed p ON p.customer_id = c.id AND p.starts_on <= s.local_day
+                 AND (p.next_starts_on IS NULL OR s.local_day < p.next_starts_on)
+            {rate_lookup}
         )
+        SELECT m.seq, m.external_id, m.customer_ref, m.kind, m.quantity, m.occurred_at, m.destination, m.attributes,
+            m.content_hash, m.period,
+            CASE WHEN m.stored_hash IS NOT NULL THEN
+                     CASE WHEN m.stored_hash = m.content_hash THEN 'duplicate' ELSE 'conflict' END
+                 WHEN m.first_seq IS NOT NULL AND m.first_seq <> m.seq THEN
+                     CASE WHEN m.first_hash = m.content_hash THEN 'duplicate' ELSE 'conflict' END
+                 ELSE 'new' END,
+            CASE WHEN m.rate_id IS NULL THEN 'unrated' ELSE 'rated' END,
+            CASE WHEN m.customer_id IS NULL THEN 'unknown_customer' WHEN m.plan_id IS NULL THEN 'no_plan'
+                 WHEN m.out_of_range THEN 'charge_out_of_range' WHEN m.rate_id IS NULL THEN 'no_rate_for_kind'
+                 ELSE '' END,
+            m.customer_id, m.billing_mode = 'prepaid', m.plan_id, m.rate_id, coalesce(m.rated_kind, ''), m.unit,
+            m.billable, m.snapshot_id, m.currency, m.price, m.block_size,
+            m.places, m.rounding, m.tiered, a.allowance_id, a.included,
+            sm.id, {prior}
+        -- OFFSET 0: evaluated once per record, not again for `prior`
+        FROM (SELECT m.*, CASE WHEN m.rate_id IS NOT NULL THEN {BILLABLE} END AS billable FROM matched m OFFSET 0) m
+        -- the summary it folds into, where one exists (_attach_summaries creates the others)
+        LEFT JOIN summaries sm ON sm.customer_id = m.customer_id AND sm.period = m.period AND m.rate_id IS NOT NULL
+        LEFT JOIN bulk_allowances a ON a.plan_id = m.plan_id AND a.rated_kind = m.rated_kind
+        {window}""",
+        {"tz": tenant.timezone, "local_zone": local_zone or tenant.timezone, "tenant": tenant.id},
+        settings={"enable_mergejoin": "off"})
 
 
 def _attach_summaries(cursor, *, tenant: Tenant) -> None:
@@ -448,20 +447,43 @@ def local_setting(cursor, name: str, value: str):
     cursor.execute("SELECT set_config(%s, %s, true)", [name, previous])
 
 
+_SETTING_VALUE = re.compile(r"[\w.]+")
+
+
+def execute_with_settings(cursor, sql: str, params=None, *, settings: dict[str, str]) -> list[tuple] | None:
+    """Execute one statement with `settings` (name: value) in force for it alone, in one round trip:
+    SET LOCAL before it, and back to the session's values after it (SET LOCAL … TO DEFAULT; nothing
+    of ours sets these in a session), where local_setting takes two more round trips (~0.2 ms).
+    Returns its rows, or None for a statement without any. After an error, the rollback that
+    must follow puts the settings back."""
+    if not all(_SETTING_VALUE.fullmatch(text) for pair in settings.items() for text in pair):
+        raise ValueError(f"not a setting name and plain value: {settings}")  # they are spliced into the SQL
+    before = "".join(f"SET LOCAL {name} = '{value}'; " for name, value in settings.items())
+    after = "".join(f"; SET LOCAL {name} TO DEFAULT" for name in settings)
+    cursor.execute(before + sql + after, params)
+    for _name in settings:
+        cursor.nextset()  # past each SET, to the statement's own result
+    return cursor.fetchall() if cursor.description else None
+
+
+# Plan without sorts, so that a summary's waiting records (ordered by occurred_at, id) are read
+# from usage_pending_idx, which holds them in that order. Statistics taken when nothing waited
+# (autovacuum after the workers caught up) say that no row is 'rated'; a scan of the status index
+# plus a sort of its "one row" then looked as cheap, and once the waiting index was a level deeper
+# it won: every waiting record of the table read per summary (400 ms a summary with 265k waiting).
+PROBING_WAITING_RECORDS = {"enable_sort": "off"}
+
+
 @contextmanager
 def probing_waiting_records(cursor):
-    """Plan the statements inside without sorts, in the caller's transaction, so that a summary's
-    waiting records (ordered by occurred_at, id) are read from usage_pending_idx, which holds
-    them in that order. Statistics taken when nothing waited (autovacuum after the workers caught
-    up) say that no row is 'rated'; a scan of the status index plus a sort of its "one row" then
-    looked as cheap, and once the waiting index was a level deeper it won: every waiting record
-    of the table read per summary (400 ms a summary with 265k waiting)."""
-    with local_setting(cursor, "enable_sort", "off"):  # what follows sorts (running sums, ORDER BY)
+    """The statements inside planned as PROBING_WAITING_RECORDS says, in the caller's transaction."""
+    (name, value), = PROBING_WAITING_RECORDS.items()
+    with local_setting(cursor, name, value):  # what follows sorts (running sums, ORDER BY)
         yield
 
 
 # A claimed summary's (`claimed.id`) first waiting records, in processing order: the predicate and
-# order of usage_pending_idx, probed once a summary (run inside probing_waiting_records).
+# order of usage_pending_idx, probed once a summary (run with PROBING_WAITING_RECORDS).
 WAITING_OF_CLAIMED = f"""SELECT {{columns}} FROM {USAGE} r WHERE r.summary_id = claimed.id AND r.status = 'rated'
     ORDER BY r.occurred_at, r.id LIMIT {{limit}}"""
 
@@ -469,14 +491,15 @@ WAITING_OF_CLAIMED = f"""SELECT {{columns}} FROM {USAGE} r WHERE r.summary_id = 
 def waiting_record_ids(*, summary_ids: list[int], limit: int) -> list[int]:
     """The ids of the first `limit` waiting records of these summaries (ascending ids, locked by
     the caller), in processing order: each summary's read from usage_pending_idx."""
-    with connection.cursor() as wrapper, probing_waiting_records(wrapper.cursor):
-        wrapper.cursor.execute(
+    with connection.cursor() as wrapper:
+        rows = execute_with_settings(
+            wrapper.cursor,
             f"""SELECT w.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
                 CROSS JOIN LATERAL ({WAITING_OF_CLAIMED.format(columns="r.id, r.summary_id, r.occurred_at",
                                                                limit="%(limit)s")}) w
                 ORDER BY w.summary_id, w.occurred_at, w.id LIMIT %(limit)s""",
-            {"ids": summary_ids, "limit": limit})
-        return [row[0] for row in wrapper.cursor.fetchall()]
+            {"ids": summary_ids, "limit": limit}, settings=PROBING_WAITING_RECORDS)
+        return [row[0] for row in rows]
 
 
 def _fold_in_place(cursor, *, lock_wait: str | None = None) -> list[int]:
@@ -485,24 +508,25 @@ def _fold_in_place(cursor, *, lock_wait: str | None = None) -> list[int]:
     # Whole summaries only: one whose chunk records include any the workers must fold (prepaid,
     # tiered, another currency) is left to them entirely, so a summary's records are still charged
     # in time order within what arrived together.
-    with local_setting(cursor, "lock_timeout", lock_wait) if lock_wait is not None else nullcontext():
-        cursor.execute(
-            f"""SELECT s.id FROM {SUMMARY} s WHERE s.id IN (
-                    SELECT w.summary_id FROM usage_work w JOIN {SUMMARY} ws ON ws.id = w.summary_id
-                    WHERE w.outcome = 'new' AND w.status = 'rated'
-                    GROUP BY w.summary_id
-                    HAVING bool_and(NOT w.prepaid AND NOT w.tiered AND w.currency = ws.currency))
-                ORDER BY s.id FOR NO KEY UPDATE OF s""")
-        locked = [row[0] for row in cursor.fetchall()]
+    rows = execute_with_settings(
+        cursor,
+        f"""SELECT s.id FROM {SUMMARY} s WHERE s.id IN (
+                SELECT w.summary_id FROM usage_work w JOIN {SUMMARY} ws ON ws.id = w.summary_id
+                WHERE w.outcome = 'new' AND w.status = 'rated'
+                GROUP BY w.summary_id
+                HAVING bool_and(NOT w.prepaid AND NOT w.tiered AND w.currency = ws.currency))
+            ORDER BY s.id FOR NO KEY UPDATE OF s""",
+        settings={"lock_timeout": lock_wait} if lock_wait is not None else {})
+    locked = [row[0] for row in rows]
     # Nor a summary with records already waiting for a worker: they arrived first, so they are
     # charged first (read after the locks, so it sees what committed while we waited for them).
-    # One probe of the waiting index a summary (see probing_waiting_records).
-    with probing_waiting_records(cursor):
-        cursor.execute(
-            f"""SELECT claimed.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
-                CROSS JOIN LATERAL ({WAITING_OF_CLAIMED.format(columns="1", limit="1")}) first""",
-            {"ids": locked})
-        waiting = {row[0] for row in cursor.fetchall()}
+    # One probe of the waiting index a summary (see PROBING_WAITING_RECORDS).
+    rows = execute_with_settings(
+        cursor,
+        f"""SELECT claimed.id FROM unnest(%(ids)s::bigint[]) AS claimed(id)
+            CROSS JOIN LATERAL ({WAITING_OF_CLAIMED.format(columns="1", limit="1")}) first""",
+        {"ids": locked}, settings=PROBING_WAITING_RECORDS)
+    waiting = {row[0] for row in rows}
     return [i for i in locked if i not in waiting]
 
 

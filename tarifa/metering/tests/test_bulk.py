@@ -393,3 +393,28 @@ def test_an_import_emits_summary_events_debounced_except_at_thresholds(postgres)
     import_usage(tenant=tenant, records=[call("e3", 300, 3), call("e4", 30, 4, customer="c2")])
     later = Event.objects.filter(tenant=tenant, type="summary.updated").exclude(id__in=[e.id for e in first])
     assert [(e.payload["customer"], e.payload["allowance_threshold_crossed"]) for e in later] == [("c1", True)]
+
+
+def test_a_statement_runs_with_its_settings_alone_in_one_round_trip(postgres):
+    def current(cursor) -> tuple:
+        cursor.execute("SELECT current_setting('enable_sort'), current_setting('lock_timeout')")
+        return cursor.fetchone()
+
+    with transaction.atomic(), postgres.cursor() as wrapper:
+        cursor = wrapper.cursor
+        before = current(cursor)
+        rows = bulk.execute_with_settings(
+            cursor, "SELECT current_setting('enable_sort'), current_setting('lock_timeout'), %(n)s::int",
+            {"n": 7}, settings={"enable_sort": "off", "lock_timeout": "2s"})
+        assert rows == [("off", "2s", 7)]
+        assert current(cursor) == before
+        assert bulk.execute_with_settings(cursor, "SELECT 1 WHERE false", settings={"enable_sort": "off"}) == []
+        assert bulk.execute_with_settings(cursor, "SET LOCAL work_mem = '8MB'", settings={}) is None
+        # A failing statement: the rollback to the savepoint before it puts the settings back.
+        sid = transaction.savepoint()
+        with pytest.raises(Exception, match="division by zero"):
+            bulk.execute_with_settings(cursor, "SELECT 1 / 0", settings={"enable_sort": "off"})
+        transaction.savepoint_rollback(sid)
+        assert current(cursor) == before
+        with pytest.raises(ValueError, match="not a setting name"):
+            bulk.execute_with_settings(cursor, "SELECT 1", settings={"lock_timeout": "1s'; DROP TABLE x; --"})
