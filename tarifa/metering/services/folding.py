@@ -148,7 +148,7 @@ def _fold_claimed(claimed: list[int], *, batch_size: int, folded_by: str, record
             count_on_commit(USAGE_FOLDED, done.records)
             return FoldResult(done.records, done.charged, 1, 0)
     summaries = lock_summaries(claimed)
-    if record_ids is None and connection.vendor == "postgresql":  # see bulk.probing_waiting_records
+    if record_ids is None and connection.vendor == "postgresql":  # see bulk.PROBING_WAITING_RECORDS
         # By id: the summaries' locks keep these records waiting.
         waiting = UsageRecord.objects.filter(id__any=waiting_record_ids(summary_ids=claimed, limit=batch_size))
     else:
