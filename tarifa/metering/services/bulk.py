@@ -436,31 +436,36 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
               AND s.customer_id = w.customer_id AND s.period = w.period""")
 
 
-@contextmanager
-def local_setting(cursor, name: str, value: str):
-    """Run the statements inside with the setting `name` at `value` (as SET LOCAL would), then put
-    back what it was, in the caller's transaction (after an error, the rollback that must follow
-    puts it back)."""
-    cursor.execute("SELECT current_setting(%s), set_config(%s, %s, true)", [name, name, value])
-    previous = cursor.fetchone()[0]
-    yield
-    cursor.execute("SELECT set_config(%s, %s, true)", [name, previous])
-
-
 _SETTING_VALUE = re.compile(r"[\w.]+")
 
 
-def execute_with_settings(cursor, sql: str, params=None, *, settings: dict[str, str]) -> list[tuple] | None:
-    """Execute one statement with `settings` (name: value) in force for it alone, in one round trip:
-    SET LOCAL before it, and back to the session's values after it (SET LOCAL … TO DEFAULT; nothing
-    of ours sets these in a session), where local_setting takes two more round trips (~0.2 ms).
-    Returns its rows, or None for a statement without any. After an error, the rollback that
-    must follow puts the settings back."""
+def _set_local(settings: dict[str, str]) -> tuple[str, str]:
+    """SQL that puts `settings` (name: value) in force, and SQL that puts back the session's values
+    (SET LOCAL … TO DEFAULT: nothing of ours sets these in a session), for the caller's transaction."""
     if not all(_SETTING_VALUE.fullmatch(text) for pair in settings.items() for text in pair):
         raise ValueError(f"not a setting name and plain value: {settings}")  # they are spliced into the SQL
-    before = "".join(f"SET LOCAL {name} = '{value}'; " for name, value in settings.items())
-    after = "".join(f"; SET LOCAL {name} TO DEFAULT" for name in settings)
-    cursor.execute(before + sql + after, params)
+    return ("; ".join(f"SET LOCAL {name} = '{value}'" for name, value in settings.items()),
+            "; ".join(f"SET LOCAL {name} TO DEFAULT" for name in settings))
+
+
+@contextmanager
+def local_settings(cursor, settings: dict[str, str]):
+    """Run the statements inside with `settings` in force (see _set_local); after an error, the
+    rollback that must follow puts them back."""
+    before, after = _set_local(settings)
+    cursor.execute(before)
+    yield
+    cursor.execute(after)
+
+
+def execute_with_settings(cursor, sql: str, params=None, *, settings: dict[str, str]) -> list[tuple] | None:
+    """Execute one statement with `settings` in force for it alone (see _set_local), in one round
+    trip, where local_settings takes two more (~0.2 ms). Returns its rows, or None for a statement
+    without any. After an error, the rollback that must follow puts the settings back."""
+    if settings:
+        before, after = _set_local(settings)
+        sql = f"{before}; {sql}; {after}"
+    cursor.execute(sql, params)
     for _name in settings:
         cursor.nextset()  # past each SET, to the statement's own result
     return cursor.fetchall() if cursor.description else None
@@ -472,14 +477,6 @@ def execute_with_settings(cursor, sql: str, params=None, *, settings: dict[str, 
 # plus a sort of its "one row" then looked as cheap, and once the waiting index was a level deeper
 # it won: every waiting record of the table read per summary (400 ms a summary with 265k waiting).
 PROBING_WAITING_RECORDS = {"enable_sort": "off"}
-
-
-@contextmanager
-def probing_waiting_records(cursor):
-    """The statements inside planned as PROBING_WAITING_RECORDS says, in the caller's transaction."""
-    (name, value), = PROBING_WAITING_RECORDS.items()
-    with local_setting(cursor, name, value):  # what follows sorts (running sums, ORDER BY)
-        yield
 
 
 # A claimed summary's (`claimed.id`) first waiting records, in processing order: the predicate and

@@ -28,7 +28,8 @@ from tarifa.core.pgarrays import array_literal
 from tarifa.metering.models import FoldBatch, RateSnapshot, Summary, UsageRecord
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.metering.services.bulk import (
-    BILLED_ROWS, WAITING_OF_CLAIMED, add_to_summaries, allowance_moves, charge_rows, probing_waiting_records,
+    BILLED_ROWS, PROBING_WAITING_RECORDS, WAITING_OF_CLAIMED, add_to_summaries, allowance_moves, charge_rows,
+    local_settings,
 )
 from tarifa.tenants.models import Customer
 from tarifa.wallets.services.charging import PrepaidFunds
@@ -143,7 +144,7 @@ def _load_batch(cursor, *, claimed: list[int], batch_size: int) -> tuple[dict[in
     cursor.execute("DELETE FROM fold_work; DELETE FROM fold_charged")
     summaries: dict[int, LockedSummary] = {}
     loaded, start, size = 0, 0, _first_group_size(batch_size)
-    with probing_waiting_records(cursor):
+    with local_settings(cursor, PROBING_WAITING_RECORDS):  # what follows sorts (running sums, ORDER BY)
         while loaded < batch_size and start < len(claimed):
             group = claimed[start:start + size]
             summaries.update(_lock(cursor, group))
