@@ -216,9 +216,9 @@ def sweep() -> None:
 
 def vacuum() -> None:
     """What autovacuum would have done after the earlier phases: every record the workers fold
-    leaves a dead row version (rated -> billed), and this machine's PostgreSQL runs with autovacuum off (the
-    CI's setting), so without this each phase would pay for the earlier phases' dead rows, which a
-    production database reclaims. The phase's own dead rows stay, as they would for a while."""
+    leaves a dead row version (rated -> billed), and this machine's PostgreSQL runs with autovacuum
+    off (the CI's setting), so without this each phase would pay for the earlier phases' dead rows,
+    which a production database reclaims. The phase's own dead rows stay, as they would for a while."""
     from django.db import connection
 
     with connection.cursor() as cursor:

@@ -298,7 +298,7 @@ API_FOLD_LOCK_WAIT = "2s"
 def ingest_in_sql(*, tenant: Tenant, records: list) -> IngestResult:
     """PostgreSQL: validate here, then deduplicate, rate, store and (TARIFA_API_FOLD_IN_PLACE) fold
     in SQL, as an import chunk is (bulk.store_stage_folding). Charged by the call itself, a busy
-    API's records took 94 µs of CPU each end to end in bench/usage.py, against 162 through the
+    API's records took 73 µs of CPU each end to end in bench/usage.py, against 119 through the
     workers, whose batches of them came to a few records a summary; a summary with records
     waiting for the workers (or a wallet, or tiers) is still left to them."""
     from tarifa.metering.services import bulk
