@@ -50,11 +50,12 @@ def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
         raise DomainError("invalid_progression", "progression is 'exponential' or 'list'.", field="progression")
     if config.progression == PaymentSettings.Progression.LIST and not parse_intervals(config.intervals):
         raise DomainError("invalid_intervals", "A list progression needs intervals like 30m,1h,2h.", field="intervals")
-    if config.first_interval_seconds < 1 or config.max_interval_seconds < config.first_interval_seconds:
-        raise DomainError("invalid_intervals", "0 < first_interval_seconds <= max_interval_seconds.")
     # Days and seconds become dates: 10^18 days had been a server error (no such date).
     for name, (low, high) in SETTINGS_RANGES.items():
         if not low <= getattr(config, name) <= high:
             raise DomainError(f"invalid_{name}", f"{name} is {low} to {high}.", field=name)
+    if config.max_interval_seconds < config.first_interval_seconds:
+        raise DomainError("invalid_intervals", "max_interval_seconds must be at least first_interval_seconds.",
+                          field="max_interval_seconds")
     config.save()
     return config

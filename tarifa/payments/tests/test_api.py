@@ -91,7 +91,9 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
     api = shop_api
     for body, code in (({"expire_after_days": 4611686018427387904}, "invalid_expire_after_days"),
                        ({"invoice_due_days": 99999}, "invalid_invoice_due_days"),
-                       ({"max_interval_seconds": 10 ** 12}, "invalid_max_interval_seconds")):
+                       ({"max_interval_seconds": 10 ** 12}, "invalid_max_interval_seconds"),
+                       ({"first_interval_seconds": 0}, "invalid_first_interval_seconds"),
+                       ({"first_interval_seconds": 600, "max_interval_seconds": 300}, "invalid_intervals")):
         response = api.put("/api/v1/payments/settings", body)
         assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)
     huge = api.post("/api/v1/invoices", {**BODY, "reference": "HUGE", "amount": "1e20"})
