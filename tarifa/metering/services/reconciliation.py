@@ -156,18 +156,23 @@ def _debited_charges(records: list[UsageRecord]) -> dict[int, Decimal]:
 
 
 def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) -> dict[str, int]:
+    """Summaries first, then records, as every fold and call locks them: a call folding into the
+    summary between the two had been left out of the summary rebuilt from the records read."""
     with transaction.atomic():
-        records = list(
-            UsageRecord.objects.select_for_update().filter(customer=customer, period=period).exclude(
-                status=UsageRecord.Status.REVERSED).order_by("occurred_at", "id")
-        )
-        debited = _debited_charges(records)
+        summaries = _lock_period_summaries(customer=customer, period=period)
+        records = _period_records(customer=customer, period=period)
+        debited = _debited_charges(records)  # before re-rating forgets it
         rerate_records(tenant=tenant, records=records)
+        if {r.summary_id for r in records if r.summary_id} - summaries.keys():
+            # A summary created since the lock (by this re-rate, or by a call for a customer who had
+            # none): lock it too, then read and rate again what may have been folded into it.
+            summaries = _lock_period_summaries(customer=customer, period=period)
+            records = _period_records(customer=customer, period=period)
+            debited = _debited_charges(records)
+            rerate_records(tenant=tenant, records=records)
         for record in records:
             record.batch_id = record.allowance_used = record.charged_amount = record.billed_at = None
             record.wallet_entry_id, record.failure_code, record.amount_due = None, "", None
-        summaries = {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",)).filter(customer=customer, period=period)
-                     .select_related("customer")}
         for summary in summaries.values():
             summary.lines.all().delete()
             summary.allowance_usage.all().delete()
@@ -181,7 +186,27 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         FoldBatch.objects.filter(pk=batch.id).update(record_count=len(billed), charged_amount=charged)
         UsageRecord.objects.bulk_update(records, RATING_FIELDS, batch_size=500)
         save_billing(records)
-        PendingSummary.objects.filter(summary_id__in=list(summaries)).delete()
+        _drop_drained_markers(list(summaries))
         emit_summary_events(summaries=list(summaries.values()), crossed=set(summaries), force=True, rerated=True)
     return {"records": len(records), "billed": len(billed),
             "unrated": sum(1 for r in records if r.status == UsageRecord.Status.UNRATED)}
+
+
+def _lock_period_summaries(*, customer: Customer, period: str) -> dict[int, Summary]:
+    return {s.id: s for s in Summary.objects.select_for_update(no_key=True, of=("self",))
+            .filter(customer=customer, period=period).select_related("customer").order_by("id")}
+
+
+def _period_records(*, customer: Customer, period: str) -> list[UsageRecord]:
+    return list(UsageRecord.objects.select_for_update().filter(customer=customer, period=period)
+                .exclude(status=UsageRecord.Status.REVERSED).order_by("occurred_at", "id"))
+
+
+def _drop_drained_markers(summary_ids: list[int]) -> None:
+    """Drop the fold markers of re-rated summaries that have nothing left waiting. A call that found
+    a summary locked left its records to the workers, marked: that marker stays. So does one a
+    worker holds (SKIP LOCKED), which waits for our summary lock while we would wait for it."""
+    waiting = UsageRecord.objects.filter(summary_id__in=summary_ids, status=UsageRecord.Status.RATED)
+    drained = list(PendingSummary.objects.select_for_update(skip_locked=True).filter(summary_id__in=summary_ids)
+                   .exclude(summary_id__in=waiting.values("summary_id")).values_list("summary_id", flat=True))
+    PendingSummary.objects.filter(summary_id__in=drained).delete()

@@ -30,16 +30,20 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
     summary still equals the sum of its billed records), refund what a prepaid wallet paid for it,
     and mark it reversed. Reversing again changes nothing.
 
-    Locks in the fold's order (record, summary, wallet), so it never deadlocks with one.
+    Locks in the order of folds, calls and re-rates (summary, record, wallet), so it never
+    deadlocks with one.
     """
     reason = (reason or "").strip()
     if not reason:
         raise DomainError("reason_required", "A reversal needs a reason.", field="reason")
     check_lengths(UsageRecord, {"reason": reason}, columns={"reason": "reversal_reason"})
     with transaction.atomic():
-        record = UsageRecord.objects.select_for_update().filter(tenant=tenant, external_id=external_id).first()
-        if record is None:
+        found = UsageRecord.objects.filter(tenant=tenant, external_id=external_id).only("summary_id").first()
+        if found is None:
             raise NotFound("usage_record", external_id)
+        if found.summary_id is not None:
+            list(Summary.objects.select_for_update(no_key=True).filter(pk=found.summary_id).values_list("pk"))
+        record = UsageRecord.objects.select_for_update().get(pk=found.pk)
         if record.status == UsageRecord.Status.REVERSED:
             return Reversal(record, False)
         if record.status != UsageRecord.Status.BILLED:

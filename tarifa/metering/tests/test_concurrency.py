@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 from django.test import override_settings
 
@@ -148,3 +148,131 @@ def test_tables_every_fold_rewrites_leave_room_for_hot_updates_on_postgres(postg
     for table, reloptions in options.items():
         assert "fillfactor=50" in reloptions, table
     assert not [i for i in indexes if i.endswith("(summary_id)") or i.endswith("(customer_id)")], indexes
+
+
+def test_a_rerate_and_a_call_charging_the_same_summary_lose_nothing(postgres, customers, monkeypatch):
+    """A call folds c1's usage while a re-rate of c1's period runs. The re-rate had read the
+    period's records before locking the summary: the call folded a record into the summary in
+    between, and the re-rate rebuilt the summary without it (reconcile: a difference). The
+    summary is now locked first, so the call leaves its record to the workers, and the re-rate
+    keeps the marker that tells them."""
+    from tarifa.metering.services import reconciliation
+
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call("first", "c1", 60, at(1))])
+    monkeypatch.setattr(ingestion, "API_FOLD_LOCK_WAIT", "100ms")
+    rerate = reconciliation.rerate_records
+    answers = []
+
+    def rerate_with_a_call_beside(*, tenant, records):
+        if records:  # c1's records, read: a call comes in now
+            sender = threading.Thread(target=lambda: (
+                answers.append(ingest_usage(tenant=tenant, records=[call("second", "c1", 60, at(2))])),
+                connection.close()))
+            sender.start()
+            sender.join(30)
+        return rerate(tenant=tenant, records=records)
+
+    monkeypatch.setattr(reconciliation, "rerate_records", rerate_with_a_call_beside)
+    rerate_period(tenant=tenant, period="2025-12")
+    assert answers and answers[0].counts["accepted"] == 1
+    assert find_differences() == []
+    fold_all_pending(batch_size=1000)
+    assert dict(UsageRecord.objects.values_list("external_id", "status")) == {"first": "billed", "second": "billed"}
+    assert Summary.objects.get(customer__external_id="c1").record_count == 2
+    assert find_differences() == []
+
+
+def test_a_reversal_takes_the_summary_before_the_record(postgres, customers):
+    """A re-rate (like a fold or a call) locks the summary, then its records. A reversal had
+    locked the record first: the two could each hold what the other waits for (a deadlock). While
+    a reversal waits for the summary, it now holds nothing of the record."""
+    from tarifa.metering.services.reversal import reverse_usage
+
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call("r1", "c1", 60, at(1))])
+    record = UsageRecord.objects.get(external_id="r1")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_summary() -> None:
+        with transaction.atomic():
+            list(Summary.objects.select_for_update(no_key=True).filter(pk=record.summary_id))
+            locked.set()
+            release.wait(30)
+        connection.close()
+
+    def reverse() -> None:
+        reverse_usage(tenant=tenant, external_id="r1", reason="test", caused_by="test")
+        connection.close()
+
+    holder, reverser = threading.Thread(target=hold_the_summary), threading.Thread(target=reverse)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        reverser.start()
+        wait_until_a_session_waits_for_a_lock()  # the reversal, for the summary
+        with transaction.atomic(), connection.cursor() as cursor:  # the record is free meanwhile
+            try:
+                cursor.execute("SELECT id FROM metering_usagerecord WHERE id = %s FOR UPDATE NOWAIT", [record.id])
+            except DatabaseError as error:
+                raise AssertionError(f"the waiting reversal holds the record: {error!r}") from error
+    finally:
+        release.set()
+        holder.join(30)
+        reverser.join(30)
+    assert UsageRecord.objects.get(pk=record.pk).status == "reversed"
+    assert find_differences() == []
+
+
+def test_a_rerate_beside_a_worker_folding_the_same_summary_does_not_deadlock(postgres, customers, monkeypatch):
+    """A worker folds c1's waiting record while a re-rate of c1's period runs. The re-rate had
+    locked the records, then the summary, then deleted the markers: a worker between those held
+    the summary or the marker the re-rate waited for, and waited for the re-rate's records (a
+    deadlock: one of them failed). Now the re-rate locks the summary first and skips a marker
+    that a worker holds; the worker, once it has the summary, finds nothing left to fold."""
+    from tarifa.metering.models import PendingSummary
+    from tarifa.metering.services import reconciliation
+    from tarifa.metering.services.folding import fold_next_batch
+
+    tenant = customers[0].tenant
+    with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
+        ingest_usage(tenant=tenant, records=[call("waiting", "c1", 60, at(1))])
+    failures = []
+
+    def worker() -> None:
+        try:
+            fold_next_batch(batch_size=1000, folded_by="worker")
+        except Exception as error:  # psycopg's own errors too: the set fold uses its cursor
+            failures.append(error)
+        finally:
+            connection.close()
+
+    rerate = reconciliation.rerate_records
+    thread = threading.Thread(target=worker)
+
+    def rerate_beside_a_worker(*, tenant, records):
+        if records and not thread.is_alive():
+            thread.start()
+            wait_until_a_session_waits_for_a_lock()
+        return rerate(tenant=tenant, records=records)
+
+    monkeypatch.setattr(reconciliation, "rerate_records", rerate_beside_a_worker)
+    rerate_period(tenant=tenant, period="2025-12")
+    thread.join(30)
+    assert failures == []
+    assert UsageRecord.objects.get().status == "billed"
+    fold_all_pending(batch_size=1000)  # a marker left behind: nothing waits, it is dropped
+    assert not PendingSummary.objects.exists()
+    assert find_differences() == []
+
+
+def wait_until_a_session_waits_for_a_lock() -> None:
+    with connection.cursor() as cursor:
+        for _ in range(300):
+            # Inside a transaction pg_stat_activity is read once, then cached: read it afresh.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+            threading.Event().wait(0.05)
+    raise AssertionError("no session waited for a lock")
