@@ -14,6 +14,7 @@ class Alert(models.Model):
         WALLET_DEPLETED = "wallet.depleted"  # a prepaid balance fell to zero or below
         PAYMENT_CHECK_FAILING = "payment_check.failing"  # a gateway kept failing an invoice's checks
         PAYMENT_CREDENTIAL_UNAUTHORIZED = "payment_credential.unauthorized"  # a gateway refused the tenant's token
+        PAYMENT_UNEXPECTED = "payment.unexpected"  # a cancelled invoice was paid: refund or bill again
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="alerts")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)

@@ -133,7 +133,7 @@ def check_url(url: str) -> str:
 # What Tarifa emits, and so what an endpoint may subscribe to: a mistyped type ("alert.raise") had
 # been accepted and the endpoint then never called.
 EVENT_TYPES = ("alert.raised", "invoice.cancelled", "invoice.created", "invoice.expired", "invoice.paid",
-               "payment.reversed", "summary.updated", "usage.reversed")
+               "payment.reversed", "payment.unexpected", "summary.updated", "usage.reversed")
 
 
 def clean_event_types(event_types) -> list[str]:

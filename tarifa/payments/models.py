@@ -132,7 +132,7 @@ class CheckLog(models.Model):
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="check_log")
     checked_at = models.DateTimeField()
     source = models.CharField(max_length=16)  # poll, webhook, manual
-    outcome = models.CharField(max_length=32)  # paid, unpaid, not_found, error, reversed, expired
+    outcome = models.CharField(max_length=32)  # paid, unpaid, not_found, error, reversed, expired, unexpected
     statuses = models.CharField(max_length=100, blank=True, default="", help_text="Gateway status codes seen.")
     error = models.CharField(max_length=500, blank=True, default="")
     duration_ms = models.PositiveIntegerField(default=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from django.db import connection
 
@@ -75,3 +76,17 @@ def run_in_threads(fn, count: int, *, timeout: float = 60) -> list:
     if errors:
         raise errors[0]
     return results
+
+
+def wait_until_a_session_waits_for_a_lock(*, timeout: float = 15) -> None:
+    """Return once some PostgreSQL session waits for a lock (the other side of a lock-order test)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            # Inside a transaction pg_stat_activity is read once, then cached: read it afresh.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("no session waited for a lock")

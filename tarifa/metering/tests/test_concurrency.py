@@ -17,7 +17,7 @@ from tarifa.metering.services.ingestion import ingest_usage
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
 from tarifa.metering.tests.conftest import at, call, fold_with_a_worker_killed
 from tarifa.runtime.services import enqueue
-from tarifa.runtime.testing import run_in_threads
+from tarifa.runtime.testing import run_in_threads, wait_until_a_session_waits_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -264,15 +264,3 @@ def test_a_rerate_beside_a_worker_folding_the_same_summary_does_not_deadlock(pos
     fold_all_pending(batch_size=1000)  # a marker left behind: nothing waits, it is dropped
     assert not PendingSummary.objects.exists()
     assert find_differences() == []
-
-
-def wait_until_a_session_waits_for_a_lock() -> None:
-    with connection.cursor() as cursor:
-        for _ in range(300):
-            # Inside a transaction pg_stat_activity is read once, then cached: read it afresh.
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            if cursor.fetchone()[0]:
-                return
-            threading.Event().wait(0.05)
-    raise AssertionError("no session waited for a lock")

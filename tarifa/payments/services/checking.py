@@ -103,7 +103,8 @@ def check_now(*, tenant: Tenant, reference: str, worker_id: str = "manual") -> C
                             "consecutive_failures", "expires_at", "status").first())
         if row is None:
             raise NotFound("invoice", reference)
-        if row[-1] not in (Status.PENDING, Status.PROCESSING, Status.PAUSED):
+        # An expired invoice too: it may have been paid late (a check past expiry expires it again).
+        if row[-1] not in (Status.PENDING, Status.PROCESSING, Status.PAUSED, Status.EXPIRED):
             return CheckRun()
         PaymentCheck.objects.filter(invoice_id=row[0]).update(status=Status.PROCESSING, leased_by=worker_id)
     return check(claimed=[Claimed(*row[:-1])], worker_id=worker_id, source="manual")
@@ -205,7 +206,12 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
     """Apply what the gateway said about an invoice, exactly once whoever calls (poll or webhook).
 
     Returns "paid" (this call paid it), "reversed" (a paid transaction was refunded or charged back:
-    `payment.reversed`, the invoice stays paid), or "unpaid".
+    `payment.reversed`, the invoice stays paid), "unexpected" (money for a cancelled invoice) or
+    "unpaid".
+
+    Money is never ignored: an expired invoice paid later (a boleto paid after its checks stopped,
+    told by the webhook or a manual check) becomes paid; a cancelled one stays cancelled, and its
+    payment raises `payment.unexpected` (event and alert) for someone to refund or re-bill.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -220,7 +226,8 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
                 fresh.append(tx)
         statuses = ",".join(str(t.status) for t in transactions)
         paying = next((t for t in transactions if t.is_paid), None)
-        if invoice.status == Invoice.Status.OPEN and paying is not None:
+        if invoice.status in (Invoice.Status.OPEN, Invoice.Status.EXPIRED) and paying is not None:
+            paid_after_expiry = invoice.status == Invoice.Status.EXPIRED
             invoice.status, invoice.paid_at, invoice.paid_via = Invoice.Status.PAID, now, source
             invoice.gross_amount, invoice.fee_amount, invoice.net_amount = (
                 paying.gross_amount, paying.fee_amount, paying.net_amount)
@@ -233,8 +240,14 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
                                     duration_ms=duration_ms)
             emit_event(tenant=invoice.tenant, type="invoice.paid", payload={
                 **invoice_payload(invoice), "gross_amount": str(paying.gross_amount), "fee_amount": str(paying.fee_amount),
-                "net_amount": str(paying.net_amount), "payment_method": paying.payment_method, "paid_via": source})
+                "net_amount": str(paying.net_amount), "payment_method": paying.payment_method, "paid_via": source,
+                "paid_after_expiry": paid_after_expiry})
             return "paid"
+        unexpected = next((t for t in fresh if t.is_paid), None) if invoice.status == Invoice.Status.CANCELLED else None
+        if unexpected is not None:
+            _report_unexpected_payment(invoice, unexpected, source=source, statuses=statuses, now=now,
+                                       duration_ms=duration_ms)
+            return "unexpected"
         reversal = next((t for t in fresh if t.is_reversal and invoice.status == Invoice.Status.PAID
                          and t.code == invoice.transaction_code), None)
         if reversal is not None:
@@ -246,6 +259,21 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
                 **invoice_payload(invoice), "gateway_status": reversal.status})
             return "reversed"
     return "unpaid"
+
+
+def _report_unexpected_payment(invoice: Invoice, paying: GatewayTransaction, *, source: str, statuses: str,
+                               now: datetime, duration_ms: int) -> None:
+    """A cancelled invoice was paid: once per paying transaction, an event and an alert."""
+    CheckLog.objects.create(invoice=invoice, checked_at=now, source=source, outcome="unexpected", statuses=statuses,
+                            duration_ms=duration_ms)
+    details = {"gross_amount": str(paying.gross_amount), "payment_method": paying.payment_method,
+               "gateway_transaction": paying.code, "gateway_status": paying.status, "seen_via": source}
+    emit_event(tenant=invoice.tenant, type="payment.unexpected", payload={**invoice_payload(invoice), **details})
+    raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_UNEXPECTED,
+                key=f"payment.unexpected:invoice:{invoice.id}:{paying.code}",
+                message=f"Invoice {invoice.reference} was cancelled, yet the gateway says transaction {paying.code} "
+                        f"paid {paying.gross_amount}: refund it or bill it again.",
+                data={"reference": invoice.reference, **details})
 
 
 def _reschedule(outcomes: list[Outcome], *, worker_id: str, source: str, now: datetime) -> int:
@@ -297,13 +325,20 @@ def _bulk_reschedule(updates: list[tuple[int, datetime, int]], *, worker_id: str
 
 
 def _expire(invoice_ids: list[int], *, worker_id: str, now: datetime) -> None:
+    """Expire the invoices (still open) of these checks, leased by us. The invoices are locked
+    first, then their checks, as apply_transactions and cancel_invoice lock them: in the other
+    order an expiry and a webhook paying the invoice deadlocked, and an invoice the webhook paid
+    meanwhile was announced as expired."""
+    invoices = list(Invoice.objects.select_for_update(of=("self",)).filter(id__in=invoice_ids)
+                    .select_related("customer", "tenant").order_by("id"))
     rows = PaymentCheck.objects.filter(invoice_id__in=invoice_ids, leased_by=worker_id, status=Status.PROCESSING)
-    ids = list(rows.values_list("invoice_id", flat=True))
+    ids = set(rows.values_list("invoice_id", flat=True))
     rows.update(status=Status.EXPIRED, last_checked_at=now, attempts=F("attempts") + 1, leased_by="")
-    invoices = Invoice.objects.filter(id__in=ids, status=Invoice.Status.OPEN)
-    for invoice in invoices.select_related("customer", "tenant"):
+    expiring = [i for i in invoices if i.id in ids and i.status == Invoice.Status.OPEN]
+    for invoice in expiring:
+        invoice.status = Invoice.Status.EXPIRED
         emit_event(tenant=invoice.tenant, type="invoice.expired", payload=invoice_payload(invoice))
-    invoices.update(status=Invoice.Status.EXPIRED, updated_at=now)
+    Invoice.objects.filter(id__in=[i.id for i in expiring]).update(status=Invoice.Status.EXPIRED, updated_at=now)
 
 
 def _record_failure(outcome: Outcome, *, credentials: dict, worker_id: str, source: str, now: datetime) -> None:

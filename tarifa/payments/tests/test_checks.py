@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from tarifa.alerts.models import Alert
@@ -84,6 +85,50 @@ def test_open_invoices_expire_after_their_age(shop, fake):
     assert _check(invoice).status == "expired" and Invoice.objects.get(pk=invoice.pk).status == "expired"
     assert _check(invoice).last_checked_at == T0 + timedelta(days=2)  # a last look at expiry
     assert Event.objects.filter(type="invoice.expired").count() == 1
+
+
+def test_an_expired_invoice_paid_later_becomes_paid(shop, fake):
+    """A boleto paid after the checks stopped: the webhook (or a manual check) tells, and the
+    money is not ignored."""
+    update_settings(tenant=shop[0], expire_after_days=1)
+    invoice = open_invoice(shop, "INV-LATE")
+    _run(T0 + timedelta(days=1))
+    assert Invoice.objects.get(pk=invoice.pk).status == "expired"
+    fake.add("INV-LATE", code="T-L", status=3, notification="NC-L")
+    Client().post(f"/webhooks/pagseguro/{shop[0].slug}", {"notificationCode": "NC-L", "notificationType": "transaction"})
+    drain()
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.transaction_code, invoice.paid_via) == ("paid", "T-L", "webhook")
+    assert _check(invoice).status == "paid"
+    paid = Event.objects.get(type="invoice.paid")
+    assert paid.payload["paid_after_expiry"] is True and paid.payload["reference"] == "INV-LATE"
+    assert Event.objects.filter(type="invoice.expired").count() == 1
+
+
+def test_an_expired_invoice_can_be_checked_by_hand(shop, fake):
+    update_settings(tenant=shop[0], expire_after_days=1)
+    invoice = open_invoice(shop, "INV-HAND")
+    _run(T0 + timedelta(days=1))
+    call_command("payments", "check", "--tenant", shop[0].slug, "--reference", "INV-HAND")
+    assert (Invoice.objects.get(pk=invoice.pk).status, _check(invoice).status) == ("expired", "expired")
+    assert Event.objects.filter(type="invoice.expired").count() == 1  # looked at again, not expired again
+    fake.add("INV-HAND", code="T-H", status=4)
+    call_command("payments", "check", "--tenant", shop[0].slug, "--reference", "INV-HAND")
+    assert (Invoice.objects.get(pk=invoice.pk).status, _check(invoice).status) == ("paid", "paid")
+
+
+def test_a_cancelled_invoice_paid_anyway_raises_payment_unexpected_once(shop, fake):
+    invoice = open_invoice(shop, "INV-CX")
+    cancel_invoice(tenant=shop[0], reference="INV-CX", reason="sent twice")
+    tx = GatewayTransaction(code="T-CX", reference="INV-CX", status=3, gross_amount=Decimal("100"))
+    assert apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook") == "unexpected"
+    assert apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook") == "unpaid"  # once
+    assert Invoice.objects.get(pk=invoice.pk).status == "cancelled"
+    event = Event.objects.get(type="payment.unexpected")
+    assert event.payload["gateway_transaction"] == "T-CX" and event.payload["status"] == "cancelled"
+    alert = Alert.objects.get(type="payment.unexpected")
+    assert "INV-CX" in alert.message and alert.data["gross_amount"] == "100"
+    assert CheckLog.objects.filter(invoice=invoice, outcome="unexpected").count() == 1
 
 
 def test_cancelled_invoices_are_not_checked(shop, fake):

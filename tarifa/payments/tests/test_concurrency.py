@@ -14,7 +14,7 @@ from tarifa.payments.models import CheckLog, Invoice, PaymentCheck
 from tarifa.payments.services.checking import apply_transactions
 from tarifa.payments.tests.conftest import open_invoice
 from tarifa.runtime.services import enqueue
-from tarifa.runtime.testing import run_in_threads, spawn
+from tarifa.runtime.testing import run_in_threads, spawn, wait_until_a_session_waits_for_a_lock
 from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,3 +52,47 @@ def test_two_worker_processes_check_every_due_invoice_once(postgres, shop, fake,
     assert PaymentCheck.objects.filter(status="pending", attempts=1).count() == 270
     assert CheckLog.objects.count() == 300  # each due invoice checked exactly once
     assert Event.objects.filter(type="invoice.paid").count() == 30
+
+
+def test_an_expiry_and_a_webhook_paying_the_same_invoice_neither_deadlock_nor_both_announce(postgres, shop, fake):
+    """The expiry had updated the check, then the invoice; a webhook paying it locks the invoice,
+    then the check: each could hold what the other waited for (a deadlock), and an invoice the
+    webhook paid meanwhile had its invoice.expired sent too. The expiry now takes the invoice first."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from tarifa.payments.services.checking import run_due_checks
+    from tarifa.payments.services.credentials import update_settings
+
+    update_settings(tenant=shop[0], expire_after_days=1)
+    invoice = open_invoice(shop, "EXP-1", now=timezone.now() - timedelta(days=2))
+    tx = GatewayTransaction(code="T-E", reference="EXP-1", status=3, gross_amount=Decimal("100"))
+    holding, failures = threading.Event(), []
+
+    def webhook() -> None:
+        try:
+            with transaction.atomic():
+                Invoice.objects.select_for_update().get(pk=invoice.pk)  # as apply_transactions begins
+                holding.set()
+                wait_until_a_session_waits_for_a_lock()  # the expiry, for this invoice (or its check)
+                apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook")
+        except Exception as error:  # reported below
+            failures.append(error)
+        finally:
+            holding.set()
+            connection.close()
+
+    thread = threading.Thread(target=webhook)
+    thread.start()
+    assert holding.wait(30)
+    try:
+        run_due_checks(worker_id="test")  # not found at the gateway, past its expiry: expires it
+    except Exception as error:  # reported below
+        failures.append(error)
+    thread.join(30)
+    assert failures == []
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+    assert PaymentCheck.objects.get(invoice=invoice).status == "paid"
+    assert not Event.objects.filter(type="invoice.expired").exists()
+    assert Event.objects.filter(type="invoice.paid").count() == 1
