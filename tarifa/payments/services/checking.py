@@ -388,17 +388,29 @@ def _reset_credential_failures(outcomes: list[Outcome], credentials: dict) -> No
 
 def _pause_credential(outcomes: list[Outcome], *, credentials: dict, source: str, now: datetime) -> None:
     """401 (or no credential) for these checks of one tenant and gateway: stop all of that tenant's
-    checks on the gateway and alert once."""
+    checks on the gateway and alert once, unless the credential was replaced since they read it.
+
+    The credential is locked first, as set_credential locks it before resuming checks: in the
+    other order the two deadlocked, and a 401 to the old token paused the new one."""
     item = outcomes[0].claimed
     message = f"{outcomes[0].error.code}: {outcomes[0].error.message}"
+    used = credentials.get((item.tenant_id, item.gateway))
     with transaction.atomic():
-        PaymentCheck.objects.filter(tenant_id=item.tenant_id, invoice__gateway=item.gateway,
-                                    status__in=[Status.PENDING, Status.PROCESSING]).update(
-            status=Status.PAUSED, last_error=message[:500], leased_by="")
+        credential = (GatewayCredential.objects.select_for_update()
+                      .filter(tenant_id=item.tenant_id, gateway=item.gateway).first())
         CheckLog.objects.bulk_create([
             CheckLog(invoice_id=o.claimed.invoice_id, checked_at=now, source=source, outcome="error",
                      error=f"{o.error.code}: {o.error.message}"[:500], duration_ms=o.duration_ms) for o in outcomes])
-        credential = credentials.get((item.tenant_id, item.gateway))
+        if credential is not None and credential.status == GatewayCredential.Status.ACTIVE and (
+                used is None or credential.updated_at != used.updated_at):
+            # Replaced meanwhile: these checks go again now, with the new credential.
+            PaymentCheck.objects.filter(invoice_id__in=[o.claimed.invoice_id for o in outcomes],
+                                        status=Status.PROCESSING).update(
+                status=Status.PENDING, next_check_at=now, last_error=message[:500], leased_by="")
+            return
+        PaymentCheck.objects.filter(tenant_id=item.tenant_id, invoice__gateway=item.gateway,
+                                    status__in=[Status.PENDING, Status.PROCESSING]).update(
+            status=Status.PAUSED, last_error=message[:500], leased_by="")
         stamp = "none"
         if credential is not None:
             GatewayCredential.objects.filter(pk=credential.pk).update(status=GatewayCredential.Status.UNAUTHORIZED,

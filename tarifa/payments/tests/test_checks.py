@@ -217,6 +217,26 @@ def test_a_401_pauses_the_tenants_checks_until_the_credential_is_replaced(shop, 
     assert run_due_checks(worker_id="test").checked == 2
 
 
+def test_a_401_to_a_credential_replaced_meanwhile_retries_with_the_new_one(shop, fake):
+    """The operator fixed the token while a batch was at the gateway with the old one: its 401
+    must not pause the new credential (nor every check of the tenant)."""
+    from tarifa.payments.services import checking
+
+    invoice = open_invoice(shop, "INV-N")
+    set_credential(tenant=shop[0], gateway="pagseguro", base_url=fake.url, email=fake.email, token="OLD")
+    now = T0 + timedelta(minutes=15)
+    claimed = claim_due_checks(worker_id="test", limit=10, lease_seconds=120, now=now)
+    credentials = checking._credentials_for(claimed)
+    outcomes = checking._ask_gateways(claimed, credentials)  # 401: the old token
+    set_credential(tenant=shop[0], gateway="pagseguro", base_url=fake.url, email=fake.email, token=fake.token)
+    checking._apply_outcomes(outcomes, credentials=credentials, worker_id="test", source="poll", now=now)
+    assert GatewayCredential.objects.get().status == "active"
+    assert (_check(invoice).status, _check(invoice).next_check_at) == ("pending", now)
+    assert not Alert.objects.filter(type="payment_credential.unauthorized").exists()
+    fake.add("INV-N", code="T-N", status=3)
+    assert _run(now).paid == 1
+
+
 def test_a_killed_checkers_claims_return_after_the_lease(shop, fake):
     invoice = open_invoice(shop, "INV-K")
     due = T0 + timedelta(minutes=15)
