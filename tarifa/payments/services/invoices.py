@@ -8,13 +8,14 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event
-from tarifa.metering.models import Summary
+from tarifa.metering.models import Summary, UsageRecord
 from tarifa.payments.models import Invoice, PaymentCheck
 from tarifa.payments.services.schedule import interval_after, settings_for
 from tarifa.tenants.models import Customer, Tenant
@@ -98,18 +99,29 @@ def close_month(*, now: datetime | None = None) -> int:
         config = settings_for(tenant)
         summaries = (Summary.objects.filter(tenant=tenant, period=previous, total_amount__gt=0, invoice__isnull=True,
                                             customer__billing_mode=Customer.BillingMode.POSTPAID)
-                     .select_related("customer"))
+                     .exclude(Exists(_waiting_usage(OuterRef("pk")))).select_related("customer").order_by("id"))
         for summary in summaries:
             try:
-                _invoice, made = create_invoice(
-                    tenant=tenant, reference=f"TRF-{summary.period}-{summary.customer.external_id}", customer=summary.customer,
-                    amount=summary.total_amount, currency=summary.currency, gateway=config.default_gateway,
-                    due_date=first_of_month + timedelta(days=config.invoice_due_days),
-                    description=f"Usage {summary.period}", summary=summary, now=now)
+                with transaction.atomic():
+                    # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
+                    locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
+                    if _waiting_usage(summary.pk).exists():
+                        continue  # folded meanwhile, partly: a later run invoices it whole
+                    _invoice, made = create_invoice(
+                        tenant=tenant, reference=f"TRF-{summary.period}-{summary.customer.external_id}",
+                        customer=summary.customer, amount=locked.total_amount, currency=locked.currency,
+                        gateway=config.default_gateway, due_date=first_of_month + timedelta(days=config.invoice_due_days),
+                        description=f"Usage {summary.period}", summary=locked, now=now)
             except (IntegrityError, Conflict):  # another close run took it
                 continue
             created += made
     return created
+
+
+def _waiting_usage(summary_id):
+    """Usage rated into the summary and not folded yet: the close waits for it (the workers fold
+    within seconds; the close runs every 15 minutes), or the invoice would miss it."""
+    return UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)
 
 
 def invoice_payload(invoice: Invoice) -> dict:

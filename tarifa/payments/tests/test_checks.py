@@ -19,6 +19,7 @@ from tarifa.payments.services.checking import (
 from tarifa.payments.services.credentials import set_credential, update_settings
 from tarifa.payments.services.invoices import cancel_invoice, close_month
 from tarifa.payments.gateways import GatewayTransaction
+from tarifa.metering.tests.conftest import plan  # noqa: F401 — a fixture
 from tarifa.payments.tests.conftest import T0, open_invoice
 from tarifa.runtime.testing import drain
 
@@ -244,6 +245,30 @@ def test_a_killed_checkers_claims_return_after_the_lease(shop, fake):
     assert claim_due_checks(worker_id="other", limit=10, lease_seconds=120, now=due) == []
     assert _run(due + timedelta(seconds=121)).checked == 1
     assert _check(invoice).attempts == 1
+
+
+def test_the_monthly_close_waits_for_usage_not_folded_yet(shop, fake, plan):
+    """Usage of December rated but still waiting for the workers at the close: the invoice would
+    have missed it. The close leaves the summary for a later run, once it is folded."""
+    from django.test import override_settings
+
+    from tarifa.metering.services.folding import fold_all_pending
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.plans import subscribe
+    from tarifa.metering.tests.conftest import at, call
+
+    tenant, customer = shop
+    subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
+    ingest_usage(tenant=tenant, records=[call("d1", "cust-1", 6000, at(5), destination="987654321")])
+    fold_all_pending(batch_size=1000)
+    with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
+        ingest_usage(tenant=tenant, records=[call("d2", "cust-1", 600, at(30), destination="987654321")])
+    due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=due) == 0
+    fold_all_pending(batch_size=1000)
+    assert close_month(now=due + timedelta(minutes=15)) == 1
+    summary = Summary.objects.get(customer=customer)
+    assert Invoice.objects.get().amount == summary.total_amount > 0
 
 
 def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
