@@ -70,8 +70,10 @@ class Invoice(models.Model):
     gateway = models.CharField(max_length=32)
     payment_link = models.URLField(max_length=500, blank=True, default="")
     description = models.CharField(max_length=500, blank=True, default="")
-    summary = models.OneToOneField("metering.Summary", on_delete=models.PROTECT, null=True, blank=True,
-                                   related_name="invoice", help_text="Monthly close: the summary it bills.")
+    # The monthly close's first invoice of a summary, then one adjustment per close run that finds
+    # usage folded into the summary after it was invoiced (late CDRs).
+    summary = models.ForeignKey("metering.Summary", on_delete=models.PROTECT, null=True, blank=True,
+                                related_name="invoices", help_text="Monthly close: the summary it bills.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     paid_at = models.DateTimeField(null=True, blank=True)
     gross_amount = models.DecimalField(**MONEY, null=True, blank=True)

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
@@ -86,8 +86,10 @@ def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple
 
 def close_month(*, now: datetime | None = None) -> int:
     """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
-    summary of the month just ended with a non-zero total becomes one invoice (the summary is unique
-    on the invoice, so running twice creates nothing more). Returns how many were created."""
+    summary of the month just ended with a non-zero total becomes an invoice, and a summary of the
+    last LATE_USAGE_MONTHS months that grew after it was invoiced gets an adjustment invoice for
+    the difference. Each invoice has a reference of its own (TRF-2025-12-acct, then -2, -3…), so
+    runs at the same time or again create nothing more. Returns how many were created."""
     now = now or timezone.now()
     created = 0
     for tenant in Tenant.objects.all():
@@ -97,25 +99,60 @@ def close_month(*, now: datetime | None = None) -> int:
         first_of_month = local.date().replace(day=1)
         previous = (first_of_month - timedelta(days=1)).strftime("%Y-%m")
         config = settings_for(tenant)
-        summaries = (Summary.objects.filter(tenant=tenant, period=previous, total_amount__gt=0, invoice__isnull=True,
-                                            customer__billing_mode=Customer.BillingMode.POSTPAID)
-                     .exclude(Exists(_waiting_usage(OuterRef("pk")))).select_related("customer").order_by("id"))
-        for summary in summaries:
+        due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
+        invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
+        postpaid = (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
+                    .exclude(Exists(_waiting_usage(OuterRef("pk")))).select_related("customer").order_by("id"))
+        fresh = postpaid.filter(~invoiced, period=previous, total_amount__gt=0)
+        # Usage of a closed month folded after its invoice (CDRs that arrived late): the summary
+        # holds more than its invoices. Looked for over the last LATE_USAGE_MONTHS months. (By
+        # amounts, not times: a fold's updated_at is its transaction's start, which may precede an
+        # invoice it waited for.)
+        billed = (Invoice.objects.filter(summary_id=OuterRef("pk")).order_by().values("summary_id")
+                  .annotate(total=Sum("amount")).values("total"))
+        changed = (postpaid.filter(invoiced, period__gte=_months_before(first_of_month, LATE_USAGE_MONTHS),
+                                   period__lte=previous)
+                   .annotate(billed=Subquery(billed)).filter(total_amount__gt=F("billed")))
+        for summary in [*fresh, *changed]:
             try:
-                with transaction.atomic():
-                    # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
-                    locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
-                    if _waiting_usage(summary.pk).exists():
-                        continue  # folded meanwhile, partly: a later run invoices it whole
-                    _invoice, made = create_invoice(
-                        tenant=tenant, reference=f"TRF-{summary.period}-{summary.customer.external_id}",
-                        customer=summary.customer, amount=locked.total_amount, currency=locked.currency,
-                        gateway=config.default_gateway, due_date=first_of_month + timedelta(days=config.invoice_due_days),
-                        description=f"Usage {summary.period}", summary=locked, now=now)
+                created += _invoice_summary(summary, tenant=tenant, gateway=config.default_gateway,
+                                            due_date=due_date, now=now)
             except (IntegrityError, Conflict):  # another close run took it
                 continue
-            created += made
     return created
+
+
+LATE_USAGE_MONTHS = 3
+
+
+def _invoice_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date, now: datetime) -> int:
+    """Invoice what a summary holds beyond its invoices so far (all of it, the first time); returns
+    1 when it made an invoice. Cancelled invoices count as invoiced: cancelling is a decision on
+    that amount, not a request to bill it again."""
+    with transaction.atomic():
+        # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
+        locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
+        if _waiting_usage(summary.pk).exists():
+            return 0  # folded meanwhile, partly: a later run invoices it whole
+        earlier = list(Invoice.objects.filter(summary=locked).order_by("id").values_list("reference", "amount"))
+        amount = locked.total_amount - sum((a for _r, a in earlier), Decimal(0))
+        if amount <= 0:  # nothing new (or usage reversed after the invoice: no negative invoice)
+            return 0
+        reference = f"TRF-{summary.period}-{summary.customer.external_id}"
+        description = f"Usage {summary.period}"
+        if earlier:
+            reference = f"{reference}-{len(earlier) + 1}"
+            description = f"Usage {summary.period} received after invoice {earlier[0][0]}"
+        _invoice, made = create_invoice(tenant=tenant, reference=reference, customer=summary.customer,
+                                        amount=amount, currency=locked.currency, gateway=gateway, due_date=due_date,
+                                        description=description, summary=locked, now=now)
+    return int(made)
+
+
+def _months_before(first_of_month: date, months: int) -> str:
+    """The period `months` months before the month of `first_of_month`, as YYYY-MM."""
+    index = first_of_month.year * 12 + first_of_month.month - 1 - months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 def _waiting_usage(summary_id):

@@ -271,6 +271,46 @@ def test_the_monthly_close_waits_for_usage_not_folded_yet(shop, fake, plan):
     assert Invoice.objects.get().amount == summary.total_amount > 0
 
 
+def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, fake, plan):
+    """Late CDRs of December, folded after December's invoice: the next close run bills the
+    difference, once; a cancelled invoice counts as billed; a reversal makes no negative invoice."""
+    from tarifa.metering.services.folding import fold_all_pending
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.plans import subscribe
+    from tarifa.metering.services.reversal import reverse_usage
+    from tarifa.metering.tests.conftest import at, call
+
+    tenant, customer = shop
+    subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
+
+    def use(record_id: str, seconds: int) -> None:
+        ingest_usage(tenant=tenant, records=[call(record_id, "cust-1", seconds, at(20), destination="987654321")])
+        fold_all_pending(batch_size=1000)
+
+    use("d1", 6000)
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == 1
+    first = Invoice.objects.get()
+    summary = Summary.objects.get(customer=customer)
+    assert first.amount == summary.total_amount > 0
+    use("late-1", 600)  # arrives on Jan 3rd
+    summary.refresh_from_db()
+    later = datetime(2026, 1, 3, 12, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=later) == 1 and close_month(now=later) == 0
+    adjustment = Invoice.objects.exclude(pk=first.pk).get()
+    assert (adjustment.reference, adjustment.amount, adjustment.summary_id, adjustment.due_date) == (
+        "TRF-2025-12-cust-1-2", summary.total_amount - first.amount, summary.id, date(2026, 1, 13))
+    assert "TRF-2025-12-cust-1" in adjustment.description
+    cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
+    assert close_month(now=later + timedelta(minutes=15)) == 0  # cancelled: billed all the same
+    reverse_usage(tenant=tenant, external_id="d1", reason="test call", caused_by="test")
+    assert close_month(now=later + timedelta(minutes=30)) == 0  # below what was billed: nothing negative
+    use("late-2", 1200)  # still below what the invoices hold
+    summary.refresh_from_db()
+    assert summary.total_amount <= first.amount + adjustment.amount
+    assert close_month(now=later + timedelta(minutes=45)) == 0
+
+
 def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
     tenant, customer = shop
     Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
