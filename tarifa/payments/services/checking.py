@@ -263,17 +263,19 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
 
 def _report_unexpected_payment(invoice: Invoice, paying: GatewayTransaction, *, source: str, statuses: str,
                                now: datetime, duration_ms: int) -> None:
-    """A cancelled invoice was paid: once per paying transaction, an event and an alert."""
+    """A cancelled invoice was paid: once per paying transaction (whatever paid statuses it goes
+    through, 3 then 4), an alert and an event."""
     CheckLog.objects.create(invoice=invoice, checked_at=now, source=source, outcome="unexpected", statuses=statuses,
                             duration_ms=duration_ms)
     details = {"gross_amount": str(paying.gross_amount), "payment_method": paying.payment_method,
                "gateway_transaction": paying.code, "gateway_status": paying.status, "seen_via": source}
-    emit_event(tenant=invoice.tenant, type="payment.unexpected", payload={**invoice_payload(invoice), **details})
-    raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_UNEXPECTED,
-                key=f"payment.unexpected:invoice:{invoice.id}:{paying.code}",
-                message=f"Invoice {invoice.reference} was cancelled, yet the gateway says transaction {paying.code} "
-                        f"paid {paying.gross_amount}: refund it or bill it again.",
-                data={"reference": invoice.reference, **details})
+    alert = raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_UNEXPECTED,
+                        key=f"payment.unexpected:invoice:{invoice.id}:{paying.code}",
+                        message=f"Invoice {invoice.reference} was cancelled, yet the gateway says transaction "
+                                f"{paying.code} paid {paying.gross_amount}: refund it or bill it again.",
+                        data={"reference": invoice.reference, **details})
+    if alert is not None:
+        emit_event(tenant=invoice.tenant, type="payment.unexpected", payload={**invoice_payload(invoice), **details})
 
 
 def _reschedule(outcomes: list[Outcome], *, worker_id: str, source: str, now: datetime) -> int:

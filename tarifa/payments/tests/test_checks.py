@@ -124,12 +124,14 @@ def test_a_cancelled_invoice_paid_anyway_raises_payment_unexpected_once(shop, fa
     tx = GatewayTransaction(code="T-CX", reference="INV-CX", status=3, gross_amount=Decimal("100"))
     assert apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook") == "unexpected"
     assert apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook") == "unpaid"  # once
+    available = GatewayTransaction(code="T-CX", reference="INV-CX", status=4, gross_amount=Decimal("100"))
+    apply_transactions(invoice_id=invoice.id, transactions=[available], source="poll")  # the same money, later
     assert Invoice.objects.get(pk=invoice.pk).status == "cancelled"
     event = Event.objects.get(type="payment.unexpected")
     assert event.payload["gateway_transaction"] == "T-CX" and event.payload["status"] == "cancelled"
     alert = Alert.objects.get(type="payment.unexpected")
     assert "INV-CX" in alert.message and alert.data["gross_amount"] == "100"
-    assert CheckLog.objects.filter(invoice=invoice, outcome="unexpected").count() == 1
+    assert CheckLog.objects.filter(invoice=invoice, outcome="unexpected").count() == 2  # each look is logged
 
 
 def test_cancelled_invoices_are_not_checked(shop, fake):
