@@ -102,7 +102,7 @@ def close_month(*, now: datetime | None = None) -> int:
         due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
         invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
         postpaid = (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
-                    .exclude(Exists(_waiting_usage(OuterRef("pk")))).select_related("customer").order_by("id"))
+                    .exclude(Exists(_waiting_usage(OuterRef("pk")))))
         fresh = postpaid.filter(~invoiced, period=previous, total_amount__gt=0)
         # Usage of a closed month folded after its invoice (CDRs that arrived late): the summary
         # holds more than its invoices. Looked for over the last LATE_USAGE_MONTHS months. (By
@@ -113,16 +113,20 @@ def close_month(*, now: datetime | None = None) -> int:
         changed = (postpaid.filter(invoiced, period__gte=_months_before(first_of_month, LATE_USAGE_MONTHS),
                                    period__lte=previous)
                    .annotate(billed=Subquery(billed)).filter(total_amount__gt=F("billed")))
-        for summary in [*fresh, *changed]:
-            try:
-                created += _invoice_summary(summary, tenant=tenant, gateway=config.default_gateway,
-                                            due_date=due_date, now=now)
-            except (IntegrityError, Conflict):  # another close run took it
-                continue
+        ids = sorted([*fresh.values_list("id", flat=True), *changed.values_list("id", flat=True)])
+        for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
+            for summary in Summary.objects.filter(id__in=ids[start:start + CLOSE_CHUNK]).select_related(
+                    "customer").order_by("id"):
+                try:
+                    created += _invoice_summary(summary, tenant=tenant, gateway=config.default_gateway,
+                                                due_date=due_date, now=now)
+                except (IntegrityError, Conflict):  # another close run took it
+                    continue
     return created
 
 
 LATE_USAGE_MONTHS = 3
+CLOSE_CHUNK = 500  # summaries loaded at a time
 
 
 def _invoice_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date, now: datetime) -> int:
