@@ -66,8 +66,10 @@ def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limi
             wallet.low_balance_threshold = check_decimal(low_balance_threshold, field="low_balance_threshold")
         wallet.save()
         if not created and _settings_of(wallet) != before:
-            AuditEntry.objects.create(wallet=wallet, actor=actor or "api", action="configure", before=before,
-                                      after=_settings_of(wallet), reason="settings changed")
+            audit = AuditEntry.objects.create(wallet=wallet, actor=actor or "api", action="configure", before=before,
+                                              after=_settings_of(wallet), reason="settings changed")
+            if wallet.credit_limit > Decimal(before["credit_limit"]):  # more room: what failed may fit now
+                queue_failed_usage_retry(wallet=wallet, cause=f"limit:{audit.id}")
     return wallet, created
 
 
@@ -219,8 +221,10 @@ def queue_balance_alerts(*, wallet: Wallet, alerts: list[str]) -> None:
                          "balance": str(wallet.balance)})
 
 
-def queue_failed_usage_retry(*, wallet: Wallet, entry: LedgerEntry) -> None:
-    enqueue("wallets.retry_failed_usage", unique_key=f"wallet-retry:{entry.id}",
+def queue_failed_usage_retry(*, wallet: Wallet, entry: LedgerEntry | None = None, cause: str = "") -> None:
+    """Retry the wallet's failed usage after credit arrived (`entry`) or its limit grew (`cause`),
+    once per such change."""
+    enqueue("wallets.retry_failed_usage", unique_key=f"wallet-retry:{entry.id if entry else cause}",
             payload={"customer_id": wallet.customer_id})
 
 

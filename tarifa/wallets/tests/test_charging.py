@@ -11,7 +11,7 @@ from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
 from tarifa.runtime.testing import drain
 from tarifa.wallets.models import LedgerEntry, Wallet
-from tarifa.wallets.services.ledger import adjust_balance, top_up
+from tarifa.wallets.services.ledger import adjust_balance, configure_wallet, top_up
 from tarifa.wallets.services.reconciliation import find_wallet_differences
 from tarifa.wallets.tests.conftest import at, prepaid_customer, tokens, use  # noqa: F401
 
@@ -56,6 +56,19 @@ def test_usage_the_wallet_cannot_cover_fails_whole_and_is_charged_after_a_top_up
     b.refresh_from_db()
     assert (b.status, b.failure_code, b.charged_amount, b.amount_due) == ("billed", "", Decimal("5.00"), None)
     assert _wallet(wallet_customer).balance == Decimal("15.00")
+    assert find_differences() == [] and find_wallet_differences() == []
+
+
+def test_raising_the_credit_limit_retries_what_failed(tenant, wallet_customer):
+    use(tenant, [tokens("a", "org-1", 6000, at(1, 1)), tokens("b", "org-1", 5000, at(1, 2))])
+    assert UsageRecord.objects.get(external_id="b").status == "failed"
+    configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("1"), actor="ops")
+    drain()  # another setting: nothing to retry
+    assert UsageRecord.objects.get(external_id="b").status == "failed"
+    configure_wallet(customer=wallet_customer, credit_limit=Decimal("10"), actor="ops")
+    drain()  # the retry, then the fold
+    assert UsageRecord.objects.get(external_id="b").status == "billed"
+    assert _wallet(wallet_customer).balance == Decimal("-1.00")
     assert find_differences() == [] and find_wallet_differences() == []
 
 
