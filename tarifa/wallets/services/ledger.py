@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
@@ -47,9 +47,13 @@ def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limi
         wallet = Wallet.objects.select_for_update().filter(customer=customer).first()
         created = wallet is None
         if created:
-            wallet = Wallet(tenant_id=customer.tenant_id, customer=customer,
-                            unit=_clean_unit(unit or _plan_currency(customer)))
-        elif unit is not None and _clean_unit(unit) != wallet.unit:
+            try:
+                with transaction.atomic():
+                    wallet = Wallet.objects.create(tenant_id=customer.tenant_id, customer=customer,
+                                                   unit=_clean_unit(unit or _plan_currency(customer)))
+            except IntegrityError:  # a concurrent request created it first: change that one
+                wallet, created = Wallet.objects.select_for_update().get(customer=customer), False
+        if not created and unit is not None and _clean_unit(unit) != wallet.unit:
             if wallet.entries.exists():
                 raise Conflict("wallet_unit_fixed", f"This wallet already holds {wallet.unit}; its unit cannot change.",
                                field="unit")

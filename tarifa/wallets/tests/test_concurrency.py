@@ -57,3 +57,33 @@ def test_four_workers_debiting_one_wallet_with_one_killed_never_overdraw_or_lose
     total = UsageRecord.objects.filter(customer=hot).aggregate(s=DecimalSum("charged_amount"))["s"]
     assert wallet.balance == Decimal(650) - total
     assert find_wallet_differences() == [] and find_differences() == []
+
+
+def test_two_requests_creating_the_same_wallet_both_succeed(postgres, tenant, token_plan, monkeypatch):
+    """A client's retried PUT …/wallet for a new wallet: the second create had hit the unique
+    customer (a 500). The loser now changes the wallet the winner created."""
+    import threading
+
+    from django.db import connection
+
+    from tarifa.tenants.services import create_customer
+    from tarifa.wallets.services import ledger
+
+    customer, _ = create_customer(tenant=tenant, external_id="new", billing_mode="prepaid")
+    plan_currency = ledger._plan_currency
+
+    def the_other_request_wins(customer):
+        def other() -> None:  # with its unit: it does not come back here
+            ledger.configure_wallet(customer=customer, unit="BRL", credit_limit=Decimal("5"))
+            connection.close()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(30)
+        return plan_currency(customer)
+
+    monkeypatch.setattr(ledger, "_plan_currency", the_other_request_wins)
+    wallet, created = ledger.configure_wallet(customer=customer, credit_limit=Decimal("7"), actor="test")
+    assert not created
+    assert Wallet.objects.get(customer=customer).credit_limit == Decimal("7")
+    assert wallet.entries.count() == 0
