@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import math
 
-from django.db import DataError
+from django.db import DataError, IntegrityError
 from django.http import HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
 from tarifa.core.auth import ApiKeyAuth
-from tarifa.core.errors import NUMERIC_OUT_OF_RANGE, STRING_TOO_LONG, DomainError, sqlstate
+from tarifa.core.errors import NUMERIC_OUT_OF_RANGE, STRING_TOO_LONG, DomainError, is_unique_violation, sqlstate
 from tarifa.core.text import LONE_SURROGATE, SURROGATE_ESCAPE, has_lone_surrogate
 
 
@@ -98,6 +98,19 @@ def _data_error(request: HttpRequest, exc: DataError):
     code, message = known
     detail = str(cause).splitlines()[0] if cause else ""
     return api.create_response(request, {"code": code, "message": f"{message} ({detail})."}, status=422)
+
+
+# Two requests creating the same thing at once (a plan code, an endpoint…): a service checks that
+# it does not exist, then creates it, and the later of the two hits the unique key. A 409 that
+# says to look again, not a 500; the transaction is rolled back, nothing is stored. Other
+# integrity errors are bugs, and stay 500s.
+@api.exception_handler(IntegrityError)
+def _integrity_error(request: HttpRequest, exc: IntegrityError):
+    if not is_unique_violation(exc):
+        raise exc
+    return api.create_response(request, {
+        "code": "conflict", "message": "Another request created the same thing at the same moment; read it, or retry."},
+        status=409)
 
 
 @api.exception_handler(AuthenticationError)

@@ -40,6 +40,12 @@ class Conflict(DomainError):
 STRING_TOO_LONG = "22001"
 NUMERIC_OUT_OF_RANGE = "22003"
 LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
+UNIQUE_VIOLATION = "23505"
+
+
+def is_unique_violation(error: BaseException) -> bool:
+    """Whether a database error is a duplicate key: PostgreSQL's SQLSTATE, SQLite's message."""
+    return sqlstate(error) == UNIQUE_VIOLATION or "UNIQUE constraint failed" in str(error)
 
 
 def sqlstate(error: BaseException) -> str | None:

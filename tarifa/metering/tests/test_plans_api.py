@@ -31,6 +31,21 @@ def test_create_get_list_and_replace(api):
     assert api.get("/api/v1/plans/nope").status_code == 404
 
 
+def test_a_plan_created_twice_at_the_same_moment_is_a_409_not_a_500(api, monkeypatch):
+    """create_plan checks that the code is free, then creates it: a concurrent create of the same
+    code passes the check too and then hits the unique key (simulated: the check sees nothing)."""
+    from tarifa.metering.models import PricePlan
+
+    assert api.post("/api/v1/plans", PLAN).status_code == 201
+    look = PricePlan.objects.filter
+    monkeypatch.setattr(PricePlan.objects, "filter",
+                        lambda *args, **kwargs: look(pk=-1) if "code" in kwargs else look(*args, **kwargs))
+    again = api.post("/api/v1/plans", PLAN)
+    assert again.status_code == 409 and again.json()["code"] == "conflict", again.content
+    monkeypatch.undo()
+    assert [p["code"] for p in api.get("/api/v1/plans").json()["items"]] == ["llm-pro"]
+
+
 @pytest.mark.parametrize("change,code,field", [
     ({"code": "Bad Code"}, "invalid_code", "code"),
     ({"rates": [{"kind": "x", "price": "-1"}]}, "invalid_number", "rates[0].price"),
