@@ -53,6 +53,7 @@ def redis_url():
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
     ratelimit.reset_cache()
+    ratelimit.clear()
     yield
     reset_transport()
 
