@@ -14,7 +14,7 @@ from django.utils import timezone
 from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
-from tarifa.events.services import emit_event
+from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary, UsageRecord
 from tarifa.payments.models import Invoice, PaymentCheck
 from tarifa.payments.services.schedule import interval_after, settings_for
@@ -39,31 +39,46 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
         raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
     currency = (currency or tenant.default_currency).strip().upper()
     check_lengths(Invoice, {"currency": currency, "payment_link": payment_link, "description": description})
-    digest = hashlib.sha256(json.dumps([customer.id, str(amount.normalize()), currency, due_date.isoformat(), gateway,
-                                        payment_link, description]).encode()).hexdigest()
+    draft = _draft(tenant=tenant, reference=reference, customer=customer, amount=amount, currency=currency,
+                   due_date=due_date, gateway=gateway, payment_link=payment_link, description=description,
+                   summary=summary, now=now or timezone.now())
     existing = Invoice.objects.filter(tenant=tenant, reference=reference).first()
     if existing is None:
-        now = now or timezone.now()
-        config = settings_for(tenant)
         try:
             with transaction.atomic():
-                invoice = Invoice.objects.create(
-                    tenant=tenant, customer=customer, reference=reference, content_hash=digest, amount=amount,
-                    currency=currency, due_date=due_date, gateway=gateway, payment_link=payment_link,
-                    description=description, summary=summary, created_at=now)
-                first = interval_after(config, 0)
-                expires_at = now + timedelta(days=config.expire_after_days)
-                PaymentCheck.objects.create(invoice=invoice, tenant=tenant, interval_seconds=first,
-                                            next_check_at=min(now + timedelta(seconds=first), expires_at),
-                                            expires_at=expires_at)
-                emit_event(tenant=tenant, type="invoice.created", payload=invoice_payload(invoice))
-                return invoice, True
+                draft.save()
+                _open(invoices=[draft], tenant=tenant, config=settings_for(tenant))
+                return draft, True
         except IntegrityError:  # created concurrently
             existing = Invoice.objects.get(tenant=tenant, reference=reference)
-    if existing.content_hash != digest:
+    if existing.content_hash != draft.content_hash:
         raise Conflict("invoice_exists", f"Invoice '{reference}' already exists with different content.",
                        field="reference")
     return existing, False
+
+
+def _draft(*, tenant: Tenant, reference: str, customer: Customer, amount: Decimal, currency: str, due_date: date,
+           gateway: str, payment_link: str = "", description: str = "", summary: Summary | None = None,
+           now: datetime) -> Invoice:
+    """An unsaved invoice, with the digest of its content (a repeated request must match it)."""
+    digest = hashlib.sha256(json.dumps([customer.id, str(amount.normalize()), currency, due_date.isoformat(), gateway,
+                                        payment_link, description]).encode()).hexdigest()
+    return Invoice(tenant=tenant, customer=customer, reference=reference, content_hash=digest, amount=amount,
+                   currency=currency, due_date=due_date, gateway=gateway, payment_link=payment_link,
+                   description=description, summary=summary, created_at=now)
+
+
+def _open(*, invoices: list[Invoice], tenant: Tenant, config) -> None:
+    """Their check rows (first check after the first interval) and `invoice.created` events, for
+    invoices just stored."""
+    first = interval_after(config, 0)
+    checks = []
+    for invoice in invoices:
+        expires_at = invoice.created_at + timedelta(days=config.expire_after_days)
+        checks.append(PaymentCheck(invoice=invoice, tenant=tenant, interval_seconds=first, expires_at=expires_at,
+                                   next_check_at=min(invoice.created_at + timedelta(seconds=first), expires_at)))
+    PaymentCheck.objects.bulk_create(checks)
+    emit_events(events=[(tenant.id, "invoice.created", invoice_payload(invoice)) for invoice in invoices])
 
 
 def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple[Invoice, bool]:
@@ -113,20 +128,44 @@ def close_month(*, now: datetime | None = None) -> int:
         changed = (postpaid.filter(invoiced, period__gte=_months_before(first_of_month, LATE_USAGE_MONTHS),
                                    period__lte=previous)
                    .annotate(billed=Subquery(billed)).filter(total_amount__gt=F("billed")))
-        ids = sorted([*fresh.values_list("id", flat=True), *changed.values_list("id", flat=True)])
+        terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
+        ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
-            for summary in Summary.objects.filter(id__in=ids[start:start + CLOSE_CHUNK]).select_related(
-                    "customer").order_by("id"):
-                try:
-                    created += _invoice_summary(summary, tenant=tenant, gateway=config.default_gateway,
-                                                due_date=due_date, now=now)
-                except (IntegrityError, Conflict):  # another close run took it
-                    continue
+            created += _invoice_new_summaries(ids[start:start + CLOSE_CHUNK], **terms)
+        for summary in changed.select_related("customer").order_by("id"):
+            try:
+                created += _invoice_summary(summary, tenant=tenant, gateway=config.default_gateway,
+                                            due_date=due_date, now=now)
+            except (IntegrityError, Conflict):  # another close run took it
+                continue
     return created
 
 
 LATE_USAGE_MONTHS = 3
-CLOSE_CHUNK = 500  # summaries loaded at a time
+# Summaries invoiced per transaction, in a few statements: one at a time, a first close took
+# about 10 ms an invoice (17 minutes for 100k customers).
+CLOSE_CHUNK = 500
+
+
+def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: date, now: datetime) -> int:
+    """The first invoice of each of these summaries that still has none and nothing waiting to be
+    folded, in one transaction holding them locked (as folds lock them, in id order). A reference
+    already taken (an invoice made through the API under the same name) is left alone, as one by
+    one it was a conflict."""
+    with transaction.atomic():
+        locked = list(Summary.objects.select_for_update(no_key=True, of=("self",))
+                      .filter(id__in=ids, total_amount__gt=0).exclude(Exists(_waiting_usage(OuterRef("pk"))))
+                      .exclude(Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))))
+                      .select_related("customer").order_by("id"))
+        drafts = {f"TRF-{s.period}-{s.customer.external_id}": s for s in locked}
+        taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(drafts)).values_list("reference", flat=True))
+        invoices = Invoice.objects.bulk_create([
+            _draft(tenant=tenant, reference=reference, customer=summary.customer, amount=summary.total_amount,
+                   currency=summary.currency, due_date=due_date, gateway=config.default_gateway,
+                   description=f"Usage {summary.period}", summary=summary, now=now)
+            for reference, summary in drafts.items() if reference not in taken])
+        _open(invoices=invoices, tenant=tenant, config=config)
+    return len(invoices)
 
 
 def _invoice_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date, now: datetime) -> int:

@@ -329,3 +329,22 @@ def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
     invoice = Invoice.objects.get()
     assert (invoice.reference, invoice.amount, invoice.due_date, invoice.summary.period) == (
         "TRF-2025-12-cust-1", Decimal("87.30"), date(2026, 1, 11), "2025-12")
+    assert (_check(invoice).status, _check(invoice).next_check_at) == ("pending", due + timedelta(minutes=15))
+    created = Event.objects.get(type="invoice.created")
+    assert (created.payload["reference"], created.payload["amount"]) == ("TRF-2025-12-cust-1", "87.300000")
+
+
+def test_the_close_leaves_a_summary_whose_reference_an_api_invoice_took(shop, fake):
+    """An invoice made through the API under the close's name for a summary: the close makes no
+    second one for it (one by one that had been a conflict), and goes on with the others."""
+    from tarifa.tenants.services import create_customer
+
+    tenant, customer = shop
+    other, _ = create_customer(tenant=tenant, external_id="cust-2")
+    for owner in (customer, other):
+        Summary.objects.create(tenant=tenant, customer=owner, period="2025-12", currency="BRL",
+                               total_amount=Decimal("10.00"), record_count=1)
+    open_invoice(shop, "TRF-2025-12-cust-1", amount="99.00")
+    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == 1
+    assert sorted(Invoice.objects.values_list("reference", "amount")) == [
+        ("TRF-2025-12-cust-1", Decimal("99.00")), ("TRF-2025-12-cust-2", Decimal("10.00"))]

@@ -96,3 +96,19 @@ def test_an_expiry_and_a_webhook_paying_the_same_invoice_neither_deadlock_nor_bo
     assert PaymentCheck.objects.get(invoice=invoice).status == "paid"
     assert not Event.objects.filter(type="invoice.expired").exists()
     assert Event.objects.filter(type="invoice.paid").count() == 1
+
+
+def test_two_monthly_closes_at_once_make_each_invoice_once(postgres, shop, fake):
+    from tarifa.metering.models import Summary
+    from tarifa.payments.services.invoices import close_month
+    from tarifa.tenants.services import create_customer
+
+    tenant = shop[0]
+    for n in range(1200):  # more than one chunk
+        customer, _ = create_customer(tenant=tenant, external_id=f"m-{n}")
+        Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                               total_amount=Decimal("1.00") + n, record_count=1)
+    due = timezone.now().replace(year=2026, month=1, day=1, hour=3, minute=5)
+    made = run_in_threads(lambda _i: close_month(now=due), 2)
+    assert sum(made) == 1200 == Invoice.objects.count() == PaymentCheck.objects.count()
+    assert Event.objects.filter(type="invoice.created").count() == 1200
