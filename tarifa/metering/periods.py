@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from tarifa.core.errors import DomainError
 
@@ -16,3 +17,9 @@ def checked_period(value: str | None) -> str | None:
     if value is not None and not PERIOD.fullmatch(value):
         raise DomainError("invalid_period", f"period must look like 2025-12, not {value!r}.", field="period")
     return value
+
+
+def months_before(day: date, months: int) -> str:
+    """The period `months` calendar months before the month of `day` (0: its own), as YYYY-MM."""
+    index = day.year * 12 + day.month - 1 - months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"

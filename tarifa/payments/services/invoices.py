@@ -16,6 +16,7 @@ from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary, UsageRecord
+from tarifa.metering.periods import months_before
 from tarifa.payments.models import Invoice, PaymentCheck
 from tarifa.payments.services.schedule import interval_after, settings_for
 from tarifa.tenants.models import Customer, Tenant
@@ -111,8 +112,7 @@ def close_month(*, now: datetime | None = None) -> int:
         local = now.astimezone(tenant.tzinfo)
         if local.day == 1 and (local.hour, local.minute) < (0, 5):
             continue
-        first_of_month = local.date().replace(day=1)
-        previous = (first_of_month - timedelta(days=1)).strftime("%Y-%m")
+        previous = months_before(local.date(), 1)
         config = settings_for(tenant)
         due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
         invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
@@ -125,7 +125,7 @@ def close_month(*, now: datetime | None = None) -> int:
         # invoice it waited for.)
         billed = (Invoice.objects.filter(summary_id=OuterRef("pk")).order_by().values("summary_id")
                   .annotate(total=Sum("amount")).values("total"))
-        changed = (postpaid.filter(invoiced, period__gte=_months_before(first_of_month, LATE_USAGE_MONTHS),
+        changed = (postpaid.filter(invoiced, period__gte=months_before(local.date(), LATE_USAGE_MONTHS),
                                    period__lte=previous)
                    .annotate(billed=Subquery(billed)).filter(total_amount__gt=F("billed")))
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
@@ -134,8 +134,8 @@ def close_month(*, now: datetime | None = None) -> int:
             created += _invoice_new_summaries(ids[start:start + CLOSE_CHUNK], **terms)
         for summary in changed.select_related("customer").order_by("id"):
             try:
-                created += _invoice_summary(summary, tenant=tenant, gateway=config.default_gateway,
-                                            due_date=due_date, now=now)
+                created += _invoice_late_usage(summary, tenant=tenant, gateway=config.default_gateway,
+                                               due_date=due_date, now=now)
             except (IntegrityError, Conflict):  # another close run took it
                 continue
     return created
@@ -157,7 +157,7 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
                       .filter(id__in=ids, total_amount__gt=0).exclude(Exists(_waiting_usage(OuterRef("pk"))))
                       .exclude(Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))))
                       .select_related("customer").order_by("id"))
-        drafts = {f"TRF-{s.period}-{s.customer.external_id}": s for s in locked}
+        drafts = {_close_reference(s): s for s in locked}
         taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(drafts)).values_list("reference", flat=True))
         invoices = Invoice.objects.bulk_create([
             _draft(tenant=tenant, reference=reference, customer=summary.customer, amount=summary.total_amount,
@@ -168,10 +168,10 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
     return len(invoices)
 
 
-def _invoice_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date, now: datetime) -> int:
-    """Invoice what a summary holds beyond its invoices so far (all of it, the first time); returns
-    1 when it made an invoice. Cancelled invoices count as invoiced: cancelling is a decision on
-    that amount, not a request to bill it again."""
+def _invoice_late_usage(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date, now: datetime) -> int:
+    """Invoice what an invoiced summary holds beyond its invoices so far; returns 1 when it made an
+    invoice. Cancelled invoices count as invoiced: cancelling is a decision on that amount, not a
+    request to bill it again."""
     with transaction.atomic():
         # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
         locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
@@ -181,21 +181,17 @@ def _invoice_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date
         amount = locked.total_amount - sum((a for _r, a in earlier), Decimal(0))
         if amount <= 0:  # nothing new (or usage reversed after the invoice: no negative invoice)
             return 0
-        reference = f"TRF-{summary.period}-{summary.customer.external_id}"
-        description = f"Usage {summary.period}"
-        if earlier:
-            reference = f"{reference}-{len(earlier) + 1}"
-            description = f"Usage {summary.period} received after invoice {earlier[0][0]}"
-        _invoice, made = create_invoice(tenant=tenant, reference=reference, customer=summary.customer,
-                                        amount=amount, currency=locked.currency, gateway=gateway, due_date=due_date,
-                                        description=description, summary=locked, now=now)
+        _invoice, made = create_invoice(
+            tenant=tenant, reference=_close_reference(summary, number=len(earlier) + 1), customer=summary.customer,
+            amount=amount, currency=locked.currency, gateway=gateway, due_date=due_date, summary=locked, now=now,
+            description=f"Usage {summary.period} received after invoice {earlier[0][0]}")
     return int(made)
 
 
-def _months_before(first_of_month: date, months: int) -> str:
-    """The period `months` months before the month of `first_of_month`, as YYYY-MM."""
-    index = first_of_month.year * 12 + first_of_month.month - 1 - months
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+def _close_reference(summary: Summary, *, number: int = 1) -> str:
+    """TRF-2025-12-acct for a summary's first invoice, then TRF-2025-12-acct-2, -3… for adjustments."""
+    reference = f"TRF-{summary.period}-{summary.customer.external_id}"
+    return reference if number == 1 else f"{reference}-{number}"
 
 
 def _waiting_usage(summary_id):
