@@ -11,8 +11,9 @@ from django.utils import timezone
 from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event
-from tarifa.metering.models import AllowanceUsage, Summary, SummaryLine, UsageRecord
+from tarifa.metering.models import AllowanceUsage, SummaryLine, UsageRecord
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
+from tarifa.metering.services.folding import lock_summaries
 from tarifa.tenants.models import Tenant
 from tarifa.wallets.models import LedgerEntry, Wallet
 from tarifa.wallets.services.ledger import post_entry, queue_failed_usage_retry
@@ -41,15 +42,15 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
         found = UsageRecord.objects.filter(tenant=tenant, external_id=external_id).only("summary_id").first()
         if found is None:
             raise NotFound("usage_record", external_id)
-        if found.summary_id is not None:
-            list(Summary.objects.select_for_update(no_key=True).filter(pk=found.summary_id).values_list("pk"))
+        summaries = lock_summaries([found.summary_id]) if found.summary_id is not None else {}
         record = UsageRecord.objects.select_for_update().get(pk=found.pk)
         if record.status == UsageRecord.Status.REVERSED:
             return Reversal(record, False)
         if record.status != UsageRecord.Status.BILLED:
             raise Conflict("usage_not_charged",
                            f"Usage '{external_id}' is {record.status}; only charged (billed) usage can be reversed.")
-        summary = Summary.objects.select_for_update(no_key=True).get(pk=record.summary_id)
+        # Its summary, locked above (a billed record's summary does not change: re-rating keeps it).
+        summary = summaries.get(record.summary_id) or lock_summaries([record.summary_id])[record.summary_id]
         amount, covered = record.charged_amount, record.allowance_used
         SummaryLine.objects.filter(summary=summary, kind=record.rated_kind).update(
             record_count=F("record_count") - 1, quantity=F("quantity") - record.quantity,
