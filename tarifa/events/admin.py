@@ -1,9 +1,10 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from tarifa.core.admin import ServiceCheckedForm, URLAdmin
 from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from tarifa.events.services import check_url, clean_event_types
+from tarifa.core.errors import DomainError
+from tarifa.events.services import check_url, clean_event_types, redeliver_webhook, update_webhook_endpoint
 
 
 @admin.register(Event)
@@ -40,6 +41,11 @@ class WebhookEndpointAdmin(URLAdmin):
     def has_add_permission(self, request):
         return False
 
+    def save_model(self, request, obj, form, change):
+        # Through the service, so that resuming an endpoint here sends what its pause held back.
+        stored = WebhookEndpoint.objects.get(pk=obj.pk)
+        update_webhook_endpoint(endpoint=stored, **{name: getattr(obj, name) for name in form.changed_data})
+
 
 class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
@@ -52,3 +58,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ("id", "endpoint", "event", "status", "attempts", "last_status_code", "delivered_at")
     list_filter = ("status",)
     inlines = [WebhookAttemptInline]
+    actions = ["redeliver"]
+
+    @admin.action(description="Send the selected deliveries again")
+    def redeliver(self, request, queryset):
+        sent = 0
+        for delivery in queryset:
+            try:
+                redeliver_webhook(delivery=delivery)
+                sent += 1
+            except DomainError as error:
+                self.message_user(request, f"Delivery {delivery.id}: {error.message}", messages.WARNING)
+        self.message_user(request, f"{sent} deliveries queued to be sent again.")

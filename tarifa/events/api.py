@@ -111,3 +111,11 @@ def delete_endpoint(request: HttpRequest, endpoint_id: int):
 def list_deliveries(request: HttpRequest, endpoint_id: int, cursor: str | None = None, limit: int = 50):
     endpoint = selectors.webhook_endpoint(tenant=request.tenant, endpoint_id=endpoint_id)
     return paginate(selectors.webhook_deliveries(endpoint=endpoint), cursor=cursor, limit=limit)
+
+
+@router.post("/{endpoint_id}/deliveries/{delivery_id}/redeliver",
+             response={202: DeliveryOut, 404: ErrorOut, 409: ErrorOut})
+def redeliver(request: HttpRequest, endpoint_id: int, delivery_id: int):
+    endpoint = selectors.webhook_endpoint(tenant=request.tenant, endpoint_id=endpoint_id)
+    services.redeliver_webhook(delivery=selectors.webhook_delivery(endpoint=endpoint, delivery_id=delivery_id))
+    return Status(202, selectors.webhook_delivery(endpoint=endpoint, delivery_id=delivery_id))

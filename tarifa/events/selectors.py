@@ -20,3 +20,10 @@ def webhook_endpoint(*, tenant: Tenant, endpoint_id: int) -> WebhookEndpoint:
 
 def webhook_deliveries(*, endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
     return endpoint.deliveries.select_related("event").prefetch_related("attempt_log")
+
+
+def webhook_delivery(*, endpoint: WebhookEndpoint, delivery_id: int) -> WebhookDelivery:
+    delivery = webhook_deliveries(endpoint=endpoint).filter(pk=delivery_id).first()
+    if delivery is None:
+        raise NotFound("webhook_delivery", str(delivery_id))
+    return delivery

@@ -13,7 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from tarifa.core.errors import DomainError
+from tarifa.core.errors import Conflict, DomainError
 from tarifa.core.text import check_lengths
 from tarifa.events import signing
 from tarifa.events.listeners import LISTENER_BATCH_SIZE, listeners_for
@@ -103,6 +103,9 @@ def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
         error = f"{type(exc).__name__}: {exc}"
     succeeded = not error
     with transaction.atomic():
+        # Locked and read again: a job whose lease ran out during a slow POST runs beside its retry,
+        # and the later write must neither lose the other's attempt nor undo its success.
+        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
         WebhookAttempt.objects.create(
             delivery=delivery, status_code=status_code, error=error, response_body=response_text,
             duration_ms=int((time.monotonic() - started) * 1000),
@@ -111,12 +114,28 @@ def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
         delivery.last_status_code = status_code
         if succeeded:
             delivery.status, delivery.delivered_at = WebhookDelivery.Status.SUCCEEDED, timezone.now()
-        elif final_attempt:
+        elif final_attempt and delivery.status == WebhookDelivery.Status.PENDING:
             delivery.status = WebhookDelivery.Status.FAILED
         delivery.save(update_fields=["attempts", "last_status_code", "status", "delivered_at"])
     metrics.WEBHOOK_DELIVERIES.labels("succeeded" if succeeded else "failed").inc()
-    if not succeeded:
+    if delivery.status == WebhookDelivery.Status.PENDING:  # not when the other run delivered it
         raise WebhookDeliveryFailed(error)
+    return delivery
+
+
+def redeliver_webhook(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivered or failed event to its endpoint again, now, with a fresh set of retries
+    (the receiver lost it, or its endpoint was fixed after the last attempt)."""
+    with transaction.atomic():
+        delivery = (WebhookDelivery.objects.select_for_update(of=("self",)).select_related("endpoint")
+                    .get(pk=delivery.pk))
+        if not delivery.endpoint.active:
+            raise Conflict("endpoint_paused", "The endpoint is paused: resume it, and its waiting deliveries are sent.")
+        if delivery.status == WebhookDelivery.Status.PENDING:
+            raise Conflict("delivery_pending", "This delivery is still being attempted; see its attempt log.")
+        delivery.status = WebhookDelivery.Status.PENDING
+        delivery.save(update_fields=["status"])
+        enqueue_many("events.deliver_webhook", [{"delivery_id": delivery.id}])
     return delivery
 
 
@@ -157,16 +176,31 @@ def create_webhook_endpoint(
 
 
 def update_webhook_endpoint(*, endpoint: WebhookEndpoint, **fields) -> WebhookEndpoint:
+    """Change an endpoint. Resuming a paused one sends what waited for it: the deliveries of events
+    emitted while it was active that its pause held back (events emitted during the pause were
+    never meant for it)."""
     check_lengths(WebhookEndpoint, {key: fields[key] for key in ("url", "description") if key in fields})
     if "url" in fields:
         fields["url"] = check_url(fields["url"])
     if "event_types" in fields:
         fields["event_types"] = clean_event_types(fields["event_types"])
+    resumed = fields.get("active") is True and not endpoint.active
     for key, value in fields.items():
         setattr(endpoint, key, value)
-    if fields:
-        endpoint.save(update_fields=list(fields))
+    with transaction.atomic():
+        if fields:
+            endpoint.save(update_fields=list(fields))
+        if resumed:
+            _send_held_deliveries(endpoint)
     return endpoint
+
+
+def _send_held_deliveries(endpoint: WebhookEndpoint) -> None:
+    # A held delivery's job ended when it found the endpoint paused; a new one sends it. Should an
+    # old retry still be queued, whichever runs second finds it delivered (or logs one more try).
+    held = endpoint.deliveries.filter(status=WebhookDelivery.Status.PENDING).order_by("id")
+    enqueue_many("events.deliver_webhook",
+                 ({"delivery_id": delivery_id} for delivery_id in held.values_list("id", flat=True).iterator()))
 
 
 def delete_webhook_endpoint(*, endpoint: WebhookEndpoint) -> None:

@@ -144,3 +144,49 @@ def test_signature_rejects_stale_timestamps():
     assert not signing.verify(secret="s", header=header, body=b"{}", now=1_000_000 + 301)
     assert not signing.verify(secret="s", header="garbage", body=b"{}")
 
+
+
+def test_deliveries_held_by_a_pause_are_sent_when_the_endpoint_resumes(tenant, receiver):
+    """A paused endpoint's deliveries had stayed pending for good: their jobs ended on the pause."""
+    from tarifa.events.services import update_webhook_endpoint
+
+    endpoint = create_webhook_endpoint(tenant=tenant, url=receiver.url)
+    held = emit_event(tenant=tenant, type="summary.updated", payload={"n": 1})
+    update_webhook_endpoint(endpoint=endpoint, active=False)
+    drain()
+    emit_event(tenant=tenant, type="summary.updated", payload={"n": 2})  # during the pause: never meant for it
+    drain()
+    assert receiver.requests == [] and WebhookDelivery.objects.get().status == "pending"
+    update_webhook_endpoint(endpoint=endpoint, description="renamed")  # no resume, nothing sent
+    drain()
+    assert receiver.requests == []
+    update_webhook_endpoint(endpoint=endpoint, active=True)
+    drain()
+    assert [json.loads(r["body"])["id"] for r in receiver.requests] == [str(held.uid)]
+    assert WebhookDelivery.objects.get().status == "succeeded"
+    update_webhook_endpoint(endpoint=endpoint, active=True)  # already active: nothing more
+    drain()
+    assert len(receiver.requests) == 1
+
+
+def test_a_late_failure_of_an_overlapping_run_does_not_undo_a_delivery(tenant, receiver, monkeypatch):
+    """Two runs of one delivery (a lease that ran out during a slow POST): the one that fails last
+    had saved its stale 'pending' over the other's success, and the event was sent once more."""
+    from tarifa.events import services
+
+    create_webhook_endpoint(tenant=tenant, url=receiver.url)
+    emit_event(tenant=tenant, type="summary.updated", payload={})
+    delivery_id = WebhookDelivery.objects.get().id
+    real_post = services.httpx.post
+
+    def post_while_the_other_run_succeeds(url, **kwargs):
+        monkeypatch.setattr(services.httpx, "post", real_post)
+        services.deliver_webhook(delivery_id=delivery_id, final_attempt=False)  # the overlapping run
+        receiver.statuses = [503]
+        return real_post(url, **kwargs)
+
+    monkeypatch.setattr(services.httpx, "post", post_while_the_other_run_succeeds)
+    delivery = services.deliver_webhook(delivery_id=delivery_id, final_attempt=True)  # no retry raised
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("succeeded", 2)
+    assert sorted(a.status_code for a in delivery.attempt_log.all()) == [200, 503]

@@ -75,3 +75,53 @@ def test_the_admin_changes_endpoints_as_the_api_checks_them_and_adds_none(operat
     assert (endpoint.url, endpoint.event_types) == ("https://erp.example.com/other", ["invoice.paid"])
     assert endpoint.secret.startswith("whsec_")  # kept: the form never shows it
     assert operator.get("/admin/events/webhookendpoint/add/").status_code == 403
+
+
+def test_a_failed_or_delivered_event_can_be_sent_again(api, tenant, receiver):
+    from tarifa.events.models import WebhookDelivery
+    from tarifa.events.services import emit_event
+    from tarifa.runtime.models import Job
+    from tarifa.runtime.testing import drain
+
+    endpoint_id = api.post("/api/v1/webhooks", {"url": receiver.url}).json()["id"]
+    emit_event(tenant=tenant, type="alert.raised", payload={"a": 1})
+    Job.objects.filter(type="events.deliver_webhook").update(max_attempts=1)
+    receiver.statuses = [500]
+    drain()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == "failed"
+    url = f"/api/v1/webhooks/{endpoint_id}/deliveries/{delivery.id}/redeliver"
+    again = api.post(url, {})
+    assert again.status_code == 202 and again.json()["status"] == "pending"
+    assert api.post(url, {}).json()["code"] == "delivery_pending"  # one at a time
+    drain()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("succeeded", 2)
+    assert api.post(url, {}).status_code == 202  # a delivered one too: the receiver lost it
+    drain()
+    assert len(receiver.requests) == 3
+    api.patch(f"/api/v1/webhooks/{endpoint_id}", {"active": False})
+    paused = api.post(url, {})
+    assert (paused.status_code, paused.json()["code"]) == (409, "endpoint_paused")
+    assert api.post(f"/api/v1/webhooks/{endpoint_id}/deliveries/{delivery.id + 1}/redeliver", {}).status_code == 404
+
+
+def test_resuming_an_endpoint_in_the_admin_sends_what_its_pause_held(operator, api, tenant, receiver):
+    from tarifa.events.models import WebhookDelivery
+    from tarifa.events.services import emit_event
+    from tarifa.runtime.testing import drain
+
+    created = api.post("/api/v1/webhooks", {"url": receiver.url}).json()
+    url = f"/admin/events/webhookendpoint/{created['id']}/change/"
+    values = {"url": receiver.url, "event_types": "[]", "description": ""}
+    emit_event(tenant=tenant, type="alert.raised", payload={})
+    assert operator.post(url, values).status_code == 302  # "active" unticked: paused
+    drain()
+    assert receiver.requests == []
+    assert operator.post(url, {**values, "active": "on"}).status_code == 302
+    drain()
+    assert len(receiver.requests) == 1 and WebhookDelivery.objects.get().status == "succeeded"
+    delivery_page = "/admin/events/webhookdelivery/"
+    operator.post(delivery_page, {"action": "redeliver", "_selected_action": [WebhookDelivery.objects.get().id]})
+    drain()
+    assert len(receiver.requests) == 2
