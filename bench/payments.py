@@ -4,10 +4,15 @@ Measures, in one run:
   1. the due-check query (the partial index on next_check_at) with 1,000 / 10,000 / 100,000 open
      invoices and the same 100 of them due: its time must not grow with the number open;
   2. checks per second with 2 workers against the fake gateway answering in 20 ms (gateway calls
-     of a claimed batch run concurrently), over 20,000 due invoices among the 100,000 open.
+     of a claimed batch run concurrently), over 20,000 due invoices among the 100,000 open;
+  3. the monthly close for 100,000 postpaid customers, each with summaries of the three months
+     before (October and November already invoiced): the first run, which invoices December; a
+     second run 15 minutes later with nothing to do; a third after 1% of the summaries grew (late
+     usage), which makes that many adjustment invoices.
 
     .venv/bin/python bench/payments.py
-    .venv/bin/python bench/payments.py --due 5000
+    .venv/bin/python bench/payments.py --due 5000 --close-customers 20000
+    .venv/bin/python bench/payments.py --skip checks
 """
 
 from __future__ import annotations
@@ -57,6 +62,53 @@ def add_invoices(tenant, customer, count: int, *, start: int, due: int) -> None:
             for i, invoice in enumerate(invoices)])
 
 
+def bench_close(customers: int) -> None:
+    """Phase 3: the monthly close (payments.close_month) over `customers` postpaid customers."""
+    from datetime import datetime, timezone as dt_timezone
+
+    from django.db import connection
+    from django.db.models import F
+
+    from tarifa.metering.models import Summary
+    from tarifa.payments.models import Invoice
+    from tarifa.payments.services.invoices import close_month
+    from tarifa.tenants.models import Customer
+    from tarifa.tenants.services import create_tenant
+
+    tenant, _ = create_tenant(name="bench-close", slug="bench-close")
+    made_at = datetime(2025, 12, 1, 12, tzinfo=dt_timezone.utc)
+    t0 = time.perf_counter()
+    for offset in range(0, customers, 5000):
+        batch = Customer.objects.bulk_create([Customer(tenant=tenant, external_id=f"acct-{n}")
+                                              for n in range(offset, min(customers, offset + 5000))])
+        summaries = Summary.objects.bulk_create([
+            Summary(tenant=tenant, customer=c, period=period, currency="BRL", record_count=10,
+                    total_amount=Decimal("10.00") + c.id % 500)
+            for c in batch for period in ("2025-10", "2025-11", "2025-12")])
+        Invoice.objects.bulk_create([
+            Invoice(tenant=tenant, customer=s.customer, reference=f"TRF-{s.period}-{s.customer.external_id}",
+                    content_hash="bench", amount=s.total_amount, currency="BRL", due_date=date(2025, 12, 10),
+                    gateway="pagseguro", summary=s, status="paid", created_at=made_at)
+            for s in summaries if s.period != "2025-12"])
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    print(f"monthly close: {customers:,} postpaid customers, summaries for 3 months, 2 of them invoiced "
+          f"(set up in {time.perf_counter() - t0:.0f} s)", flush=True)
+    close = datetime(2026, 1, 1, 12, tzinfo=dt_timezone.utc)
+    runs = [("first run (invoices December)", close, None),
+            ("next run, nothing to do", close + timedelta(minutes=15), None),
+            ("after 1% grew: adjustments", close + timedelta(minutes=30), customers // 100)]
+    for label, now, grow in runs:
+        if grow:
+            grown = list(Summary.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)[::300][:grow])
+            Summary.objects.filter(id__in=grown).update(total_amount=F("total_amount") + Decimal("1.50"))
+        t0 = time.perf_counter()
+        made = close_month(now=now)
+        seconds = time.perf_counter() - t0
+        rate = f", {made / seconds:,.0f} invoices/s" if made else ""
+        print(f"  {label}: {made:,} invoices in {seconds:.2f} s{rate}", flush=True)
+
+
 def time_due_query(samples: int = 30) -> tuple[float, float]:
     from django.db import connection, transaction
 
@@ -77,9 +129,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--due", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--close-customers", type=int, default=100_000)
+    parser.add_argument("--skip", default="", help="comma-separated phases to leave out: checks, close")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
     url = os.environ.get("TARIFA_BENCH_DATABASE_URL") or DEFAULT_URL
     setup_django(url)
+    if "checks" not in skip:
+        bench_checks(url, args)
+    if "close" not in skip:
+        bench_close(args.close_customers)
+
+
+def bench_checks(url: str, args) -> None:
+    """Phases 1 and 2: the due-check query, and checks per second against the fake gateway."""
     from django.db import connection
 
     from tarifa.payments.models import CheckLog, PaymentCheck

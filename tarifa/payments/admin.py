@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from tarifa.core.admin import ReadOnly, URLAdmin
-from tarifa.payments.models import CheckLog, GatewayCredential, Invoice, PaymentCheck, PaymentTransaction
+from tarifa.payments.models import CheckLog, CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentTransaction
 
 
 class CheckInline(ReadOnly, admin.StackedInline):
@@ -38,6 +38,15 @@ class InvoiceAdmin(ReadOnly, URLAdmin):
     readonly_fields = ("status", "paid_at", "gross_amount", "fee_amount", "net_amount", "payment_method",
                        "transaction_code", "paid_via", "reversed_at", "cancelled_at", "content_hash")
     inlines = [CheckInline, TransactionInline, CheckLogInline]
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnly, admin.ModelAdmin):
+    """Made by the monthly close when a summary fell below what its invoices billed; read here."""
+
+    list_display = ("reference", "tenant", "customer", "amount", "currency", "created_at")
+    list_filter = ("tenant",)
+    search_fields = ("reference", "customer__external_id")
 
 
 @admin.register(GatewayCredential)

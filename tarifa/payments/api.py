@@ -133,6 +133,27 @@ def cancel_invoice(request: HttpRequest, reference: str, payload: CancelIn):
     return selectors.invoice_by_reference(tenant=request.tenant, reference=reference)
 
 
+class CreditNoteOut(Schema):
+    reference: str
+    customer: str = Field(..., alias="customer.external_id")
+    period: str = Field(..., alias="summary.period")
+    amount: Decimal
+    currency: str
+    reason: str
+    created_at: datetime
+
+
+class CreditNotePage(Schema):
+    items: list[CreditNoteOut]
+    next_cursor: str | None
+
+
+@router.get("/credit-notes", response={200: CreditNotePage, 404: ErrorOut})
+def list_credit_notes(request: HttpRequest, customer: str | None = None, cursor: str | None = None, limit: int = 50):
+    owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
+    return paginate(selectors.credit_notes(tenant=request.tenant, customer=owner), cursor=cursor, limit=limit)
+
+
 class CredentialIn(Schema):
     base_url: str = "https://ws.sandbox.pagseguro.uol.com.br"
     email: str

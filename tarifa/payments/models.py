@@ -95,6 +95,26 @@ class Invoice(models.Model):
         return self.reference
 
 
+class CreditNote(models.Model):
+    """What the monthly close owes back: a summary whose usage fell (reversals, a re-rate) below what
+    its invoices billed. The tenant's ERP refunds or offsets it; the close only records it, once."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="credit_notes")
+    summary = models.ForeignKey("metering.Summary", on_delete=models.PROTECT, related_name="credit_notes")
+    reference = models.CharField(max_length=200, help_text="TRF-2025-12-acct-C1, -C2…; unique per tenant.")
+    amount = models.DecimalField(**MONEY, help_text="Positive: what is owed back.")
+    currency = models.CharField(max_length=16)
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "reference"], name="credit_note_unique_reference")]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
 class PaymentCheck(models.Model):
     """The control row of an open invoice: when to ask the gateway next, and how it went.
 

@@ -4,7 +4,7 @@ from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
-from tarifa.payments.models import GatewayCredential, Invoice, PaymentCheck
+from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck
 from tarifa.tenants.models import Tenant
 
 
@@ -15,6 +15,11 @@ def invoices(*, tenant: Tenant, status: str | None = None, customer=None) -> Que
     if customer is not None:
         rows = rows.filter(customer=customer)
     return rows
+
+
+def credit_notes(*, tenant: Tenant, customer=None) -> QuerySet[CreditNote]:
+    rows = CreditNote.objects.filter(tenant=tenant).select_related("customer", "summary")
+    return rows if customer is None else rows.filter(customer=customer)
 
 
 def invoice_by_reference(*, tenant: Tenant, reference: str) -> Invoice:

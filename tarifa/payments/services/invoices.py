@@ -8,16 +8,17 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Subquery, Sum
+from django.db.models import DecimalField, Exists, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import check_decimal
+from tarifa.core.money import MONEY, check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
-from tarifa.payments.models import Invoice, PaymentCheck
+from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.services.schedule import interval_after, settings_for
 from tarifa.tenants.models import Customer, Tenant
 
@@ -102,10 +103,12 @@ def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple
 
 def close_month(*, now: datetime | None = None) -> int:
     """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
-    summary of the month just ended with a non-zero total becomes an invoice, and a summary of the
-    last LATE_USAGE_MONTHS months that grew after it was invoiced gets an adjustment invoice for
-    the difference. Each invoice has a reference of its own (TRF-2025-12-acct, then -2, -3…), so
-    runs at the same time or again create nothing more. Returns how many were created."""
+    summary of the month just ended with a non-zero total becomes an invoice. A summary of the last
+    LATE_USAGE_MONTHS months that changed after it was invoiced is settled: one that grew gets an
+    adjustment invoice for the difference, one that fell below what its invoices billed gets a
+    credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then
+    -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more.
+    Returns how many invoices and credit notes were created."""
     now = now or timezone.now()
     created = 0
     for tenant in Tenant.objects.all():
@@ -119,23 +122,24 @@ def close_month(*, now: datetime | None = None) -> int:
         postpaid = (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
                     .exclude(Exists(_waiting_usage(OuterRef("pk")))))
         fresh = postpaid.filter(~invoiced, period=previous, total_amount__gt=0)
-        # Usage of a closed month folded after its invoice (CDRs that arrived late): the summary
-        # holds more than its invoices. Looked for over the last LATE_USAGE_MONTHS months. (By
-        # amounts, not times: a fold's updated_at is its transaction's start, which may precede an
-        # invoice it waited for.)
-        billed = (Invoice.objects.filter(summary_id=OuterRef("pk")).order_by().values("summary_id")
-                  .annotate(total=Sum("amount")).values("total"))
+        # Usage of a closed month that changed after its invoice: CDRs that arrived late, or
+        # reversals and re-rates. Looked for over the last LATE_USAGE_MONTHS months. (By amounts,
+        # not times: a fold's updated_at is its transaction's start, which may precede an invoice
+        # it waited for.)
         changed = (postpaid.filter(invoiced, period__gte=months_before(local.date(), LATE_USAGE_MONTHS),
                                    period__lte=previous)
-                   .annotate(billed=Subquery(billed)).filter(total_amount__gt=F("billed")))
+                   .annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
+                             owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
+                   .filter(Q(total_amount__gt=F("billed") - F("credited"))
+                           | Q(total_amount__lt=F("owed") - F("credited"))))
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
             created += _invoice_new_summaries(ids[start:start + CLOSE_CHUNK], **terms)
         for summary in changed.select_related("customer").order_by("id"):
             try:
-                created += _invoice_late_usage(summary, tenant=tenant, gateway=config.default_gateway,
-                                               due_date=due_date, now=now)
+                created += _settle_changed_summary(summary, tenant=tenant, gateway=config.default_gateway,
+                                                   due_date=due_date, now=now)
             except (IntegrityError, Conflict):  # another close run took it
                 continue
     return created
@@ -168,24 +172,55 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
     return len(invoices)
 
 
-def _invoice_late_usage(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date, now: datetime) -> int:
-    """Invoice what an invoiced summary holds beyond its invoices so far; returns 1 when it made an
-    invoice. Cancelled invoices count as invoiced: cancelling is a decision on that amount, not a
-    request to bill it again."""
+def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date,
+                            now: datetime) -> int:
+    """Bill what an invoiced summary holds beyond its invoices so far (less its credit notes), or
+    credit what it fell below them; returns 1 when it made an invoice or a credit note.
+
+    A cancelled invoice counts as billed, since cancelling is a decision on that amount, not a
+    request to bill it again; but nothing is credited against it, since nothing was charged."""
     with transaction.atomic():
         # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
         locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
+        locked.customer = summary.customer
         if _waiting_usage(summary.pk).exists():
-            return 0  # folded meanwhile, partly: a later run invoices it whole
-        earlier = list(Invoice.objects.filter(summary=locked).order_by("id").values_list("reference", "amount"))
-        amount = locked.total_amount - sum((a for _r, a in earlier), Decimal(0))
-        if amount <= 0:  # nothing new (or usage reversed after the invoice: no negative invoice)
-            return 0
-        _invoice, made = create_invoice(
-            tenant=tenant, reference=_close_reference(summary, number=len(earlier) + 1), customer=summary.customer,
-            amount=amount, currency=locked.currency, gateway=gateway, due_date=due_date, summary=locked, now=now,
-            description=f"Usage {summary.period} received after invoice {earlier[0][0]}")
-    return int(made)
+            return 0  # folded meanwhile, partly: a later run settles it whole
+        earlier = list(Invoice.objects.filter(summary=locked).order_by("id").values_list("reference", "amount", "status"))
+        credits = list(CreditNote.objects.filter(summary=locked).values_list("amount", flat=True))
+        credited = sum(credits, Decimal(0))
+        billed = sum((amount for _r, amount, _s in earlier), Decimal(0)) - credited
+        owed = sum((amount for _r, amount, status in earlier if status != Invoice.Status.CANCELLED),
+                   Decimal(0)) - credited
+        if locked.total_amount > billed:
+            _invoice, made = create_invoice(
+                tenant=tenant, reference=_close_reference(summary, number=len(earlier) + 1),
+                customer=summary.customer, amount=locked.total_amount - billed, currency=locked.currency,
+                gateway=gateway, due_date=due_date, summary=locked, now=now,
+                description=f"Usage {summary.period} received after invoice {earlier[0][0]}")
+            return int(made)
+        if locked.total_amount < owed:
+            _credit(locked, tenant=tenant, amount=owed - locked.total_amount, number=len(credits) + 1,
+                    invoices=[reference for reference, _a, status in earlier if status != Invoice.Status.CANCELLED],
+                    now=now)
+            return 1
+    return 0
+
+
+def _credit(summary: Summary, *, tenant: Tenant, amount: Decimal, number: int, invoices: list[str],
+            now: datetime) -> CreditNote:
+    note = CreditNote.objects.create(
+        tenant=tenant, customer=summary.customer, summary=summary, reference=f"{_close_reference(summary)}-C{number}",
+        amount=amount, currency=summary.currency, created_at=now,
+        reason=f"Usage {summary.period} reduced after invoice {', '.join(invoices)} (reversals or re-rating)")
+    emit_event(tenant=tenant, type="credit_note.created", payload=credit_note_payload(note))
+    return note
+
+
+def _summed(invoices_or_credit_notes):
+    """The sum of a summary's invoices (or credit notes), 0 for none: a correlated subquery."""
+    total = (invoices_or_credit_notes.filter(summary_id=OuterRef("pk")).order_by().values("summary_id")
+             .annotate(total=Sum("amount")).values("total"))
+    return Coalesce(Subquery(total), Value(Decimal(0)), output_field=DecimalField(**MONEY))
 
 
 def _close_reference(summary: Summary, *, number: int = 1) -> str:
@@ -205,3 +240,8 @@ def invoice_payload(invoice: Invoice) -> dict:
             "amount": str(invoice.amount), "currency": invoice.currency, "due_date": invoice.due_date.isoformat(),
             "transaction_code": invoice.transaction_code or None,
             "paid_at": invoice.paid_at.isoformat() if invoice.paid_at else None}
+
+
+def credit_note_payload(note: CreditNote) -> dict:
+    return {"reference": note.reference, "customer": note.customer.external_id, "period": note.summary.period,
+            "amount": str(note.amount), "currency": note.currency, "reason": note.reason}

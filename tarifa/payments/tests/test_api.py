@@ -98,3 +98,28 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
         assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)
     huge = api.post("/api/v1/invoices", {**BODY, "reference": "HUGE", "amount": "1e20"})
     assert huge.status_code == 422 and huge.json()["code"] == "invalid_number"
+
+
+def test_credit_notes_are_listed(shop_api, tenant, make_api):
+    """The close's credit notes (a summary fell below its invoices) as the tenant's ERP reads them."""
+    from datetime import datetime, timezone as dt_timezone
+
+    from tarifa.metering.models import Summary
+    from tarifa.payments.services.invoices import close_month
+    from tarifa.tenants.models import Customer
+
+    customer = Customer.objects.get(tenant=tenant, external_id="c-1")
+    summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                                     total_amount=Decimal("40.00"), record_count=4)
+    assert close_month(now=datetime(2026, 1, 1, 12, tzinfo=dt_timezone.utc)) == 1
+    Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal("30.00"))  # as a reversal leaves it
+    assert close_month(now=datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)) == 1
+    page = shop_api.get("/api/v1/credit-notes?customer=c-1").json()
+    assert page["next_cursor"] is None
+    [note] = page["items"]
+    assert (note["reference"], note["customer"], note["period"], Decimal(note["amount"]), note["currency"]) == (
+        "TRF-2025-12-c-1-C1", "c-1", "2025-12", Decimal("10.00"), "BRL")
+    assert "TRF-2025-12-c-1" in note["reason"]
+    assert shop_api.get("/api/v1/credit-notes?customer=nobody").status_code == 404
+    _, other = make_api("Other")
+    assert other.get("/api/v1/credit-notes").json()["items"] == []

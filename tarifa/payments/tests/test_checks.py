@@ -12,7 +12,9 @@ from django.test import Client
 from tarifa.alerts.models import Alert
 from tarifa.events.models import Event
 from tarifa.metering.models import Summary
-from tarifa.payments.models import CheckLog, GatewayCredential, InboundNotification, Invoice, PaymentCheck
+from tarifa.payments.models import (
+    CheckLog, CreditNote, GatewayCredential, InboundNotification, Invoice, PaymentCheck,
+)
 from tarifa.payments.services.checking import (
     apply_transactions, claim_due_checks, resolve_notification, run_due_checks,
 )
@@ -275,11 +277,10 @@ def test_the_monthly_close_waits_for_usage_not_folded_yet(shop, fake, plan):
 
 def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, fake, plan):
     """Late CDRs of December, folded after December's invoice: the next close run bills the
-    difference, once; a cancelled invoice counts as billed; a reversal makes no negative invoice."""
+    difference, once; a cancelled invoice counts as billed."""
     from tarifa.metering.services.folding import fold_all_pending
     from tarifa.metering.services.ingestion import ingest_usage
     from tarifa.metering.services.plans import subscribe
-    from tarifa.metering.services.reversal import reverse_usage
     from tarifa.metering.tests.conftest import at, call
 
     tenant, customer = shop
@@ -305,12 +306,56 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
     assert "TRF-2025-12-cust-1" in adjustment.description
     cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
     assert close_month(now=later + timedelta(minutes=15)) == 0  # cancelled: billed all the same
-    reverse_usage(tenant=tenant, external_id="d1", reason="test call", caused_by="test")
-    assert close_month(now=later + timedelta(minutes=30)) == 0  # below what was billed: nothing negative
-    use("late-2", 1200)  # still below what the invoices hold
+
+
+def test_usage_reduced_after_the_close_is_credited_once(shop, fake, plan):
+    """A reversal (or a re-rate) after December's invoice: the customer was billed more than the
+    summary now holds. The close had made nothing (no negative invoice) and the overcharge was
+    recorded nowhere; it now makes a credit note for the difference, once, and later usage bills
+    only what goes beyond the credited total. A cancelled invoice is never credited."""
+    from tarifa.metering.services.folding import fold_all_pending
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.plans import subscribe
+    from tarifa.metering.services.reversal import reverse_usage
+    from tarifa.metering.tests.conftest import at, call
+
+    tenant, customer = shop
+    subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
+
+    def use(record_id: str, seconds: int) -> None:
+        ingest_usage(tenant=tenant, records=[call(record_id, "cust-1", seconds, at(20), destination="987654321")])
+        fold_all_pending(batch_size=1000)
+
+    use("d1", 6000)
+    use("d2", 1200)
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == 1
+    invoice = Invoice.objects.get()
+    summary = Summary.objects.get(customer=customer)
+    reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
     summary.refresh_from_db()
-    assert summary.total_amount <= first.amount + adjustment.amount
-    assert close_month(now=later + timedelta(minutes=45)) == 0
+    later = datetime(2026, 1, 5, 12, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=later) == 1 and close_month(now=later) == 0
+    note = CreditNote.objects.get()
+    assert (note.reference, note.amount, note.summary_id, note.customer_id) == (
+        "TRF-2025-12-cust-1-C1", invoice.amount - summary.total_amount, summary.id, customer.id)
+    assert note.amount > 0 and "TRF-2025-12-cust-1" in note.reason
+    event = Event.objects.get(type="credit_note.created")
+    assert (event.payload["reference"], event.payload["amount"], event.payload["period"]) == (
+        note.reference, str(note.amount), "2025-12")
+    use("late-1", 1200)  # as much as was credited: billed again, net of the credit
+    summary.refresh_from_db()
+    assert close_month(now=later + timedelta(minutes=15)) == 1
+    adjustment = Invoice.objects.exclude(pk=invoice.pk).get()
+    assert adjustment.amount == summary.total_amount - (invoice.amount - note.amount) == note.amount
+    cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
+    reverse_usage(tenant=tenant, external_id="late-1", reason="test call", caused_by="test")
+    assert close_month(now=later + timedelta(minutes=30)) == 0  # its invoice was cancelled: nothing charged
+    reverse_usage(tenant=tenant, external_id="d1", reason="test call", caused_by="test")
+    assert close_month(now=later + timedelta(minutes=45)) == 1
+    summary.refresh_from_db()
+    assert (summary.total_amount, CreditNote.objects.order_by("id").last().reference) == (0, "TRF-2025-12-cust-1-C2")
+    assert sum(CreditNote.objects.values_list("amount", flat=True)) == invoice.amount - summary.total_amount
 
 
 def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
