@@ -275,9 +275,9 @@ def test_the_monthly_close_waits_for_usage_not_folded_yet(shop, fake, plan):
     assert Invoice.objects.get().amount == summary.total_amount > 0
 
 
-def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, fake, plan):
-    """Late CDRs of December, folded after December's invoice: the next close run bills the
-    difference, once; a cancelled invoice counts as billed."""
+@pytest.fixture
+def use(shop, plan):
+    """cust-1 on the telephony plan; use(id, seconds) rates and folds a December mobile call now."""
     from tarifa.metering.services.folding import fold_all_pending
     from tarifa.metering.services.ingestion import ingest_usage
     from tarifa.metering.services.plans import subscribe
@@ -290,6 +290,13 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
         ingest_usage(tenant=tenant, records=[call(record_id, "cust-1", seconds, at(20), destination="987654321")])
         fold_all_pending(batch_size=1000)
 
+    return use
+
+
+def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, fake, use):
+    """Late CDRs of December, folded after December's invoice: the next close run bills the
+    difference, once; a cancelled invoice counts as billed."""
+    tenant, customer = shop
     use("d1", 6000)
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
     assert close_month(now=close) == 1
@@ -308,24 +315,14 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
     assert close_month(now=later + timedelta(minutes=15)) == 0  # cancelled: billed all the same
 
 
-def test_usage_reduced_after_the_close_is_credited_once(shop, fake, plan):
+def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
     """A reversal (or a re-rate) after December's invoice: the customer was billed more than the
     summary now holds. The close had made nothing (no negative invoice) and the overcharge was
     recorded nowhere; it now makes a credit note for the difference, once, and later usage bills
     only what goes beyond the credited total. A cancelled invoice is never credited."""
-    from tarifa.metering.services.folding import fold_all_pending
-    from tarifa.metering.services.ingestion import ingest_usage
-    from tarifa.metering.services.plans import subscribe
     from tarifa.metering.services.reversal import reverse_usage
-    from tarifa.metering.tests.conftest import at, call
 
     tenant, customer = shop
-    subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
-
-    def use(record_id: str, seconds: int) -> None:
-        ingest_usage(tenant=tenant, records=[call(record_id, "cust-1", seconds, at(20), destination="987654321")])
-        fold_all_pending(batch_size=1000)
-
     use("d1", 6000)
     use("d2", 1200)
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
