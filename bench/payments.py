@@ -100,7 +100,8 @@ def bench_close(customers: int) -> None:
             ("after 1% grew: adjustments", close + timedelta(minutes=30), customers // 100)]
     for label, now, grow in runs:
         if grow:
-            grown = list(Summary.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)[::300][:grow])
+            ids = Summary.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)
+            grown = list(ids[::300][:grow])
             Summary.objects.filter(id__in=grown).update(total_amount=F("total_amount") + Decimal("1.50"))
         t0 = time.perf_counter()
         made = close_month(now=now)

@@ -2,8 +2,8 @@ from django import forms
 from django.contrib import admin, messages
 
 from tarifa.core.admin import ServiceCheckedForm, URLAdmin
-from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tarifa.core.errors import DomainError
+from tarifa.events.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tarifa.events.services import check_url, clean_event_types, redeliver_webhook, update_webhook_endpoint
 
 

@@ -151,8 +151,8 @@ def check_url(url: str) -> str:
 
 # What Tarifa emits, and so what an endpoint may subscribe to: a mistyped type ("alert.raise") had
 # been accepted and the endpoint then never called.
-EVENT_TYPES = ("alert.raised", "credit_note.created", "invoice.cancelled", "invoice.created", "invoice.expired", "invoice.paid",
-               "payment.reversed", "payment.unexpected", "summary.updated", "usage.reversed")
+EVENT_TYPES = ("alert.raised", "credit_note.created", "invoice.cancelled", "invoice.created", "invoice.expired",
+               "invoice.paid", "payment.reversed", "payment.unexpected", "summary.updated", "usage.reversed")
 
 
 def clean_event_types(event_types) -> list[str]:

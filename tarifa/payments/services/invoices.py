@@ -185,7 +185,8 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         locked.customer = summary.customer
         if _waiting_usage(summary.pk).exists():
             return 0  # folded meanwhile, partly: a later run settles it whole
-        earlier = list(Invoice.objects.filter(summary=locked).order_by("id").values_list("reference", "amount", "status"))
+        earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
+                       .values_list("reference", "amount", "status"))
         credits = list(CreditNote.objects.filter(summary=locked).values_list("amount", flat=True))
         credited = sum(credits, Decimal(0))
         billed = sum((amount for _r, amount, _s in earlier), Decimal(0)) - credited
