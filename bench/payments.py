@@ -8,7 +8,8 @@ Measures, in one run:
   3. the monthly close for 100,000 postpaid customers, each with summaries of the three months
      before (October and November already invoiced): the first run, which invoices December; a
      second run 15 minutes later with nothing to do; a third after 1% of the summaries grew (late
-     usage), which makes that many adjustment invoices.
+     usage), which makes that many adjustment invoices; a fourth after they fell below what was
+     invoiced (reversals), which makes that many credit notes.
 
     .venv/bin/python bench/payments.py
     .venv/bin/python bench/payments.py --due 5000 --close-customers 20000
@@ -95,19 +96,20 @@ def bench_close(customers: int) -> None:
     print(f"monthly close: {customers:,} postpaid customers, summaries for 3 months, 2 of them invoiced "
           f"(set up in {time.perf_counter() - t0:.0f} s)", flush=True)
     close = datetime(2026, 1, 1, 12, tzinfo=dt_timezone.utc)
-    runs = [("first run (invoices December)", close, None),
-            ("next run, nothing to do", close + timedelta(minutes=15), None),
-            ("after 1% grew: adjustments", close + timedelta(minutes=30), customers // 100)]
-    for label, now, grow in runs:
-        if grow:
-            ids = Summary.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)
-            grown = list(ids[::300][:grow])
-            Summary.objects.filter(id__in=grown).update(total_amount=F("total_amount") + Decimal("1.50"))
+    every_300th = Summary.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)[::300]
+    runs = [("first run (invoices December)", close, None, "invoices"),
+            ("next run, nothing to do", close + timedelta(minutes=15), None, "invoices"),
+            ("after 1% grew: adjustments", close + timedelta(minutes=30), Decimal("1.50"), "invoices"),
+            ("after 1% fell: credit notes", close + timedelta(minutes=45), Decimal("-3.00"), "credit notes")]
+    for label, now, change, made_what in runs:
+        if change:  # 1% of the summaries, spread over the three months
+            changed = list(every_300th[:customers // 100])
+            Summary.objects.filter(id__in=changed).update(total_amount=F("total_amount") + change)
         t0 = time.perf_counter()
         made = close_month(now=now)
         seconds = time.perf_counter() - t0
-        rate = f", {made / seconds:,.0f} invoices/s" if made else ""
-        print(f"  {label}: {made:,} invoices in {seconds:.2f} s{rate}", flush=True)
+        rate = f", {made / seconds:,.0f}/s" if made else ""
+        print(f"  {label}: {made:,} {made_what} in {seconds:.2f} s{rate}", flush=True)
 
 
 def time_due_query(samples: int = 30) -> tuple[float, float]:
