@@ -26,3 +26,22 @@ def test_payment_admin_pages_render(operator, tenant):
     operator.post(f"/admin/payments/invoice/{invoice.pk}/change/", {"amount": "1", "description": "edited"})
     invoice.refresh_from_db()
     assert (invoice.amount, invoice.description) == (Decimal("5"), "")
+
+
+def test_credit_notes_are_read_in_the_admin(operator, tenant):
+    from tarifa.metering.models import Summary
+    from tarifa.payments.models import CreditNote
+    from tarifa.tenants.services import create_customer
+
+    customer, _ = create_customer(tenant=tenant, external_id="c")
+    summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL")
+    note = CreditNote.objects.create(tenant=tenant, customer=customer, summary=summary, reference="TRF-2025-12-c-C1",
+                                     amount=Decimal("3.50"), currency="BRL", reason="reversal",
+                                     created_at=summary.updated_at)
+    page = operator.get("/admin/payments/creditnote/?q=TRF-2025-12")
+    assert page.status_code == 200 and b"TRF-2025-12-c-C1" in page.content
+    assert operator.get(f"/admin/payments/creditnote/{note.pk}/change/").status_code == 200
+    assert operator.get("/admin/payments/creditnote/add/").status_code == 403  # made by the close only
+    operator.post(f"/admin/payments/creditnote/{note.pk}/change/", {"amount": "1"})
+    note.refresh_from_db()
+    assert note.amount == Decimal("3.50")
