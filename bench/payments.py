@@ -106,7 +106,7 @@ def bench_close(customers: int) -> None:
             changed = list(every_300th[:customers // 100])
             Summary.objects.filter(id__in=changed).update(total_amount=F("total_amount") + change)
         t0 = time.perf_counter()
-        made = close_month(now=now)
+        made = close_month(now=now).made
         seconds = time.perf_counter() - t0
         rate = f", {made / seconds:,.0f}/s" if made else ""
         print(f"  {label}: {made:,} {made_what} in {seconds:.2f} s{rate}", flush=True)

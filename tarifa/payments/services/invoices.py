@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -101,16 +102,32 @@ def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple
     return invoice, True
 
 
-def close_month(*, now: datetime | None = None) -> int:
+@dataclass(frozen=True)
+class CloseResult:
+    """What a close run made."""
+
+    invoices: int = 0  # first invoices of the month just ended
+    adjustments: int = 0  # invoices of usage folded after a summary's invoice
+    credit_notes: int = 0  # for summaries that fell below what their invoices charged
+
+    def __add__(self, other: CloseResult) -> CloseResult:
+        return CloseResult(self.invoices + other.invoices, self.adjustments + other.adjustments,
+                           self.credit_notes + other.credit_notes)
+
+    @property
+    def made(self) -> int:
+        return self.invoices + self.adjustments + self.credit_notes
+
+
+def close_month(*, now: datetime | None = None) -> CloseResult:
     """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
     summary of the month just ended with a non-zero total becomes an invoice. A summary of the last
     LATE_USAGE_MONTHS months that changed after it was invoiced is settled: one that grew gets an
     adjustment invoice for the difference, one that fell below what its invoices billed gets a
     credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then
-    -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more.
-    Returns how many invoices and credit notes were created."""
+    -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
     now = now or timezone.now()
-    created = 0
+    created = CloseResult()
     for tenant in Tenant.objects.all():
         local = now.astimezone(tenant.tzinfo)
         if local.day == 1 and (local.hour, local.minute) < (0, 5):
@@ -135,7 +152,7 @@ def close_month(*, now: datetime | None = None) -> int:
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
-            created += _invoice_new_summaries(ids[start:start + CLOSE_CHUNK], **terms)
+            created += CloseResult(invoices=_invoice_new_summaries(ids[start:start + CLOSE_CHUNK], **terms))
         for summary in changed.select_related("customer").order_by("id"):
             try:
                 created += _settle_changed_summary(summary, tenant=tenant, gateway=config.default_gateway,
@@ -173,9 +190,9 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
 
 
 def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date,
-                            now: datetime) -> int:
+                            now: datetime) -> CloseResult:
     """Bill what an invoiced summary holds beyond its invoices so far (less its credit notes), or
-    credit what it fell below them; returns 1 when it made an invoice or a credit note.
+    credit what it fell below them.
 
     A cancelled invoice counts as billed, since cancelling is a decision on that amount, not a
     request to bill it again; but nothing is credited against it, since nothing was charged."""
@@ -184,7 +201,7 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
         locked.customer = summary.customer
         if _waiting_usage(summary.pk).exists():
-            return 0  # folded meanwhile, partly: a later run settles it whole
+            return CloseResult()  # folded meanwhile, partly: a later run settles it whole
         earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
                        .values_list("reference", "amount", "status"))
         credits = list(CreditNote.objects.filter(summary=locked).values_list("amount", flat=True))
@@ -198,13 +215,13 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
                 customer=summary.customer, amount=locked.total_amount - billed, currency=locked.currency,
                 gateway=gateway, due_date=due_date, summary=locked, now=now,
                 description=f"Usage {summary.period} received after invoice {earlier[0][0]}")
-            return int(made)
+            return CloseResult(adjustments=int(made))
         if locked.total_amount < owed:
             _credit(locked, tenant=tenant, amount=owed - locked.total_amount, number=len(credits) + 1,
                     invoices=[reference for reference, _a, status in earlier if status != Invoice.Status.CANCELLED],
                     now=now)
-            return 1
-    return 0
+            return CloseResult(credit_notes=1)
+    return CloseResult()
 
 
 def _credit(summary: Summary, *, tenant: Tenant, amount: Decimal, number: int, invoices: list[str],

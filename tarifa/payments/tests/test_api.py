@@ -105,15 +105,15 @@ def test_credit_notes_are_listed(shop_api, tenant, make_api):
     from datetime import datetime, timezone as dt_timezone
 
     from tarifa.metering.models import Summary
-    from tarifa.payments.services.invoices import close_month
+    from tarifa.payments.services.invoices import CloseResult, close_month
     from tarifa.tenants.models import Customer
 
     customer = Customer.objects.get(tenant=tenant, external_id="c-1")
     summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
                                      total_amount=Decimal("40.00"), record_count=4)
-    assert close_month(now=datetime(2026, 1, 1, 12, tzinfo=dt_timezone.utc)) == 1
+    assert close_month(now=datetime(2026, 1, 1, 12, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
     Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal("30.00"))  # as a reversal leaves it
-    assert close_month(now=datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)) == 1
+    assert close_month(now=datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)) == CloseResult(credit_notes=1)
     page = shop_api.get("/api/v1/credit-notes?customer=c-1").json()
     assert page["next_cursor"] is None
     [note] = page["items"]
@@ -123,3 +123,17 @@ def test_credit_notes_are_listed(shop_api, tenant, make_api):
     assert shop_api.get("/api/v1/credit-notes?customer=nobody").status_code == 404
     _, other = make_api("Other")
     assert other.get("/api/v1/credit-notes").json()["items"] == []
+
+
+def test_cli_runs_the_monthly_close(shop_api, tenant, capsys):
+    from tarifa.metering.models import Summary
+    from tarifa.tenants.models import Customer
+
+    customer = Customer.objects.get(tenant=tenant, external_id="c-1")
+    Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                           total_amount=Decimal("12.00"), record_count=1)
+    call_command("payments", "close", "--at", "2026-01-01T03:05:00+00:00")
+    assert capsys.readouterr().out.strip() == "close: 1 invoices, 0 adjustment invoices, 0 credit notes"
+    assert Invoice.objects.get().reference == "TRF-2025-12-c-1"
+    call_command("payments", "close", "--at", "2026-01-01T03:20:00+00:00")
+    assert capsys.readouterr().out.strip() == "close: 0 invoices, 0 adjustment invoices, 0 credit notes"

@@ -19,7 +19,7 @@ from tarifa.payments.services.checking import (
     apply_transactions, claim_due_checks, resolve_notification, run_due_checks,
 )
 from tarifa.payments.services.credentials import set_credential, update_settings
-from tarifa.payments.services.invoices import cancel_invoice, close_month
+from tarifa.payments.services.invoices import CloseResult, cancel_invoice, close_month
 from tarifa.payments.gateways import GatewayTransaction
 from tarifa.metering.tests.conftest import plan  # noqa: F401 — a fixture
 from tarifa.payments.tests.conftest import T0, open_invoice
@@ -268,9 +268,9 @@ def test_the_monthly_close_waits_for_usage_not_folded_yet(shop, fake, plan):
     with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
         ingest_usage(tenant=tenant, records=[call("d2", "cust-1", 600, at(30), destination="987654321")])
     due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=due) == 0
+    assert close_month(now=due) == CloseResult()
     fold_all_pending(batch_size=1000)
-    assert close_month(now=due + timedelta(minutes=15)) == 1
+    assert close_month(now=due + timedelta(minutes=15)) == CloseResult(invoices=1)
     summary = Summary.objects.get(customer=customer)
     assert Invoice.objects.get().amount == summary.total_amount > 0
 
@@ -299,20 +299,20 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
     tenant, customer = shop
     use("d1", 6000)
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=close) == 1
+    assert close_month(now=close) == CloseResult(invoices=1)
     first = Invoice.objects.get()
     summary = Summary.objects.get(customer=customer)
     assert first.amount == summary.total_amount > 0
     use("late-1", 600)  # arrives on Jan 3rd
     summary.refresh_from_db()
     later = datetime(2026, 1, 3, 12, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=later) == 1 and close_month(now=later) == 0
+    assert close_month(now=later) == CloseResult(adjustments=1) and close_month(now=later).made == 0
     adjustment = Invoice.objects.exclude(pk=first.pk).get()
     assert (adjustment.reference, adjustment.amount, adjustment.summary_id, adjustment.due_date) == (
         "TRF-2025-12-cust-1-2", summary.total_amount - first.amount, summary.id, date(2026, 1, 13))
     assert "TRF-2025-12-cust-1" in adjustment.description
     cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
-    assert close_month(now=later + timedelta(minutes=15)) == 0  # cancelled: billed all the same
+    assert close_month(now=later + timedelta(minutes=15)).made == 0  # cancelled: billed all the same
 
 
 def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
@@ -326,13 +326,13 @@ def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
     use("d1", 6000)
     use("d2", 1200)
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=close) == 1
+    assert close_month(now=close) == CloseResult(invoices=1)
     invoice = Invoice.objects.get()
     summary = Summary.objects.get(customer=customer)
     reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
     summary.refresh_from_db()
     later = datetime(2026, 1, 5, 12, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=later) == 1 and close_month(now=later) == 0
+    assert close_month(now=later) == CloseResult(credit_notes=1) and close_month(now=later).made == 0
     note = CreditNote.objects.get()
     assert (note.reference, note.amount, note.summary_id, note.customer_id) == (
         "TRF-2025-12-cust-1-C1", invoice.amount - summary.total_amount, summary.id, customer.id)
@@ -342,14 +342,14 @@ def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
         note.reference, str(note.amount), "2025-12")
     use("late-1", 1200)  # as much as was credited: billed again, net of the credit
     summary.refresh_from_db()
-    assert close_month(now=later + timedelta(minutes=15)) == 1
+    assert close_month(now=later + timedelta(minutes=15)) == CloseResult(adjustments=1)
     adjustment = Invoice.objects.exclude(pk=invoice.pk).get()
     assert adjustment.amount == summary.total_amount - (invoice.amount - note.amount) == note.amount
     cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
     reverse_usage(tenant=tenant, external_id="late-1", reason="test call", caused_by="test")
-    assert close_month(now=later + timedelta(minutes=30)) == 0  # its invoice was cancelled: nothing charged
+    assert close_month(now=later + timedelta(minutes=30)).made == 0  # its invoice was cancelled: nothing charged
     reverse_usage(tenant=tenant, external_id="d1", reason="test call", caused_by="test")
-    assert close_month(now=later + timedelta(minutes=45)) == 1
+    assert close_month(now=later + timedelta(minutes=45)) == CloseResult(credit_notes=1)
     summary.refresh_from_db()
     assert (summary.total_amount, CreditNote.objects.order_by("id").last().reference) == (0, "TRF-2025-12-cust-1-C2")
     assert sum(CreditNote.objects.values_list("amount", flat=True)) == invoice.amount - summary.total_amount
@@ -365,9 +365,9 @@ def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
     Summary.objects.create(tenant=tenant, customer=idle, period="2025-12", currency="BRL")  # zero: no invoice
     before = datetime(2026, 1, 1, 3, 4, tzinfo=dt_timezone.utc)  # 00:04 in São Paulo
     due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=before) == 0
-    assert close_month(now=due) == 1
-    assert close_month(now=due) == 0  # twice: still one
+    assert close_month(now=before).made == 0
+    assert close_month(now=due) == CloseResult(invoices=1)
+    assert close_month(now=due).made == 0  # twice: still one
     invoice = Invoice.objects.get()
     assert (invoice.reference, invoice.amount, invoice.due_date, invoice.summary.period) == (
         "TRF-2025-12-cust-1", Decimal("87.30"), date(2026, 1, 11), "2025-12")
@@ -387,6 +387,6 @@ def test_the_close_leaves_a_summary_whose_reference_an_api_invoice_took(shop, fa
         Summary.objects.create(tenant=tenant, customer=owner, period="2025-12", currency="BRL",
                                total_amount=Decimal("10.00"), record_count=1)
     open_invoice(shop, "TRF-2025-12-cust-1", amount="99.00")
-    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == 1
+    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
     assert sorted(Invoice.objects.values_list("reference", "amount")) == [
         ("TRF-2025-12-cust-1", Decimal("99.00")), ("TRF-2025-12-cust-2", Decimal("10.00"))]

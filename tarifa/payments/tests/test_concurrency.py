@@ -110,7 +110,7 @@ def test_two_monthly_closes_at_once_make_each_invoice_once(postgres, shop, fake)
                                total_amount=Decimal("1.00") + n, record_count=1)
     due = timezone.now().replace(year=2026, month=1, day=1, hour=3, minute=5)
     made = run_in_threads(lambda _i: close_month(now=due), 2)
-    assert sum(made) == 1200 == Invoice.objects.count() == PaymentCheck.objects.count()
+    assert sum(m.invoices for m in made) == 1200 == Invoice.objects.count() == PaymentCheck.objects.count()
     assert Event.objects.filter(type="invoice.created").count() == 1200
 
 
@@ -130,13 +130,14 @@ def test_two_closes_at_once_settle_each_changed_summary_once(postgres, shop, fak
         Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
                                total_amount=Decimal("50.00"), record_count=1)
     due = timezone.now().replace(year=2026, month=1, day=1, hour=3, minute=5)
-    assert close_month(now=due) == 60
+    assert close_month(now=due).invoices == 60
     summaries = Summary.objects.order_by("id")
     grew, fell = [s.id for s in summaries[:30]], [s.id for s in summaries[30:]]
     Summary.objects.filter(id__in=grew).update(total_amount=F("total_amount") + Decimal("5.00"))
     Summary.objects.filter(id__in=fell).update(total_amount=F("total_amount") - Decimal("7.00"))
     made = run_in_threads(lambda _i: close_month(now=due + timedelta(days=2)), 2)
-    assert sum(made) == 60
+    assert (sum(m.adjustments for m in made), sum(m.credit_notes for m in made), sum(m.invoices for m in made)) == (
+        30, 30, 0)
     assert sorted(Invoice.objects.filter(summary_id__in=grew).exclude(reference__endswith="-2")
                   .values_list("summary_id", flat=True)) == grew  # the first invoices, untouched
     assert sorted(Invoice.objects.filter(reference__endswith="-2").values_list("summary_id", flat=True)) == grew
@@ -144,4 +145,4 @@ def test_two_closes_at_once_settle_each_changed_summary_once(postgres, shop, fak
     assert sorted(CreditNote.objects.values_list("summary_id", flat=True)) == fell
     assert set(CreditNote.objects.values_list("amount", flat=True)) == {Decimal("7.00")}
     assert Event.objects.filter(type="credit_note.created").count() == 30
-    assert close_month(now=due + timedelta(days=3)) == 0
+    assert close_month(now=due + timedelta(days=3)).made == 0

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import argparse
+from datetime import datetime
+
 from tarifa.core.commands import TarifaCommand
 from tarifa.payments.selectors import payment_stats
 from tarifa.payments.services.checking import check_now
+from tarifa.payments.services.invoices import close_month
 from tarifa.tenants.selectors import tenant_by_slug
 
 
 class Command(TarifaCommand):
-    help = "Payment checks: stats (by status, due now, next checks, failing credentials); check one invoice now."
+    help = ("Payment checks: stats (by status, due now, next checks, failing credentials); check one invoice now; "
+            "run the monthly close now.")
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
@@ -16,8 +21,17 @@ class Command(TarifaCommand):
         check = sub.add_parser("check", help="Ask the gateway about one invoice now.")
         check.add_argument("--tenant", required=True)
         check.add_argument("--reference", required=True)
+        close = sub.add_parser("close", help="Run the monthly close now (the scheduler runs it every 15 minutes): "
+                                             "first invoices of the month just ended, adjustments, credit notes.")
+        close.add_argument("--at", type=_aware_time, help="As of this ISO time with its offset, instead of now "
+                                                          "(replaying a close the scheduler missed).")
 
     def handle(self, *args, action, tenant=None, **options):
+        if action == "close":
+            made = close_month(now=options["at"])
+            self.stdout.write(f"close: {made.invoices} invoices, {made.adjustments} adjustment invoices, "
+                              f"{made.credit_notes} credit notes")
+            return
         owner = tenant_by_slug(slug=tenant) if tenant else None
         if action == "check":
             run = check_now(tenant=owner, reference=options["reference"], worker_id="cli")
@@ -37,3 +51,13 @@ class Command(TarifaCommand):
                         for c in stats["failing_credentials"]])
         else:
             self.stdout.write("failing credentials: none")
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time such as 2026-01-01T03:05:00+00:00: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a UTC offset (2026-01-01T03:05:00+00:00): {text!r}")
+    return moment
