@@ -390,3 +390,22 @@ def test_the_close_leaves_a_summary_whose_reference_an_api_invoice_took(shop, fa
     assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
     assert sorted(Invoice.objects.values_list("reference", "amount")) == [
         ("TRF-2025-12-cust-1", Decimal("99.00")), ("TRF-2025-12-cust-2", Decimal("10.00"))]
+
+
+def test_a_tariff_correction_after_the_close_is_credited(shop, fake, plan, use):
+    """A price lowered and the closed month re-rated (tarifa usage rerate): the customer had been
+    invoiced at the old price, and the next close run credits the difference."""
+    from tarifa.metering.services.plans import replace_plan_terms
+
+    tenant, customer = shop
+    use("d1", 6000)  # 5,400 s beyond the allowance, at 0.30 a minute
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == CloseResult(invoices=1)
+    assert Invoice.objects.get().amount == Decimal("27.00")
+    replace_plan_terms(plan=plan, rates=[{"kind": "call.mobile", "destination_prefix": "9", "price": "0.20",
+                                          "unit": "second", "block_size": "60", "minimum": "30", "increment": "6"}],
+                       allowances=[{"code": "minutes", "kinds": ["call.mobile"], "quantity": "600"}])
+    call_command("usage", "rerate", "--tenant", tenant.slug, "--period", "2025-12")
+    assert Summary.objects.get(customer=customer).total_amount == Decimal("18.00")
+    assert close_month(now=close + timedelta(days=1)) == CloseResult(credit_notes=1)
+    assert CreditNote.objects.get().amount == Decimal("9.00")
