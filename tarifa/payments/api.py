@@ -186,6 +186,7 @@ class SettingsIn(Schema):
     invoice_due_days: int | None = None
     default_gateway: str | None = None
     failure_alert_after: int | None = None
+    late_usage_months: int | None = None
 
 
 class SettingsOut(Schema):
@@ -197,6 +198,7 @@ class SettingsOut(Schema):
     invoice_due_days: int
     default_gateway: str
     failure_alert_after: int
+    late_usage_months: int
 
 
 @router.put("/payments/settings", response={200: SettingsOut, 422: ErrorOut})

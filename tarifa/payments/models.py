@@ -23,6 +23,8 @@ class PaymentSettings(models.Model):
     intervals = models.CharField(max_length=200, blank=True, default="", help_text="e.g. 30m,1h,2h,4h,8h,12h,24h")
     expire_after_days = models.PositiveIntegerField(default=30)
     invoice_due_days = models.PositiveIntegerField(default=10, help_text="Monthly-close invoices are due after this.")
+    late_usage_months = models.PositiveIntegerField(
+        default=3, help_text="Closed months the close keeps settling (usage that changed after its invoice); 0: none.")
     default_gateway = models.CharField(max_length=32, default="pagseguro")
     failure_alert_after = models.PositiveIntegerField(default=5, help_text="Consecutive errors before an alert.")
 

@@ -122,9 +122,9 @@ class CloseResult:
 def close_month(*, now: datetime | None = None) -> CloseResult:
     """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
     summary of the month just ended with a non-zero total becomes an invoice. A summary of the last
-    LATE_USAGE_MONTHS months that changed after it was invoiced is settled: one that grew gets an
-    adjustment invoice for the difference, one that fell below what its invoices billed gets a
-    credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then
+    `late_usage_months` closed months (a payment setting, 3 by default) that changed after it was
+    invoiced is settled: one that grew gets an adjustment invoice for the difference, one that fell
+    below what its invoices billed gets a credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then
     -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
     now = now or timezone.now()
     created = CloseResult()
@@ -140,10 +140,10 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
                     .exclude(Exists(_waiting_usage(OuterRef("pk")))))
         fresh = postpaid.filter(~invoiced, period=previous, total_amount__gt=0)
         # Usage of a closed month that changed after its invoice: CDRs that arrived late, or
-        # reversals and re-rates. Looked for over the last LATE_USAGE_MONTHS months. (By amounts,
+        # reversals and re-rates. Looked for over the last late_usage_months months. (By amounts,
         # not times: a fold's updated_at is its transaction's start, which may precede an invoice
         # it waited for.)
-        changed = (postpaid.filter(invoiced, period__gte=months_before(local.date(), LATE_USAGE_MONTHS),
+        changed = (postpaid.filter(invoiced, period__gte=months_before(local.date(), config.late_usage_months),
                                    period__lte=previous)
                    .annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
                              owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
@@ -162,7 +162,6 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
     return created
 
 
-LATE_USAGE_MONTHS = 3
 # Summaries invoiced per transaction, in a few statements: one at a time, a first close took
 # about 10 ms an invoice (17 minutes for 100k customers).
 CLOSE_CHUNK = 500

@@ -93,6 +93,7 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
                        ({"invoice_due_days": 99999}, "invalid_invoice_due_days"),
                        ({"max_interval_seconds": 10 ** 12}, "invalid_max_interval_seconds"),
                        ({"first_interval_seconds": 0}, "invalid_first_interval_seconds"),
+                       ({"late_usage_months": 25}, "invalid_late_usage_months"),
                        ({"first_interval_seconds": 600, "max_interval_seconds": 300}, "invalid_intervals")):
         response = api.put("/api/v1/payments/settings", body)
         assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)

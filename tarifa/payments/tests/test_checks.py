@@ -409,3 +409,19 @@ def test_a_tariff_correction_after_the_close_is_credited(shop, fake, plan, use):
     assert Summary.objects.get(customer=customer).total_amount == Decimal("18.00")
     assert close_month(now=close + timedelta(days=1)) == CloseResult(credit_notes=1)
     assert CreditNote.objects.get().amount == Decimal("9.00")
+
+
+def test_how_many_closed_months_the_close_settles_is_a_setting(shop, fake, use):
+    """Usage of December that changed in March: settled while December is within the tenant's
+    late_usage_months (3 by default), left alone beyond it or with 0."""
+    tenant, customer = shop
+    use("d1", 6000)
+    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
+    use("late-1", 600)
+    march = datetime(2026, 3, 10, 12, tzinfo=dt_timezone.utc)  # December is 3 closed months back
+    update_settings(tenant=tenant, late_usage_months=2)
+    assert close_month(now=march).made == 0
+    update_settings(tenant=tenant, late_usage_months=0)
+    assert close_month(now=march).made == 0
+    update_settings(tenant=tenant, late_usage_months=3)
+    assert close_month(now=march) == CloseResult(adjustments=1)
