@@ -2,7 +2,8 @@
 
 Measures, in one run:
   1. the due-check query (the partial index on next_check_at) with 1,000 / 10,000 / 100,000 open
-     invoices and the same 100 of them due: its time must not grow with the number open;
+     invoices and the same 100 of them due: its time must not grow with the number open; and what
+     a /metrics scrape spends reading the payment backlog at 100,000 open;
   2. checks per second with 2 workers against the fake gateway answering in 20 ms (gateway calls
      of a claimed batch run concurrently), over 20,000 due invoices among the 100,000 open;
   3. the monthly close for 100,000 postpaid customers, each with summaries of the three months
@@ -175,6 +176,14 @@ def bench_checks(url: str, args) -> None:
             cursor.execute("EXPLAIN SELECT invoice_id FROM payments_paymentcheck WHERE status IN ('pending', "
                            "'processing') AND next_check_at <= now() ORDER BY next_check_at LIMIT 100")
             print("  plan: " + " / ".join(row[0].strip() for row in cursor.fetchall()[:2]))
+        from tarifa.payments.selectors import payment_backlog
+
+        timings = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            payment_backlog()
+            timings.append((time.perf_counter() - t0) * 1000)
+        print(f"/metrics' payment backlog read, {created:,} open: {statistics.median(timings):.1f} ms median", flush=True)
 
         from django.utils import timezone
 

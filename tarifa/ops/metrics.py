@@ -26,6 +26,8 @@ USAGE_RECORDS = Counter("tarifa_usage_records_total",
                         "Usage records received (API and imports) by outcome: accepted, duplicate, conflict, "
                         "rejected, skipped (an unbillable CDR)", ["outcome"])
 USAGE_FOLDED = Counter("tarifa_usage_folded_total", "Usage records billed into monthly summaries by folds")
+CLOSE_MADE = Counter("tarifa_close_made_total", "What monthly closes made: invoices, adjustments, credit_notes",
+                     ["what"])
 
 
 def count_on_commit(counter, amount: int, **labels) -> None:

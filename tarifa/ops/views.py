@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from tarifa.metering.selectors import usage_backlog
 from tarifa.ops.selectors import health_checks
+from tarifa.payments.selectors import payment_backlog
 from tarifa.runtime.selectors import job_stats
 
 
@@ -53,6 +54,21 @@ class _UsageCollector:
         yield unrated
 
 
+class _PaymentsCollector:
+    """Payment checking's backlog read from the database at scrape time: alert on its lag and on
+    credentials that fail."""
+
+    def collect(self):
+        backlog = payment_backlog()
+        yield _gauge("tarifa_payment_checks_active", "Open invoices whose payment is being checked",
+                     backlog.active_checks)
+        yield _gauge("tarifa_payment_checks_due", "Payment checks due now", backlog.due_checks)
+        yield _gauge("tarifa_payment_check_lag_seconds", "Since the oldest due payment check was due (0: none)",
+                     backlog.oldest_due_seconds)
+        yield _gauge("tarifa_payment_credentials_failing", "Gateway credentials refused or erring",
+                     backlog.failing_credentials)
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
@@ -67,6 +83,7 @@ def metrics(request):
         registry.register(_Forward(REGISTRY))
     registry.register(_QueueCollector())
     registry.register(_UsageCollector())
+    registry.register(_PaymentsCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 

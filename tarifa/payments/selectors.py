@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.db.models import Count, Min, QuerySet
+from typing import NamedTuple
+
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
@@ -52,3 +54,25 @@ def payment_stats(*, tenant: Tenant | None = None) -> dict:
              "consecutive_failures": c.consecutive_failures, "last_error": c.last_error}
             for c in credentials.select_related("tenant")
             if c.status != GatewayCredential.Status.ACTIVE or c.consecutive_failures]}
+
+
+class PaymentBacklog(NamedTuple):
+    active_checks: int  # open invoices whose payment is being checked
+    due_checks: int
+    oldest_due_seconds: float  # since the oldest due check was due (0: none)
+    failing_credentials: int  # refused (401) or erring
+
+
+def payment_backlog(*, now=None) -> PaymentBacklog:
+    """Read at each /metrics scrape, through the due-check partial index: its cost follows the open
+    invoices, not every invoice ever made."""
+    now = now or timezone.now()
+    active = PaymentCheck.objects.filter(status__in=[PaymentCheck.Status.PENDING, PaymentCheck.Status.PROCESSING])
+    counts = active.aggregate(n=Count("invoice_id"), due=Count("invoice_id", filter=Q(next_check_at__lte=now)),
+                              oldest=Min("next_check_at"))
+    failing = GatewayCredential.objects.filter(~Q(status=GatewayCredential.Status.ACTIVE)
+                                               | Q(consecutive_failures__gt=0)).count()
+    oldest = counts["oldest"]
+    return PaymentBacklog(active_checks=counts["n"], due_checks=counts["due"],
+                          oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+                          failing_credentials=failing)

@@ -19,6 +19,7 @@ from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
+from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.services.schedule import interval_after, settings_for
 from tarifa.tenants.models import Customer, Tenant
@@ -159,6 +160,9 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
                                                    due_date=due_date, now=now)
             except (IntegrityError, Conflict):  # another close run took it
                 continue
+    for what in ("invoices", "adjustments", "credit_notes"):  # each part committed as it was made
+        if getattr(created, what):
+            metrics.CLOSE_MADE.labels(what).inc(getattr(created, what))
     return created
 
 
