@@ -160,7 +160,7 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
                                                    due_date=due_date, now=now)
             except (IntegrityError, Conflict):  # another close run took it
                 continue
-    for what in ("invoices", "adjustments", "credit_notes"):  # each part committed as it was made
+    for what in ("invoices", "adjustments", "credit_notes"):  # committed by now, each in its own transaction
         if getattr(created, what):
             metrics.CLOSE_MADE.labels(what).inc(getattr(created, what))
     return created
