@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import NamedTuple
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Count, DecimalField, Exists, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
+from tarifa.core.money import MONEY
+from tarifa.metering.models import Summary, UsageRecord
+from tarifa.metering.periods import months_before
 from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck
-from tarifa.tenants.models import Tenant
+from tarifa.payments.services.schedule import settings_for
+from tarifa.tenants.models import Customer, Tenant
 
 
 def invoices(*, tenant: Tenant, status: str | None = None, customer=None) -> QuerySet[Invoice]:
@@ -76,3 +83,65 @@ def payment_backlog(*, now=None) -> PaymentBacklog:
     return PaymentBacklog(active_checks=counts["n"], due_checks=counts["due"],
                           oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
                           failing_credentials=failing)
+
+
+def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
+    """Summaries annotated with what their invoices and credit notes hold: `billed` (every invoice,
+    cancelled ones too), `owed` (invoices not cancelled) and `credited`. Settled, a summary holds
+    no more than billed - credited and no less than owed - credited."""
+    return summaries.annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
+                              owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
+
+
+UNSETTLED = Q(total_amount__gt=F("billed") - F("credited")) | Q(total_amount__lt=F("owed") - F("credited"))
+
+
+def _summed(invoices_or_credit_notes):
+    """The sum of a summary's invoices (or credit notes), 0 for none: a correlated subquery."""
+    total = (invoices_or_credit_notes.filter(summary_id=OuterRef("pk")).order_by().values("summary_id")
+             .annotate(total=Sum("amount")).values("total"))
+    return Coalesce(Subquery(total), Value(Decimal(0)), output_field=DecimalField(**MONEY))
+
+
+class BillingGap(NamedTuple):
+    customer: str
+    period: str
+    total: Decimal  # what the summary holds
+    invoiced: Decimal  # its invoices less its credit notes
+    problem: str
+    settles_itself: bool  # the next close run settles it
+
+
+def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = None, period: str | None = None,
+                 now: datetime | None = None) -> list[BillingGap]:
+    """Postpaid summaries of closed months that their invoices and credit notes do not match:
+    changed after their invoice (the next close run settles those of the last `late_usage_months`;
+    older ones it no longer will), or never invoiced though the close was responsible for them (a
+    close missed for a whole month). Usage still waiting for a fold is left out: it is in flight."""
+    now = now or timezone.now()
+    gaps = []
+    for owner in [tenant] if tenant else Tenant.objects.order_by("slug"):
+        today = now.astimezone(owner.tzinfo).date()
+        previous, window = months_before(today, 1), months_before(today, settings_for(owner).late_usage_months)
+        rows = (Summary.objects.filter(tenant=owner, customer__billing_mode=Customer.BillingMode.POSTPAID,
+                                       period__lte=previous)
+                .exclude(Exists(UsageRecord.objects.filter(summary_id=OuterRef("pk"),
+                                                           status=UsageRecord.Status.RATED))))
+        if customer is not None:
+            rows = rows.filter(customer=customer)
+        if period:
+            rows = rows.filter(period=period)
+        invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
+        missed = rows.filter(~invoiced, total_amount__gt=0, period__gte=window, period__lt=previous)
+        changed = with_invoiced_amounts(rows.filter(invoiced)).filter(UNSETTLED)
+        for summary in missed.select_related("customer").order_by("period", "customer__external_id"):
+            gaps.append(BillingGap(summary.customer.external_id, summary.period, summary.total_amount, Decimal(0),
+                                   "never invoiced: run tarifa payments close --at a time in the month after it",
+                                   False))
+        for summary in changed.select_related("customer").order_by("period", "customer__external_id"):
+            in_window = summary.period >= window
+            gaps.append(BillingGap(
+                summary.customer.external_id, summary.period, summary.total_amount, summary.billed - summary.credited,
+                "changed after its invoice: the next close run settles it" if in_window
+                else "changed after its invoice, before late_usage_months: settle it by hand", in_window))
+    return gaps

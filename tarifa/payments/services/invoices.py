@@ -9,18 +9,18 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import DecimalField, Exists, F, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import MONEY, check_decimal
+from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
+from tarifa.payments.selectors import UNSETTLED, with_invoiced_amounts
 from tarifa.payments.services.schedule import interval_after, settings_for
 from tarifa.tenants.models import Customer, Tenant
 
@@ -144,12 +144,9 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
         # reversals and re-rates. Looked for over the last late_usage_months months. (By amounts,
         # not times: a fold's updated_at is its transaction's start, which may precede an invoice
         # it waited for.)
-        changed = (postpaid.filter(invoiced, period__gte=months_before(local.date(), config.late_usage_months),
-                                   period__lte=previous)
-                   .annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
-                             owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
-                   .filter(Q(total_amount__gt=F("billed") - F("credited"))
-                           | Q(total_amount__lt=F("owed") - F("credited"))))
+        changed = with_invoiced_amounts(postpaid.filter(
+            invoiced, period__gte=months_before(local.date(), config.late_usage_months), period__lte=previous,
+        )).filter(UNSETTLED)
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
@@ -235,13 +232,6 @@ def _credit(summary: Summary, *, tenant: Tenant, amount: Decimal, number: int, i
         reason=f"Usage {summary.period} reduced after invoice {', '.join(invoices)} (reversals or re-rating)")
     emit_event(tenant=tenant, type="credit_note.created", payload=credit_note_payload(note))
     return note
-
-
-def _summed(invoices_or_credit_notes):
-    """The sum of a summary's invoices (or credit notes), 0 for none: a correlated subquery."""
-    total = (invoices_or_credit_notes.filter(summary_id=OuterRef("pk")).order_by().values("summary_id")
-             .annotate(total=Sum("amount")).values("total"))
-    return Coalesce(Subquery(total), Value(Decimal(0)), output_field=DecimalField(**MONEY))
 
 
 def _close_reference(summary: Summary, *, number: int = 1) -> str:

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from tarifa.alerts.models import Alert
 from tarifa.events.models import Event
@@ -19,7 +20,7 @@ from tarifa.payments.services.checking import (
     apply_transactions, claim_due_checks, resolve_notification, run_due_checks,
 )
 from tarifa.payments.services.credentials import set_credential, update_settings
-from tarifa.payments.services.invoices import CloseResult, cancel_invoice, close_month
+from tarifa.payments.services.invoices import CloseResult, cancel_invoice, close_month, create_invoice
 from tarifa.payments.gateways import GatewayTransaction
 from tarifa.metering.tests.conftest import plan  # noqa: F401 — a fixture
 from tarifa.payments.tests.conftest import T0, open_invoice
@@ -425,3 +426,60 @@ def test_how_many_closed_months_the_close_settles_is_a_setting(shop, fake, use):
     assert close_month(now=march).made == 0
     update_settings(tenant=tenant, late_usage_months=3)
     assert close_month(now=march) == CloseResult(adjustments=1)
+
+
+def test_reconcile_finds_closed_months_their_invoices_do_not_match(shop, fake):
+    """What the close has not settled: a summary changed after its invoice (the next run settles it
+    within late_usage_months; beyond, nobody will), or never invoiced though the close was
+    responsible for it (a month the close missed whole)."""
+    from tarifa.payments.selectors import billing_gaps
+    from tarifa.tenants.services import create_customer
+
+    tenant, customer = shop
+    other, _ = create_customer(tenant=tenant, external_id="cust-2")
+
+    def summary(owner, period, total):
+        return Summary.objects.create(tenant=tenant, customer=owner, period=period, currency="BRL",
+                                      total_amount=Decimal(total), record_count=1)
+
+    grew = summary(customer, "2025-12", "10.00")
+    old = summary(customer, "2025-09", "10.00")
+    for month, row in (("2025-12", grew), ("2025-09", old)):
+        create_invoice(tenant=tenant, reference=f"TRF-{month}", customer=customer, amount=Decimal("10.00"),
+                       currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=row)
+    Summary.objects.filter(pk__in=[grew.pk, old.pk]).update(total_amount=Decimal("12.00"))
+    summary(other, "2025-11", "5.00")  # never invoiced, within the 3 months the close settles
+    summary(other, "2025-12", "5.00")  # the month just ended: the close's next run invoices it
+    summary(other, "2025-06", "5.00")  # history from before: not the close's
+    now = datetime(2026, 1, 5, 12, tzinfo=dt_timezone.utc)
+    gaps = {(g.customer, g.period): g for g in billing_gaps(now=now)}
+    assert sorted(gaps) == [("cust-1", "2025-09"), ("cust-1", "2025-12"), ("cust-2", "2025-11")]
+    assert gaps["cust-1", "2025-12"].settles_itself and gaps["cust-1", "2025-12"].invoiced == Decimal("10.00")
+    assert not gaps["cust-1", "2025-09"].settles_itself and "by hand" in gaps["cust-1", "2025-09"].problem
+    assert not gaps["cust-2", "2025-11"].settles_itself and "never invoiced" in gaps["cust-2", "2025-11"].problem
+    assert [g.period for g in billing_gaps(now=now, customer=other)] == ["2025-11"]
+    close_month(now=now)  # settles December: an adjustment invoice
+    assert sorted((g.customer, g.period) for g in billing_gaps(now=now)) == [("cust-1", "2025-09"),
+                                                                             ("cust-2", "2025-11")]
+
+
+def test_the_reconcile_command_fails_on_what_the_close_will_not_settle(shop, fake, plan, capsys):
+    from tarifa.metering.periods import months_before
+    from tarifa.metering.services.folding import fold_all_pending
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.plans import subscribe
+    from tarifa.metering.tests.conftest import call
+
+    tenant, customer = shop
+    subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
+    call_command("billing", "reconcile")
+    assert "every closed month's summary equals its invoices" in capsys.readouterr().out
+    year, month = map(int, months_before(timezone.now().astimezone(tenant.tzinfo).date(), 2).split("-"))
+    ingest_usage(tenant=tenant, records=[call("m1", "cust-1", 1200, datetime(year, month, 15, 12, tzinfo=dt_timezone.utc),
+                                              destination="987654321")])
+    fold_all_pending(batch_size=1000)
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("billing", "reconcile")
+    assert exit_info.value.code == 1
+    out = capsys.readouterr()
+    assert "never invoiced" in out.out and "1 difference(s) found" in out.err

@@ -8,6 +8,7 @@ from tarifa.metering.periods import checked_period
 from tarifa.metering.selectors import billing_stats
 from tarifa.metering.services.processing import process_usage
 from tarifa.metering.services.reconciliation import find_differences, rebuild_summary
+from tarifa.payments.selectors import billing_gaps
 from tarifa.tenants.models import Customer
 from tarifa.tenants.selectors import customer_by_external_id, tenant_by_slug
 from tarifa.wallets.services.reconciliation import find_wallet_differences
@@ -15,12 +16,13 @@ from tarifa.wallets.services.reconciliation import find_wallet_differences
 
 class Command(TarifaCommand):
     help = ("Billing: process charges waiting usage now; stats shows pending/charged/failed; reconcile proves "
-            "summaries equal their records and wallets their ledgers (exit 1 if not).")
+            "summaries equal their records, wallets their ledgers and closed months their invoices (exit 1 if not).")
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
-        reconcile = sub.add_parser("reconcile", help="Compare summaries with their records and wallets with their "
-                                                     "ledgers; --fix rebuilds summaries.")
+        reconcile = sub.add_parser("reconcile", help="Compare summaries with their records, wallets with their "
+                                                     "ledgers, and closed months' summaries with their invoices and "
+                                                     "credit notes; --fix rebuilds summaries.")
         reconcile.add_argument("--tenant", help="Tenant slug (default: all).")
         reconcile.add_argument("--customer", help="Customer external_id (needs --tenant).")
         reconcile.add_argument("--period", help="YYYY-MM")
@@ -72,19 +74,23 @@ class Command(TarifaCommand):
         differences = find_differences(tenant=owner, customer=who, period=period)
         if not differences:
             self.stdout.write("reconcile: every summary equals the sum of its billed records")
-            if wallet_differences:
-                self.stderr.write(f"reconcile: {len(wallet_differences)} wallet difference(s) found")
-                sys.exit(1)
-            return
-        self.table(["customer", "period", "kind", "field", "summary", "records"],
-                   [[d.customer, d.period, d.kind, d.field, d.summary_value, d.records_value] for d in differences])
-        if fix:
+        else:
+            self.table(["customer", "period", "kind", "field", "summary", "records"],
+                       [[d.customer, d.period, d.kind, d.field, d.summary_value, d.records_value] for d in differences])
+        if differences and fix:
             for customer_id, period_ in sorted({(d.customer_id, d.period) for d in differences}):
                 rebuild_summary(customer=Customer.objects.get(pk=customer_id), period=period_)
             remaining = find_differences(tenant=owner, customer=who, period=period)
             self.stdout.write(f"rebuilt {len({(d.customer, d.period) for d in differences})} summaries; "
                               f"{len(remaining)} difference(s) remain")
-            if not remaining and not wallet_differences:
-                return
-        self.stderr.write(f"reconcile: {len(differences) + len(wallet_differences)} difference(s) found")
-        sys.exit(1)
+            differences = remaining
+        gaps = billing_gaps(tenant=owner, customer=who, period=period)
+        if gaps:
+            self.table(["customer", "period", "summary", "invoiced", "invoices"],
+                       [[g.customer, g.period, g.total, g.invoiced, g.problem] for g in gaps])
+        else:
+            self.stdout.write("reconcile: every closed month's summary equals its invoices less its credit notes")
+        found = len(differences) + len(wallet_differences) + sum(not g.settles_itself for g in gaps)
+        if found:
+            self.stderr.write(f"reconcile: {found} difference(s) found")
+            sys.exit(1)
