@@ -12,9 +12,14 @@ from tarifa.core.errors import NotFound
 from tarifa.core.money import MONEY
 from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
-from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck
-from tarifa.payments.services.schedule import settings_for
+from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentSettings
 from tarifa.tenants.models import Customer, Tenant
+
+
+def settings_for(tenant: Tenant) -> PaymentSettings:
+    """The tenant's payment settings, or the defaults for one that set none."""
+    found = PaymentSettings.objects.filter(tenant=tenant).first()
+    return found or PaymentSettings(tenant=tenant)
 
 
 def invoices(*, tenant: Tenant, status: str | None = None, customer=None) -> QuerySet[Invoice]:

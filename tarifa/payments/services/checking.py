@@ -31,7 +31,8 @@ from tarifa.payments.models import (
     CheckLog, GatewayCredential, InboundNotification, Invoice, PaymentCheck, PaymentTransaction,
 )
 from tarifa.payments.services.invoices import invoice_payload
-from tarifa.payments.services.schedule import interval_after, settings_for
+from tarifa.payments.selectors import settings_for
+from tarifa.payments.services.schedule import interval_after
 from tarifa.runtime.services import enqueue
 from tarifa.tenants.models import Tenant
 

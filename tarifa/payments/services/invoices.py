@@ -20,8 +20,8 @@ from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
-from tarifa.payments.selectors import UNSETTLED, with_invoiced_amounts
-from tarifa.payments.services.schedule import interval_after, settings_for
+from tarifa.payments.selectors import UNSETTLED, settings_for, with_invoiced_amounts
+from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
 
 GATEWAYS = {"pagseguro"}

@@ -6,7 +6,6 @@ import re
 
 from tarifa.core.errors import DomainError
 from tarifa.payments.models import PaymentSettings
-from tarifa.tenants.models import Tenant
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -21,11 +20,6 @@ def parse_intervals(text: str) -> list[int]:
                               field="intervals")
         seconds.append(int(match.group(1)) * UNITS[match.group(2)])
     return seconds
-
-
-def settings_for(tenant: Tenant) -> PaymentSettings:
-    found = PaymentSettings.objects.filter(tenant=tenant).first()
-    return found or PaymentSettings(tenant=tenant)
 
 
 def interval_after(settings: PaymentSettings, checks_done: int) -> int:
