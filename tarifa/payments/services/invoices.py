@@ -16,11 +16,11 @@ from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
-from tarifa.metering.models import Summary, UsageRecord
+from tarifa.metering.models import Summary
 from tarifa.metering.periods import months_before
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
-from tarifa.payments.selectors import UNSETTLED, settings_for, with_invoiced_amounts
+from tarifa.payments.selectors import UNSETTLED, settings_for, waiting_usage, with_invoiced_amounts
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
 
@@ -138,7 +138,7 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
         due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
         invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
         postpaid = (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
-                    .exclude(Exists(_waiting_usage(OuterRef("pk")))))
+                    .exclude(Exists(waiting_usage(OuterRef("pk")))))
         fresh = postpaid.filter(~invoiced, period=previous, total_amount__gt=0)
         # Usage of a closed month that changed after its invoice: CDRs that arrived late, or
         # reversals and re-rates. Looked for over the last late_usage_months months. (By amounts,
@@ -175,7 +175,7 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
     one it was a conflict."""
     with transaction.atomic():
         locked = list(Summary.objects.select_for_update(no_key=True, of=("self",))
-                      .filter(id__in=ids, total_amount__gt=0).exclude(Exists(_waiting_usage(OuterRef("pk"))))
+                      .filter(id__in=ids, total_amount__gt=0).exclude(Exists(waiting_usage(OuterRef("pk"))))
                       .exclude(Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))))
                       .select_related("customer").order_by("id"))
         drafts = {_close_reference(s): s for s in locked}
@@ -200,7 +200,7 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
         locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
         locked.customer = summary.customer
-        if _waiting_usage(summary.pk).exists():
+        if waiting_usage(summary.pk).exists():
             return CloseResult()  # folded meanwhile, partly: a later run settles it whole
         earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
                        .values_list("reference", "amount", "status"))
@@ -238,12 +238,6 @@ def _close_reference(summary: Summary, *, number: int = 1) -> str:
     """TRF-2025-12-acct for a summary's first invoice, then TRF-2025-12-acct-2, -3… for adjustments."""
     reference = f"TRF-{summary.period}-{summary.customer.external_id}"
     return reference if number == 1 else f"{reference}-{number}"
-
-
-def _waiting_usage(summary_id):
-    """Usage rated into the summary and not folded yet: the close waits for it (the workers fold
-    within seconds; the close runs every 15 minutes), or the invoice would miss it."""
-    return UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)
 
 
 def invoice_payload(invoice: Invoice) -> dict:
