@@ -10,6 +10,7 @@ from ninja import Field, Router, Schema, Status
 
 from tarifa.core.pagination import paginate
 from tarifa.core.schemas import ErrorOut
+from tarifa.metering.periods import checked_period
 from tarifa.payments import selectors
 from tarifa.payments.models import Invoice
 from tarifa.payments.services import checking, credentials, invoices
@@ -79,7 +80,12 @@ class InvoiceOut(Schema):
     paid_via: str
     reversed_at: datetime | None
     created_at: datetime
+    period: str | None = Field(None, description="The month a monthly-close invoice bills (None for others).")
     check: CheckOut | None = Field(None, alias="payment_check")
+
+    @staticmethod
+    def resolve_period(obj) -> str | None:
+        return obj.summary.period if obj.summary_id else None
 
 
 class InvoiceDetailOut(InvoiceOut):
@@ -116,10 +122,10 @@ def create_invoice(request: HttpRequest, payload: InvoiceIn):
 
 @router.get("/invoices", response={200: InvoicePage, 404: ErrorOut, 422: ErrorOut})
 def list_invoices(request: HttpRequest, status: Invoice.Status | None = None, customer: str | None = None,
-                  cursor: str | None = None, limit: int = 50):
+                  period: str | None = None, cursor: str | None = None, limit: int = 50):
     owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
-    return paginate(selectors.invoices(tenant=request.tenant, status=status, customer=owner), cursor=cursor,
-                    limit=limit)
+    rows = selectors.invoices(tenant=request.tenant, status=status, customer=owner, period=checked_period(period))
+    return paginate(rows, cursor=cursor, limit=limit)
 
 
 @router.get("/invoices/{reference}", response={200: InvoiceDetailOut, 404: ErrorOut})
@@ -148,10 +154,12 @@ class CreditNotePage(Schema):
     next_cursor: str | None
 
 
-@router.get("/credit-notes", response={200: CreditNotePage, 404: ErrorOut})
-def list_credit_notes(request: HttpRequest, customer: str | None = None, cursor: str | None = None, limit: int = 50):
+@router.get("/credit-notes", response={200: CreditNotePage, 404: ErrorOut, 422: ErrorOut})
+def list_credit_notes(request: HttpRequest, customer: str | None = None, period: str | None = None,
+                      cursor: str | None = None, limit: int = 50):
     owner = customer_by_external_id(tenant=request.tenant, external_id=customer) if customer else None
-    return paginate(selectors.credit_notes(tenant=request.tenant, customer=owner), cursor=cursor, limit=limit)
+    rows = selectors.credit_notes(tenant=request.tenant, customer=owner, period=checked_period(period))
+    return paginate(rows, cursor=cursor, limit=limit)
 
 
 class CredentialIn(Schema):

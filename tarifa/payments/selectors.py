@@ -22,18 +22,23 @@ def settings_for(tenant: Tenant) -> PaymentSettings:
     return found or PaymentSettings(tenant=tenant)
 
 
-def invoices(*, tenant: Tenant, status: str | None = None, customer=None) -> QuerySet[Invoice]:
-    rows = Invoice.objects.filter(tenant=tenant).select_related("customer", "payment_check")
+def invoices(*, tenant: Tenant, status: str | None = None, customer=None,
+             period: str | None = None) -> QuerySet[Invoice]:
+    rows = Invoice.objects.filter(tenant=tenant).select_related("customer", "payment_check", "summary")
     if status:
         rows = rows.filter(status=status)
     if customer is not None:
         rows = rows.filter(customer=customer)
+    if period:
+        rows = rows.filter(summary__period=period)
     return rows
 
 
-def credit_notes(*, tenant: Tenant, customer=None) -> QuerySet[CreditNote]:
+def credit_notes(*, tenant: Tenant, customer=None, period: str | None = None) -> QuerySet[CreditNote]:
     rows = CreditNote.objects.filter(tenant=tenant).select_related("customer", "summary")
-    return rows if customer is None else rows.filter(customer=customer)
+    if customer is not None:
+        rows = rows.filter(customer=customer)
+    return rows.filter(summary__period=period) if period else rows
 
 
 def invoice_by_reference(*, tenant: Tenant, reference: str) -> Invoice:

@@ -121,7 +121,16 @@ def test_credit_notes_are_listed(shop_api, tenant, make_api):
     assert (note["reference"], note["customer"], note["period"], Decimal(note["amount"]), note["currency"]) == (
         "TRF-2025-12-c-1-C1", "c-1", "2025-12", Decimal("10.00"), "BRL")
     assert "TRF-2025-12-c-1" in note["reason"]
+    assert shop_api.get("/api/v1/credit-notes?period=2025-11").json()["items"] == []
+    assert len(shop_api.get("/api/v1/credit-notes?period=2025-12").json()["items"]) == 1
+    assert shop_api.get("/api/v1/credit-notes?period=2025-13").json()["code"] == "invalid_period"
     assert shop_api.get("/api/v1/credit-notes?customer=nobody").status_code == 404
+    # The close's invoices say which month they bill, and are listed by it; others have no month.
+    shop_api.post("/api/v1/invoices", BODY)
+    by_month = shop_api.get("/api/v1/invoices?period=2025-12").json()["items"]
+    assert [(i["reference"], i["period"]) for i in by_month] == [("TRF-2025-12-c-1", "2025-12")]
+    assert shop_api.get(f"/api/v1/invoices/{BODY['reference']}").json()["period"] is None
+    assert shop_api.get("/api/v1/invoices?period=12-2025").status_code == 422
     _, other = make_api("Other")
     assert other.get("/api/v1/credit-notes").json()["items"] == []
 
