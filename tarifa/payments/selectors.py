@@ -95,6 +95,23 @@ def payment_backlog(*, now=None) -> PaymentBacklog:
                           failing_credentials=failing)
 
 
+def closed_months(today, config: PaymentSettings) -> tuple[str, str]:
+    """The month just ended, and the first of the closed months the close still answers for (the
+    last `late_usage_months`, and at least the month just ended): what it invoices and settles."""
+    previous = months_before(today, 1)
+    return previous, min(months_before(today, config.late_usage_months), previous)
+
+
+def never_invoiced(postpaid: QuerySet[Summary], *, previous: str, window: str) -> QuerySet[Summary]:
+    """The summaries the close owes a first invoice: non-zero, none yet, of the month just ended or
+    of an earlier month it still answers for. Those earlier months leave out a summary that a
+    prepaid wallet paid part of: the customer changed billing mode, and its wallet has paid it.
+    (For the month just ended the close has always invoiced the whole summary.)"""
+    paid_by_wallet = UsageRecord.objects.filter(summary_id=OuterRef("pk"), wallet_entry__isnull=False)
+    return postpaid.filter(~Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))), total_amount__gt=0).filter(
+        Q(period=previous) | (Q(period__gte=window, period__lt=previous) & ~Exists(paid_by_wallet)))
+
+
 def waiting_usage(summary_id):
     """Usage rated into the summary and not folded yet: the close waits for it (the workers fold
     within seconds; the close runs every 15 minutes), or the invoice would miss it."""
@@ -130,15 +147,15 @@ class BillingGap(NamedTuple):
 
 def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = None, period: str | None = None,
                  now: datetime | None = None) -> list[BillingGap]:
-    """Postpaid summaries of closed months that their invoices and credit notes do not match:
-    changed after their invoice (the next close run settles those of the last `late_usage_months`;
-    older ones it no longer will), or never invoiced though the close was responsible for them (a
-    close missed for a whole month). Usage still waiting for a fold is left out: it is in flight."""
+    """Postpaid summaries of closed months that their invoices and credit notes do not match. Those
+    of the months the close still answers for (closed_months) are listed as what its next run
+    settles; one changed after its invoice before them, nobody will. (One never invoiced before
+    them is history from before Tarifa billed it, or usage imported for reports: not listed.)
+    Usage still waiting for a fold is left out: it is in flight."""
     now = now or timezone.now()
     gaps = []
     for owner in [tenant] if tenant else Tenant.objects.order_by("slug"):
-        today = now.astimezone(owner.tzinfo).date()
-        previous, window = months_before(today, 1), months_before(today, settings_for(owner).late_usage_months)
+        previous, window = closed_months(now.astimezone(owner.tzinfo).date(), settings_for(owner))
         rows = (Summary.objects.filter(tenant=owner, customer__billing_mode=Customer.BillingMode.POSTPAID,
                                        period__lte=previous)
                 .exclude(Exists(waiting_usage(OuterRef("pk")))))
@@ -146,13 +163,12 @@ def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = No
             rows = rows.filter(customer=customer)
         if period:
             rows = rows.filter(period=period)
-        invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
-        missed = rows.filter(~invoiced, total_amount__gt=0, period__gte=window, period__lt=previous)
-        changed = with_invoiced_amounts(rows.filter(invoiced)).filter(UNSETTLED)
+        missed = never_invoiced(rows, previous=previous, window=window)
+        changed = with_invoiced_amounts(rows.filter(Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))))
+        changed = changed.filter(UNSETTLED)
         for summary in missed.select_related("customer").order_by("period", "customer__external_id"):
             gaps.append(BillingGap(summary.customer.external_id, summary.period, summary.total_amount, Decimal(0),
-                                   "never invoiced: run tarifa payments close --at a time in the month after it",
-                                   False))
+                                   "not invoiced yet: the next close run invoices it", True))
         for summary in changed.select_related("customer").order_by("period", "customer__external_id"):
             in_window = summary.period >= window
             gaps.append(BillingGap(

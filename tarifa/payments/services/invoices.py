@@ -17,10 +17,11 @@ from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary
-from tarifa.metering.periods import months_before
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
-from tarifa.payments.selectors import UNSETTLED, settings_for, waiting_usage, with_invoiced_amounts
+from tarifa.payments.selectors import (
+    UNSETTLED, closed_months, never_invoiced, settings_for, waiting_usage, with_invoiced_amounts,
+)
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
 
@@ -122,31 +123,33 @@ class CloseResult:
 
 def close_month(*, now: datetime | None = None) -> CloseResult:
     """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
-    summary of the month just ended with a non-zero total becomes an invoice. A summary of the last
-    `late_usage_months` closed months (a payment setting, 3 by default) that changed after it was
-    invoiced is settled: one that grew gets an adjustment invoice for the difference, one that fell
-    below what its invoices billed gets a credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then
-    -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
+    summary of the month just ended with a non-zero total becomes an invoice, and so does one of
+    the last `late_usage_months` closed months (a payment setting, 3 by default) that has none yet
+    (zero at its close, or a close missed for a whole month). A summary of those months that
+    changed after it was invoiced is settled: one that grew gets an adjustment invoice for the
+    difference, one that fell below what its invoices billed gets a credit note. Each invoice and
+    credit note has a reference of its own (TRF-2025-12-acct, then -2, -3…; credit notes -C1,
+    -C2…), so runs at the same time or again create nothing more."""
     now = now or timezone.now()
     created = CloseResult()
     for tenant in Tenant.objects.all():
         local = now.astimezone(tenant.tzinfo)
         if local.day == 1 and (local.hour, local.minute) < (0, 5):
             continue
-        previous = months_before(local.date(), 1)
         config = settings_for(tenant)
+        previous, window = closed_months(local.date(), config)
         due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
         invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
         postpaid = (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
                     .exclude(Exists(waiting_usage(OuterRef("pk")))))
-        fresh = postpaid.filter(~invoiced, period=previous, total_amount__gt=0)
+        # A month whose usage was all within its allowance has nothing to invoice at its close; CDRs
+        # that arrive later and go beyond it had then been billed never.
+        fresh = never_invoiced(postpaid, previous=previous, window=window)
         # Usage of a closed month that changed after its invoice: CDRs that arrived late, or
-        # reversals and re-rates. Looked for over the last late_usage_months months. (By amounts,
-        # not times: a fold's updated_at is its transaction's start, which may precede an invoice
-        # it waited for.)
-        changed = with_invoiced_amounts(postpaid.filter(
-            invoiced, period__gte=months_before(local.date(), config.late_usage_months), period__lte=previous,
-        )).filter(UNSETTLED)
+        # reversals and re-rates. (By amounts, not times: a fold's updated_at is its transaction's
+        # start, which may precede an invoice it waited for.)
+        changed = with_invoiced_amounts(postpaid.filter(invoiced, period__gte=window, period__lte=previous))
+        changed = changed.filter(UNSETTLED)
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers

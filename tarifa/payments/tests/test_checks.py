@@ -429,9 +429,8 @@ def test_how_many_closed_months_the_close_settles_is_a_setting(shop, fake, use):
 
 
 def test_reconcile_finds_closed_months_their_invoices_do_not_match(shop, fake):
-    """What the close has not settled: a summary changed after its invoice (the next run settles it
-    within late_usage_months; beyond, nobody will), or never invoiced though the close was
-    responsible for it (a month the close missed whole)."""
+    """What the close has not settled: within the months it answers for (late_usage_months), what
+    its next run settles; before them, a summary changed after its invoice, which nobody will."""
     from tarifa.payments.selectors import billing_gaps
     from tarifa.tenants.services import create_customer
 
@@ -448,19 +447,18 @@ def test_reconcile_finds_closed_months_their_invoices_do_not_match(shop, fake):
         create_invoice(tenant=tenant, reference=f"TRF-{month}", customer=customer, amount=Decimal("10.00"),
                        currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=row)
     Summary.objects.filter(pk__in=[grew.pk, old.pk]).update(total_amount=Decimal("12.00"))
-    summary(other, "2025-11", "5.00")  # never invoiced, within the 3 months the close settles
-    summary(other, "2025-12", "5.00")  # the month just ended: the close's next run invoices it
-    summary(other, "2025-06", "5.00")  # history from before: not the close's
+    summary(other, "2025-11", "5.00")  # never invoiced (zero at its close, then late CDRs)
+    summary(other, "2025-06", "5.00")  # history from before the months the close answers for
     now = datetime(2026, 1, 5, 12, tzinfo=dt_timezone.utc)
     gaps = {(g.customer, g.period): g for g in billing_gaps(now=now)}
     assert sorted(gaps) == [("cust-1", "2025-09"), ("cust-1", "2025-12"), ("cust-2", "2025-11")]
     assert gaps["cust-1", "2025-12"].settles_itself and gaps["cust-1", "2025-12"].invoiced == Decimal("10.00")
+    assert gaps["cust-2", "2025-11"].settles_itself and "not invoiced yet" in gaps["cust-2", "2025-11"].problem
     assert not gaps["cust-1", "2025-09"].settles_itself and "by hand" in gaps["cust-1", "2025-09"].problem
-    assert not gaps["cust-2", "2025-11"].settles_itself and "never invoiced" in gaps["cust-2", "2025-11"].problem
     assert [g.period for g in billing_gaps(now=now, customer=other)] == ["2025-11"]
-    close_month(now=now)  # settles December: an adjustment invoice
-    assert sorted((g.customer, g.period) for g in billing_gaps(now=now)) == [("cust-1", "2025-09"),
-                                                                             ("cust-2", "2025-11")]
+    assert close_month(now=now) == CloseResult(invoices=1, adjustments=1)
+    assert Invoice.objects.get(customer=other).reference == "TRF-2025-11-cust-2"
+    assert [(g.customer, g.period) for g in billing_gaps(now=now)] == [("cust-1", "2025-09")]
 
 
 def test_the_reconcile_command_fails_on_what_the_close_will_not_settle(shop, fake, plan, capsys):
@@ -474,12 +472,47 @@ def test_the_reconcile_command_fails_on_what_the_close_will_not_settle(shop, fak
     subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
     call_command("billing", "reconcile")
     assert "every closed month's summary equals its invoices" in capsys.readouterr().out
-    year, month = map(int, months_before(timezone.now().astimezone(tenant.tzinfo).date(), 2).split("-"))
-    ingest_usage(tenant=tenant, records=[call("m1", "cust-1", 1200, datetime(year, month, 15, 12, tzinfo=dt_timezone.utc),
-                                              destination="987654321")])
+    year, month = map(int, months_before(timezone.now().astimezone(tenant.tzinfo).date(), 5).split("-"))
+    when = datetime(year, month, 15, 12, tzinfo=dt_timezone.utc)
+    ingest_usage(tenant=tenant, records=[call("m1", "cust-1", 1200, when, destination="987654321")])
     fold_all_pending(batch_size=1000)
+    summary = Summary.objects.get(customer=customer)
+    create_invoice(tenant=tenant, reference="TRF-OLD", customer=customer, amount=summary.total_amount - 1,
+                   currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=summary)
     with pytest.raises(SystemExit) as exit_info:
         call_command("billing", "reconcile")
     assert exit_info.value.code == 1
     out = capsys.readouterr()
-    assert "never invoiced" in out.out and "1 difference(s) found" in out.err
+    assert "settle it by hand" in out.out and "1 difference(s) found" in out.err
+
+
+def test_the_close_invoices_an_earlier_month_it_had_nothing_to_invoice_for(shop, fake, plan):
+    """November all within its allowance: nothing to invoice at its close. Late CDRs of November
+    that go beyond the allowance, folded in January, had then been billed never; the close
+    invoices them (within late_usage_months). A month a prepaid wallet paid, before the customer
+    turned postpaid, is not invoiced again."""
+    from tarifa.metering.services.folding import fold_all_pending
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.plans import subscribe
+    from tarifa.metering.tests.conftest import at, call
+    from tarifa.tenants.services import update_customer
+    from tarifa.wallets.tests.conftest import prepaid_customer
+
+    tenant, customer = shop
+    subscribe(customer=customer, plan=plan, starts_on=date(2025, 1, 1))
+    switched = prepaid_customer(tenant, plan, "was-prepaid", balance="100")
+
+    def use(record_id: str, who: str, seconds: int) -> None:
+        ingest_usage(tenant=tenant, records=[call(record_id, who, seconds, at(20, month=11), destination="987654321")])
+        fold_all_pending(batch_size=1000)
+
+    use("n1", "cust-1", 300)  # within the 600 s allowance
+    use("p1", "was-prepaid", 6000)  # paid by the wallet
+    assert close_month(now=datetime(2025, 12, 1, 3, 5, tzinfo=dt_timezone.utc)).made == 0
+    update_customer(customer=switched, billing_mode="postpaid")
+    use("n2", "cust-1", 1200)  # November's late CDR, beyond the allowance
+    january = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=january) == CloseResult(invoices=1)
+    invoice = Invoice.objects.get()
+    assert (invoice.reference, invoice.amount) == ("TRF-2025-11-cust-1", Decimal("4.50"))
+    assert close_month(now=january + timedelta(minutes=15)).made == 0
