@@ -4,7 +4,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from django.db.models import Count, DecimalField, Exists, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    Case, Count, DecimalField, Exists, ExpressionWrapper, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -14,6 +16,7 @@ from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
 from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentSettings
 from tarifa.tenants.models import Customer, Tenant
+from tarifa.wallets.models import Wallet
 
 
 def settings_for(tenant: Tenant) -> PaymentSettings:
@@ -103,13 +106,46 @@ def closed_months(today, config: PaymentSettings) -> tuple[str, str]:
 
 
 def never_invoiced(postpaid: QuerySet[Summary], *, previous: str, window: str) -> QuerySet[Summary]:
-    """The summaries the close owes a first invoice: non-zero, none yet, of the month just ended or
-    of an earlier month it still answers for. Those earlier months leave out a summary that a
-    prepaid wallet paid part of: the customer changed billing mode, and its wallet has paid it.
-    (For the month just ended the close has always invoiced the whole summary.)"""
-    paid_by_wallet = UsageRecord.objects.filter(summary_id=OuterRef("pk"), wallet_entry__isnull=False)
-    return postpaid.filter(~Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))), total_amount__gt=0).filter(
-        Q(period=previous) | (Q(period__gte=window, period__lt=previous) & ~Exists(paid_by_wallet)))
+    """The summaries the close owes a first invoice: something to invoice (`invoiceable`), no
+    invoice yet, of the month just ended or of an earlier month it still answers for."""
+    return (with_invoiceable(postpaid).filter(~Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))),
+                                              invoiceable__gt=0, period__gte=window, period__lte=previous))
+
+
+def with_invoiceable(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
+    """Summaries annotated with `invoiceable`: their total less what prepaid wallets paid of it.
+    A customer who turned from prepaid to postpaid has a month whose first days its wallet paid;
+    invoicing the whole summary had charged those days twice. Only customers with a wallet have
+    their records summed (CASE evaluates the sum for them alone), through the (customer, period)
+    index: a summary is one customer's period. For choosing summaries: amounts come from
+    wallet_paid_amounts, exact on SQLite too."""
+    paid = (UsageRecord.objects.filter(customer_id=OuterRef("customer_id"), period=OuterRef("period"),
+                                       status=UsageRecord.Status.BILLED, wallet_entry__isnull=False)
+            .order_by().values("customer_id").annotate(total=Sum("charged_amount")).values("total"))
+    wallet_paid = Case(When(Exists(Wallet.objects.filter(customer_id=OuterRef("customer_id"))),
+                            then=Coalesce(Subquery(paid), Value(Decimal(0)))),
+                       default=Value(Decimal(0)), output_field=DecimalField(**MONEY))
+    return summaries.annotate(invoiceable=ExpressionWrapper(F("total_amount") - wallet_paid,
+                                                            output_field=DecimalField(**MONEY)))
+
+
+def wallet_paid_amounts(summaries: list[Summary]) -> dict[int, Decimal]:
+    """What prepaid wallets paid of each summary, by summary id (none for most: customers without
+    a wallet). Summed here, in Decimal: SQLite's SUM is floating point; `invoiceable` only picks
+    the candidates."""
+    owners = set(Wallet.objects.filter(customer_id__in={s.customer_id for s in summaries})
+                 .values_list("customer_id", flat=True))
+    keys = {(s.customer_id, s.period): s.id for s in summaries if s.customer_id in owners}
+    paid: dict[int, Decimal] = {}
+    if keys:
+        rows = (UsageRecord.objects.filter(customer_id__in={c for c, _p in keys}, period__in={p for _c, p in keys},
+                                           status=UsageRecord.Status.BILLED, wallet_entry__isnull=False)
+                .values_list("customer_id", "period", "charged_amount"))
+        for customer_id, period, amount in rows:
+            if (customer_id, period) in keys:
+                summary_id = keys[customer_id, period]
+                paid[summary_id] = paid.get(summary_id, Decimal(0)) + amount
+    return paid
 
 
 def waiting_usage(summary_id):
@@ -119,14 +155,15 @@ def waiting_usage(summary_id):
 
 
 def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
-    """Summaries annotated with what their invoices and credit notes hold: `billed` (every invoice,
-    cancelled ones too), `owed` (invoices not cancelled) and `credited`. Settled, a summary holds
-    no more than billed - credited and no less than owed - credited."""
-    return summaries.annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
+    """Summaries annotated with `invoiceable` and what their invoices and credit notes hold:
+    `billed` (every invoice, cancelled ones too), `owed` (invoices not cancelled) and `credited`.
+    Settled, what a summary has to invoice is no more than billed - credited and no less than
+    owed - credited."""
+    return with_invoiceable(summaries).annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
                               owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
 
 
-UNSETTLED = Q(total_amount__gt=F("billed") - F("credited")) | Q(total_amount__lt=F("owed") - F("credited"))
+UNSETTLED = Q(invoiceable__gt=F("billed") - F("credited")) | Q(invoiceable__lt=F("owed") - F("credited"))
 
 
 def _summed(invoices_or_credit_notes):
@@ -139,7 +176,7 @@ def _summed(invoices_or_credit_notes):
 class BillingGap(NamedTuple):
     customer: str
     period: str
-    total: Decimal  # what the summary holds
+    total: Decimal  # what the summary holds that no wallet paid
     invoiced: Decimal  # its invoices less its credit notes
     problem: str
     settles_itself: bool  # the next close run settles it
@@ -167,12 +204,12 @@ def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = No
         changed = with_invoiced_amounts(rows.filter(Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))))
         changed = changed.filter(UNSETTLED)
         for summary in missed.select_related("customer").order_by("period", "customer__external_id"):
-            gaps.append(BillingGap(summary.customer.external_id, summary.period, summary.total_amount, Decimal(0),
+            gaps.append(BillingGap(summary.customer.external_id, summary.period, summary.invoiceable, Decimal(0),
                                    "not invoiced yet: the next close run invoices it", True))
         for summary in changed.select_related("customer").order_by("period", "customer__external_id"):
             in_window = summary.period >= window
             gaps.append(BillingGap(
-                summary.customer.external_id, summary.period, summary.total_amount, summary.billed - summary.credited,
+                summary.customer.external_id, summary.period, summary.invoiceable, summary.billed - summary.credited,
                 "changed after its invoice: the next close run settles it" if in_window
                 else "changed after its invoice, before late_usage_months: settle it by hand", in_window))
     return gaps

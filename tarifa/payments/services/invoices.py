@@ -20,7 +20,7 @@ from tarifa.metering.models import Summary
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.selectors import (
-    UNSETTLED, closed_months, never_invoiced, settings_for, waiting_usage, with_invoiced_amounts,
+    UNSETTLED, closed_months, never_invoiced, settings_for, waiting_usage, wallet_paid_amounts, with_invoiced_amounts,
 )
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
@@ -173,21 +173,22 @@ CLOSE_CHUNK = 500
 
 def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: date, now: datetime) -> int:
     """The first invoice of each of these summaries that still has none and nothing waiting to be
-    folded, in one transaction holding them locked (as folds lock them, in id order). A reference
-    already taken (an invoice made through the API under the same name) is left alone, as one by
-    one it was a conflict."""
+    folded, for what no prepaid wallet paid of it, in one transaction holding them locked (as folds
+    lock them, in id order). A reference already taken (an invoice made through the API under the
+    same name) is left alone, as one by one it was a conflict."""
     with transaction.atomic():
         locked = list(Summary.objects.select_for_update(no_key=True, of=("self",))
                       .filter(id__in=ids, total_amount__gt=0).exclude(Exists(waiting_usage(OuterRef("pk"))))
                       .exclude(Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))))
                       .select_related("customer").order_by("id"))
-        drafts = {_close_reference(s): s for s in locked}
+        paid = wallet_paid_amounts(locked)
+        drafts = {_close_reference(s): (s, s.total_amount - paid.get(s.id, Decimal(0))) for s in locked}
         taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(drafts)).values_list("reference", flat=True))
         invoices = Invoice.objects.bulk_create([
-            _draft(tenant=tenant, reference=reference, customer=summary.customer, amount=summary.total_amount,
+            _draft(tenant=tenant, reference=reference, customer=summary.customer, amount=amount,
                    currency=summary.currency, due_date=due_date, gateway=config.default_gateway,
                    description=f"Usage {summary.period}", summary=summary, now=now)
-            for reference, summary in drafts.items() if reference not in taken])
+            for reference, (summary, amount) in drafts.items() if reference not in taken and amount > 0])
         _open(invoices=invoices, tenant=tenant, config=config)
     return len(invoices)
 
@@ -203,6 +204,7 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
         locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
         locked.customer = summary.customer
+        invoiceable = locked.total_amount - wallet_paid_amounts([locked]).get(locked.id, Decimal(0))
         if waiting_usage(summary.pk).exists():
             return CloseResult()  # folded meanwhile, partly: a later run settles it whole
         earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
@@ -212,15 +214,15 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         billed = sum((amount for _r, amount, _s in earlier), Decimal(0)) - credited
         owed = sum((amount for _r, amount, status in earlier if status != Invoice.Status.CANCELLED),
                    Decimal(0)) - credited
-        if locked.total_amount > billed:
+        if invoiceable > billed:
             _invoice, made = create_invoice(
                 tenant=tenant, reference=_close_reference(summary, number=len(earlier) + 1),
-                customer=summary.customer, amount=locked.total_amount - billed, currency=locked.currency,
+                customer=summary.customer, amount=invoiceable - billed, currency=locked.currency,
                 gateway=gateway, due_date=due_date, summary=locked, now=now,
                 description=f"Usage {summary.period} received after invoice {earlier[0][0]}")
             return CloseResult(adjustments=int(made))
-        if locked.total_amount < owed:
-            _credit(locked, tenant=tenant, amount=owed - locked.total_amount, number=len(credits) + 1,
+        if invoiceable < owed:
+            _credit(locked, tenant=tenant, amount=owed - invoiceable, number=len(credits) + 1,
                     invoices=[reference for reference, _a, status in earlier if status != Invoice.Status.CANCELLED],
                     now=now)
             return CloseResult(credit_notes=1)

@@ -516,3 +516,39 @@ def test_the_close_invoices_an_earlier_month_it_had_nothing_to_invoice_for(shop,
     invoice = Invoice.objects.get()
     assert (invoice.reference, invoice.amount) == ("TRF-2025-11-cust-1", Decimal("4.50"))
     assert close_month(now=january + timedelta(minutes=15)).made == 0
+
+
+def test_a_customer_turned_postpaid_is_invoiced_only_what_its_wallet_did_not_pay(shop, fake, plan):
+    """Prepaid until December 10th, postpaid after: December's summary holds both. The close had
+    invoiced it whole, charging what the wallet had paid a second time."""
+    from tarifa.metering.services.folding import fold_all_pending
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.services.reversal import reverse_usage
+    from tarifa.metering.tests.conftest import at, call
+    from tarifa.tenants.services import update_customer
+    from tarifa.wallets.models import Wallet
+    from tarifa.wallets.tests.conftest import prepaid_customer
+
+    tenant, _customer = shop
+    switched = prepaid_customer(tenant, plan, "switched", balance="100")
+
+    def use(record_id: str, day: int, seconds: int) -> None:
+        ingest_usage(tenant=tenant, records=[call(record_id, "switched", seconds, at(day), destination="987654321")])
+        fold_all_pending(batch_size=1000)
+
+    use("prepaid-1", 5, 6000)  # 600 s from the allowance, 5,400 s paid by the wallet: 27.00
+    assert Wallet.objects.get(customer=switched).balance == Decimal("73.00")
+    update_customer(customer=switched, billing_mode="postpaid")
+    use("postpaid-1", 20, 1200)  # 6.00, to invoice
+    summary = Summary.objects.get(customer=switched)
+    assert summary.total_amount == Decimal("33.00")
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == CloseResult(invoices=1)
+    assert Invoice.objects.get().amount == Decimal("6.00")
+    assert close_month(now=close + timedelta(minutes=15)).made == 0  # no adjustment for the wallet's part
+    reverse_usage(tenant=tenant, external_id="prepaid-1", reason="test call", caused_by="test")  # refunded
+    assert Wallet.objects.get(customer=switched).balance == Decimal("100.00")
+    assert close_month(now=close + timedelta(minutes=30)).made == 0  # nothing of the invoice to credit
+    reverse_usage(tenant=tenant, external_id="postpaid-1", reason="test call", caused_by="test")
+    assert close_month(now=close + timedelta(minutes=45)) == CloseResult(credit_notes=1)
+    assert CreditNote.objects.get().amount == Decimal("6.00")
