@@ -159,8 +159,9 @@ def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
     `billed` (every invoice, cancelled ones too), `owed` (invoices not cancelled) and `credited`.
     Settled, what a summary has to invoice is no more than billed - credited and no less than
     owed - credited."""
-    return with_invoiceable(summaries).annotate(billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
-                              owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
+    return with_invoiceable(summaries).annotate(
+        billed=_summed(Invoice.objects), credited=_summed(CreditNote.objects),
+        owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
 
 
 UNSETTLED = Q(invoiceable__gt=F("billed") - F("credited")) | Q(invoiceable__lt=F("owed") - F("credited"))
