@@ -152,3 +152,10 @@ def summaries_maybe_due_events(*, ids: list[int], crossed: set[int], quiet_since
     last emitted at or before `quiet_since`, or past an allowance threshold."""
     due = Q(last_event_at__isnull=True) | Q(last_event_at__lte=quiet_since) | Q(id__any=crossed)
     return list(Summary.objects.filter(due, id__any=ids).select_related("customer").order_by("id"))
+
+
+def waiting_usage(summary_id):
+    """Usage rated into a summary and not folded yet (`summary_id` may be an OuterRef). The monthly
+    close waits for it (the workers fold within seconds; the close runs every 15 minutes), or the
+    invoice would miss it."""
+    return UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)

@@ -14,6 +14,7 @@ from tarifa.core.errors import NotFound
 from tarifa.core.money import MONEY
 from tarifa.metering.models import Summary, UsageRecord
 from tarifa.metering.periods import months_before
+from tarifa.metering.selectors import waiting_usage
 from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentSettings
 from tarifa.tenants.models import Customer, Tenant
 from tarifa.wallets.models import Wallet
@@ -105,11 +106,29 @@ def closed_months(today, config: PaymentSettings) -> tuple[str, str]:
     return previous, min(months_before(today, config.late_usage_months), previous)
 
 
-def never_invoiced(postpaid: QuerySet[Summary], *, previous: str, window: str) -> QuerySet[Summary]:
+def closable_summaries(*, tenant: Tenant) -> QuerySet[Summary]:
+    """A tenant's postpaid summaries with no usage waiting for a fold (it is in flight: the close
+    leaves the summary to a later run, and reconcile to a later check)."""
+    return (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
+            .exclude(Exists(waiting_usage(OuterRef("pk")))))
+
+
+def has_invoice():
+    """For filtering summaries: whether an invoice bills it."""
+    return Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
+
+
+def never_invoiced(summaries: QuerySet[Summary], *, previous: str, window: str) -> QuerySet[Summary]:
     """The summaries the close owes a first invoice: something to invoice (`invoiceable`), no
     invoice yet, of the month just ended or of an earlier month it still answers for."""
-    return (with_invoiceable(postpaid).filter(~Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))),
-                                              invoiceable__gt=0, period__gte=window, period__lte=previous))
+    return (with_invoiceable(summaries).filter(~has_invoice(), invoiceable__gt=0, period__gte=window,
+                                               period__lte=previous))
+
+
+def unsettled(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
+    """The invoiced summaries whose invoiceable amount their invoices and credit notes no longer
+    match (annotated as with_invoiced_amounts): what the close settles."""
+    return with_invoiced_amounts(summaries.filter(has_invoice())).filter(_UNSETTLED)
 
 
 def with_invoiceable(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
@@ -148,12 +167,6 @@ def wallet_paid_amounts(summaries: list[Summary]) -> dict[int, Decimal]:
     return paid
 
 
-def waiting_usage(summary_id):
-    """Usage rated into the summary and not folded yet: the close waits for it (the workers fold
-    within seconds; the close runs every 15 minutes), or the invoice would miss it."""
-    return UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)
-
-
 def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
     """Summaries annotated with `invoiceable` and what their invoices and credit notes hold:
     `billed` (every invoice, cancelled ones too), `owed` (invoices not cancelled) and `credited`.
@@ -164,7 +177,7 @@ def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
         owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
 
 
-UNSETTLED = Q(invoiceable__gt=F("billed") - F("credited")) | Q(invoiceable__lt=F("owed") - F("credited"))
+_UNSETTLED = Q(invoiceable__gt=F("billed") - F("credited")) | Q(invoiceable__lt=F("owed") - F("credited"))
 
 
 def _summed(invoices_or_credit_notes):
@@ -194,16 +207,13 @@ def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = No
     gaps = []
     for owner in [tenant] if tenant else Tenant.objects.order_by("slug"):
         previous, window = closed_months(now.astimezone(owner.tzinfo).date(), settings_for(owner))
-        rows = (Summary.objects.filter(tenant=owner, customer__billing_mode=Customer.BillingMode.POSTPAID,
-                                       period__lte=previous)
-                .exclude(Exists(waiting_usage(OuterRef("pk")))))
+        rows = closable_summaries(tenant=owner).filter(period__lte=previous)
         if customer is not None:
             rows = rows.filter(customer=customer)
         if period:
             rows = rows.filter(period=period)
         missed = never_invoiced(rows, previous=previous, window=window)
-        changed = with_invoiced_amounts(rows.filter(Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))))
-        changed = changed.filter(UNSETTLED)
+        changed = unsettled(rows)
         for summary in missed.select_related("customer").order_by("period", "customer__external_id"):
             gaps.append(BillingGap(summary.customer.external_id, summary.period, summary.invoiceable, Decimal(0),
                                    "not invoiced yet: the next close run invoices it", True))

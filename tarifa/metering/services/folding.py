@@ -29,7 +29,9 @@ from tarifa.metering.models import (
 )
 from tarifa.metering.pricing import terms_of
 from tarifa.metering.rating import charge
-from tarifa.metering.selectors import allowances_by_plan, covering_allowance, summaries_maybe_due_events
+from tarifa.metering.selectors import (
+    allowances_by_plan, covering_allowance, summaries_maybe_due_events, waiting_usage,
+)
 from tarifa.metering.services.bulk import waiting_record_ids
 from tarifa.metering.services.set_folding import NOTHING_WAITING, claim_size, fold_claimed_in_sql
 from tarifa.ops.metrics import USAGE_FOLDED, count_on_commit
@@ -125,12 +127,12 @@ def _set_aside(summary_id: int, *, record_ids: list[int] | None) -> None:
     """Mark the waiting records of a summary that cannot hold them unrated, summary_out_of_range:
     listed with the other unrated records (and counted in /metrics) for an operator to correct,
     instead of failing every fold that claims the summary."""
-    waiting = UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED)
+    waiting = waiting_usage(summary_id)
     if record_ids is not None:
         waiting = waiting.filter(id__any=record_ids)
     count = waiting.update(status=UsageRecord.Status.UNRATED,
                            unrated_reason=UsageRecord.UnratedReason.SUMMARY_OUT_OF_RANGE)
-    if not UsageRecord.objects.filter(summary_id=summary_id, status=UsageRecord.Status.RATED).exists():
+    if not waiting_usage(summary_id).exists():
         PendingSummary.objects.filter(summary_id=summary_id).delete()
     logger.warning("summary_out_of_range", summary_id=summary_id, records_set_aside=count)
 

@@ -17,10 +17,11 @@ from tarifa.core.money import check_decimal
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary
+from tarifa.metering.selectors import waiting_usage
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.selectors import (
-    UNSETTLED, closed_months, never_invoiced, settings_for, waiting_usage, wallet_paid_amounts, with_invoiced_amounts,
+    closable_summaries, closed_months, has_invoice, never_invoiced, settings_for, unsettled, wallet_paid_amounts,
 )
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
@@ -139,17 +140,14 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
         config = settings_for(tenant)
         previous, window = closed_months(local.date(), config)
         due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
-        invoiced = Exists(Invoice.objects.filter(summary_id=OuterRef("pk")))
-        postpaid = (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
-                    .exclude(Exists(waiting_usage(OuterRef("pk")))))
+        closable = closable_summaries(tenant=tenant)
         # A month whose usage was all within its allowance has nothing to invoice at its close; CDRs
         # that arrive later and go beyond it had then been billed never.
-        fresh = never_invoiced(postpaid, previous=previous, window=window)
+        fresh = never_invoiced(closable, previous=previous, window=window)
         # Usage of a closed month that changed after its invoice: CDRs that arrived late, or
         # reversals and re-rates. (By amounts, not times: a fold's updated_at is its transaction's
         # start, which may precede an invoice it waited for.)
-        changed = with_invoiced_amounts(postpaid.filter(invoiced, period__gte=window, period__lte=previous))
-        changed = changed.filter(UNSETTLED)
+        changed = unsettled(closable.filter(period__gte=window, period__lte=previous))
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
@@ -179,7 +177,7 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
     with transaction.atomic():
         locked = list(Summary.objects.select_for_update(no_key=True, of=("self",))
                       .filter(id__in=ids, total_amount__gt=0).exclude(Exists(waiting_usage(OuterRef("pk"))))
-                      .exclude(Exists(Invoice.objects.filter(summary_id=OuterRef("pk"))))
+                      .exclude(has_invoice())
                       .select_related("customer").order_by("id"))
         paid = wallet_paid_amounts(locked)
         drafts = {_close_reference(s): (s, s.total_amount - paid.get(s.id, Decimal(0))) for s in locked}
@@ -204,9 +202,9 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
         locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
         locked.customer = summary.customer
-        invoiceable = locked.total_amount - wallet_paid_amounts([locked]).get(locked.id, Decimal(0))
         if waiting_usage(summary.pk).exists():
             return CloseResult()  # folded meanwhile, partly: a later run settles it whole
+        invoiceable = locked.total_amount - wallet_paid_amounts([locked]).get(locked.id, Decimal(0))
         earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
                        .values_list("reference", "amount", "status"))
         credits = list(CreditNote.objects.filter(summary=locked).values_list("amount", flat=True))
