@@ -53,8 +53,13 @@ def emit_events(*, events: list[tuple[int, str, dict]]) -> list[Event]:
             WebhookDelivery(endpoint=endpoint, event=event)
             for event in created for endpoint in endpoints.get(event.tenant_id, ()) if endpoint.wants(event.type)
         ])
-        enqueue_many("events.deliver_webhook", [{"delivery_id": d.id} for d in deliveries])
+        _queue_deliveries(d.id for d in deliveries)
     return created
+
+
+def _queue_deliveries(delivery_ids) -> None:
+    """One delivery job each, queued in the caller's transaction (workers see them once it commits)."""
+    enqueue_many("events.deliver_webhook", ({"delivery_id": delivery_id} for delivery_id in delivery_ids))
 
 
 def _listener_jobs(events: list[Event]) -> list[dict]:
@@ -135,7 +140,7 @@ def redeliver_webhook(*, delivery: WebhookDelivery) -> WebhookDelivery:
             raise Conflict("delivery_pending", "This delivery is still being attempted; see its attempt log.")
         delivery.status = WebhookDelivery.Status.PENDING
         delivery.save(update_fields=["status"])
-        enqueue_many("events.deliver_webhook", [{"delivery_id": delivery.id}])
+        _queue_deliveries([delivery.id])
     return delivery
 
 
@@ -199,8 +204,7 @@ def _send_held_deliveries(endpoint: WebhookEndpoint) -> None:
     # A held delivery's job ended when it found the endpoint paused; a new one sends it. Should an
     # old retry still be queued, whichever runs second finds it delivered (or logs one more try).
     held = endpoint.deliveries.filter(status=WebhookDelivery.Status.PENDING).order_by("id")
-    enqueue_many("events.deliver_webhook",
-                 ({"delivery_id": delivery_id} for delivery_id in held.values_list("id", flat=True).iterator()))
+    _queue_deliveries(held.values_list("id", flat=True).iterator())
 
 
 def delete_webhook_endpoint(*, endpoint: WebhookEndpoint) -> None:
