@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from tarifa.core.money import DecimalSum
 from tarifa.metering.models import (
@@ -15,7 +16,9 @@ from tarifa.metering.models import (
 )
 from tarifa.metering.periods import checked_period
 from tarifa.metering.selectors import allowances_by_plan, covering_allowance
-from tarifa.metering.services.folding import add_to_line, apply_records, emit_summary_events, save_billing
+from tarifa.metering.services.folding import (
+    add_to_line, apply_records, emit_summary_events, save_billing, save_totals,
+)
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
 from tarifa.wallets.services.ledger import refund_debits
@@ -182,6 +185,13 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
                                          summary_count=len(summaries))
         refund_debits(charges=debited, key=f"rerate:{batch.id}", reason=f"re-rating of {period}")
         charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id, caused_by="rerate")
+        # apply_records writes the summaries it charged records to; one left with none (all its
+        # records unrated now) had kept its old total.
+        now = timezone.now()
+        emptied = [s for s in summaries.values() if s.id not in {r.summary_id for r in rated}]
+        for summary in emptied:
+            summary.updated_at = now
+        save_totals(emptied)
         billed = [r for r in rated if r.status == UsageRecord.Status.BILLED]
         FoldBatch.objects.filter(pk=batch.id).update(record_count=len(billed), charged_amount=charged)
         UsageRecord.objects.bulk_update(records, RATING_FIELDS, batch_size=500)

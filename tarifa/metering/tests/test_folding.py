@@ -190,6 +190,23 @@ def test_rerate_after_a_tariff_correction(customers, plan, capsys):
     assert find_differences() == []
 
 
+def test_a_rerate_that_leaves_a_summary_nothing_to_charge_empties_it(customers, plan):
+    """The plan's call rates removed, then the month re-rated: every record becomes unrated
+    (no_rate_for_kind), and the summary must hold nothing, not its old total."""
+    from tarifa.metering.services.plans import replace_plan_terms
+    from tarifa.metering.services.reconciliation import rerate_period
+
+    tenant = customers[0].tenant
+    ingest_usage(tenant=tenant, records=[call("r1", "c1", 900, at(1)), call("r2", "c1", 60, at(1, 1), "987654321")])
+    fold_all()
+    assert summary_of("c1")["total"] == Decimal("0.80")  # 300 s beyond the allowance at 0.10, 60 s at 0.30
+    replace_plan_terms(plan=plan, rates=[{"kind": "llm.input_tokens", "unit": "token", "price": "0.50",
+                                          "block_size": "1000000"}], allowances=[])
+    assert rerate_period(tenant=tenant, period="2025-12")["unrated"] == 2
+    assert (summary_of("c1")["total"], summary_of("c1")["count"], summary_of("c1")["lines"]) == (0, 0, {})
+    assert find_differences() == []
+
+
 def test_summaries_api_explains_the_charge(api, customers):
     api.post("/api/v1/usage", {"records": [call("a", "c1", 650, at(1)), call("b", "c1", 31, at(1, 1), "987654321")]})
     fold_all()
