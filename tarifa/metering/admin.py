@@ -140,7 +140,8 @@ class SummaryLineInline(ReadOnly, admin.TabularInline):
 
 @admin.register(Summary)
 class SummaryAdmin(ReadOnly, admin.ModelAdmin):
-    list_display = ("customer", "period", "currency", "record_count", "total_amount", "updated_at")
+    list_display = ("customer", "period", "currency", "record_count", "total_amount", "wallet_paid_amount",
+                    "updated_at")
     list_filter = ("period", "tenant")
     inlines = [SummaryLineInline]
 

@@ -310,6 +310,8 @@ class SummaryOut(Schema):
     currency: str
     record_count: int
     total_amount: Decimal
+    wallet_paid_amount: Decimal = Field(description="What prepaid wallets paid of the total; the monthly close "
+                                                    "invoices the rest.")
     lines: list[LineOut]
     allowances: list[AllowanceUsageOut]
     updated_at: datetime

@@ -215,6 +215,9 @@ class Summary(models.Model):
     currency = models.CharField(max_length=16)
     record_count = models.PositiveIntegerField(default=0)
     total_amount = models.DecimalField(**MONEY, default=Decimal(0))
+    # What prepaid wallets paid of the total, kept by folds, reversals and re-rates: a customer can
+    # change billing mode mid-month, and the close invoices the rest (total - wallet_paid_amount).
+    wallet_paid_amount = models.DecimalField(**MONEY, default=Decimal(0))
     updated_at = models.DateTimeField(auto_now=True)
     last_event_at = models.DateTimeField(null=True, blank=True, help_text="When summary.updated was last emitted.")
 

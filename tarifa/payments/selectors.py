@@ -5,19 +5,18 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from django.db.models import (
-    Case, Count, DecimalField, Exists, ExpressionWrapper, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When,
+    Count, DecimalField, Exists, ExpressionWrapper, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value,
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
 from tarifa.core.money import MONEY
-from tarifa.metering.models import Summary, UsageRecord
+from tarifa.metering.models import Summary
 from tarifa.metering.periods import months_before
 from tarifa.metering.selectors import waiting_usage
 from tarifa.payments.models import CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentSettings
 from tarifa.tenants.models import Customer, Tenant
-from tarifa.wallets.models import Wallet
 
 
 def settings_for(tenant: Tenant) -> PaymentSettings:
@@ -107,10 +106,10 @@ def closed_months(today, config: PaymentSettings) -> tuple[str, str]:
 
 
 def closable_summaries(*, tenant: Tenant) -> QuerySet[Summary]:
-    """A tenant's postpaid summaries with no usage waiting for a fold (it is in flight: the close
-    leaves the summary to a later run, and reconcile to a later check)."""
-    return (Summary.objects.filter(tenant=tenant, customer__billing_mode=Customer.BillingMode.POSTPAID)
-            .exclude(Exists(waiting_usage(OuterRef("pk")))))
+    """A tenant's summaries with no usage waiting for a fold (it is in flight: the close leaves the
+    summary to a later run, and reconcile to a later check). Whatever the customer's billing mode
+    now: what the close invoices of one is what no wallet paid (invoiceable_amount)."""
+    return Summary.objects.filter(tenant=tenant).exclude(Exists(waiting_usage(OuterRef("pk"))))
 
 
 def has_invoice():
@@ -132,39 +131,18 @@ def unsettled(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
 
 
 def with_invoiceable(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
-    """Summaries annotated with `invoiceable`: their total less what prepaid wallets paid of it.
-    A customer who turned from prepaid to postpaid has a month whose first days its wallet paid;
-    invoicing the whole summary had charged those days twice. Only customers with a wallet have
-    their records summed (CASE evaluates the sum for them alone), through the (customer, period)
-    index: a summary is one customer's period. For choosing summaries: amounts come from
-    wallet_paid_amounts, exact on SQLite too."""
-    paid = (UsageRecord.objects.filter(customer_id=OuterRef("customer_id"), period=OuterRef("period"),
-                                       status=UsageRecord.Status.BILLED, wallet_entry__isnull=False)
-            .order_by().values("customer_id").annotate(total=Sum("charged_amount")).values("total"))
-    wallet_paid = Case(When(Exists(Wallet.objects.filter(customer_id=OuterRef("customer_id"))),
-                            then=Coalesce(Subquery(paid), Value(Decimal(0)))),
-                       default=Value(Decimal(0)), output_field=DecimalField(**MONEY))
-    return summaries.annotate(invoiceable=ExpressionWrapper(F("total_amount") - wallet_paid,
+    """Summaries annotated with `invoiceable` (invoiceable_amount): their total less what prepaid
+    wallets paid of it."""
+    return summaries.annotate(invoiceable=ExpressionWrapper(F("total_amount") - F("wallet_paid_amount"),
                                                             output_field=DecimalField(**MONEY)))
 
 
-def wallet_paid_amounts(summaries: list[Summary]) -> dict[int, Decimal]:
-    """What prepaid wallets paid of each summary, by summary id (none for most: customers without
-    a wallet). Summed here, in Decimal: SQLite's SUM is floating point; `invoiceable` only picks
-    the candidates."""
-    owners = set(Wallet.objects.filter(customer_id__in={s.customer_id for s in summaries})
-                 .values_list("customer_id", flat=True))
-    keys = {(s.customer_id, s.period): s.id for s in summaries if s.customer_id in owners}
-    paid: dict[int, Decimal] = {}
-    if keys:
-        rows = (UsageRecord.objects.filter(customer_id__in={c for c, _p in keys}, period__in={p for _c, p in keys},
-                                           status=UsageRecord.Status.BILLED, wallet_entry__isnull=False)
-                .values_list("customer_id", "period", "charged_amount"))
-        for customer_id, period, amount in rows:
-            if (customer_id, period) in keys:
-                summary_id = keys[customer_id, period]
-                paid[summary_id] = paid.get(summary_id, Decimal(0)) + amount
-    return paid
+def invoiceable_amount(summary: Summary) -> Decimal:
+    """What of a summary is the close's to invoice: what no prepaid wallet paid. A customer who
+    changes billing mode mid-month has a summary holding both; invoicing it whole had charged the
+    wallet's part twice, and invoicing postpaid customers only had never invoiced the postpaid part
+    of a customer turned prepaid."""
+    return summary.total_amount - summary.wallet_paid_amount
 
 
 def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
@@ -198,7 +176,8 @@ class BillingGap(NamedTuple):
 
 def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = None, period: str | None = None,
                  now: datetime | None = None) -> list[BillingGap]:
-    """Postpaid summaries of closed months that their invoices and credit notes do not match. Those
+    """Summaries of closed months whose invoiceable amount (what no prepaid wallet paid) their
+    invoices and credit notes do not match. Those
     of the months the close still answers for (closed_months) are listed as what its next run
     settles; one changed after its invoice before them, nobody will. (One never invoiced before
     them is history from before Tarifa billed it, or usage imported for reports: not listed.)

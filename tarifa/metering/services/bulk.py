@@ -423,8 +423,9 @@ def _attach_summaries(cursor, *, tenant: Tenant) -> None:
     """Step 2: every rated new record's summary, created where missing (currency of the plan)."""
     cursor.execute(
         f"""
-        INSERT INTO {SUMMARY} (tenant_id, customer_id, period, currency, record_count, total_amount, updated_at)
-        SELECT DISTINCT ON (customer_id, period) %(tenant)s, customer_id, period, currency, 0, 0, now()
+        INSERT INTO {SUMMARY} (tenant_id, customer_id, period, currency, record_count, total_amount,
+                               wallet_paid_amount, updated_at)
+        SELECT DISTINCT ON (customer_id, period) %(tenant)s, customer_id, period, currency, 0, 0, 0, now()
         FROM usage_work WHERE outcome = 'new' AND status = 'rated' AND summary_id IS NULL
         ORDER BY customer_id, period, seq
         ON CONFLICT (customer_id, period) DO NOTHING""",

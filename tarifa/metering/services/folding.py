@@ -305,6 +305,7 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
                 record.status, record.failure_code, record.amount_due = UsageRecord.Status.FAILED, refusal, amount
                 continue
             funds.take(customer_id=summary.customer_id, amount=amount, record=record)
+            summary.wallet_paid_amount += amount
         if used is not None:
             used.used += covered
         add_to_line(line, quantity=record.quantity, billable=billable, covered=covered, amount=amount)
@@ -366,21 +367,22 @@ def crossed_thresholds(moves, *, thresholds: dict[int, list[int]] | None = None)
 
 
 def save_totals(summaries: list[Summary]) -> None:
-    """Write summaries' totals: one UPDATE … FROM unnest() on PostgreSQL."""
+    """Write summaries' totals (and what wallets paid of them): one UPDATE … FROM unnest() on PostgreSQL."""
     if not summaries:
         return
     if connection.vendor != "postgresql":
-        Summary.objects.bulk_update(summaries, ["record_count", "total_amount", "updated_at"])
+        Summary.objects.bulk_update(summaries, ["record_count", "total_amount", "wallet_paid_amount", "updated_at"])
         return
     with connection.cursor() as cursor:
         cursor.execute(
             f"""UPDATE {Summary._meta.db_table} AS s SET record_count = v.record_count,
-                    total_amount = v.total_amount, updated_at = v.updated_at
-                FROM unnest(%s::bigint[], %s::integer[], %s::numeric[], %s::timestamptz[])
-                     AS v(id, record_count, total_amount, updated_at)
+                    total_amount = v.total_amount, wallet_paid_amount = v.wallet_paid_amount, updated_at = v.updated_at
+                FROM unnest(%s::bigint[], %s::integer[], %s::numeric[], %s::numeric[], %s::timestamptz[])
+                     AS v(id, record_count, total_amount, wallet_paid_amount, updated_at)
                 WHERE s.id = v.id""",
             [array_literal(s.id for s in summaries), array_literal(s.record_count for s in summaries),
-             array_literal(s.total_amount for s in summaries), array_literal(s.updated_at.isoformat() for s in summaries)],
+             array_literal(s.total_amount for s in summaries), array_literal(s.wallet_paid_amount for s in summaries),
+             array_literal(s.updated_at.isoformat() for s in summaries)],
         )
 
 

@@ -72,6 +72,8 @@ def find_differences(*, tenant: Tenant | None = None, customer: Customer | None 
             if records_value != summary_value:
                 differences.append(Difference(key[0], names.get(key[0], str(key[0])), key[1], key[2], field,
                                               Decimal(summary_value), Decimal(records_value)))
+    paid = {(c, p): amount for c, p, amount in records.filter(status=UsageRecord.Status.BILLED, wallet_entry__isnull=False)
+            .values_list("customer_id", "period").annotate(paid=DecimalSum("charged_amount")).order_by()}
     for summary in summaries.prefetch_related("lines").select_related("customer"):
         line_total = sum((l.charged_amount for l in summary.lines.all()), ZERO)
         line_count = sum(l.record_count for l in summary.lines.all())
@@ -83,6 +85,10 @@ def find_differences(*, tenant: Tenant | None = None, customer: Customer | None 
             differences.append(Difference(summary.customer_id, summary.customer.external_id, summary.period, "*",
                                           "record_count",
                                           Decimal(summary.record_count), Decimal(line_count)))
+        wallet_paid = paid.get((summary.customer_id, summary.period), ZERO)
+        if summary.wallet_paid_amount != wallet_paid:
+            differences.append(Difference(summary.customer_id, summary.customer.external_id, summary.period, "*",
+                                          "wallet_paid_amount", summary.wallet_paid_amount, wallet_paid))
     return differences
 
 
@@ -117,6 +123,7 @@ def rebuild_summary(*, customer: Customer, period: str) -> Summary | None:
         ])
         summary.record_count = sum(l.record_count for l in lines.values())
         summary.total_amount = sum((l.charged_amount for l in lines.values()), ZERO)
+        summary.wallet_paid_amount = sum((r.charged_amount for r in billed if r.wallet_entry_id is not None), ZERO)
         summary.save()
     return summary
 
@@ -179,7 +186,7 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         for summary in summaries.values():
             summary.lines.all().delete()
             summary.allowance_usage.all().delete()
-            summary.record_count, summary.total_amount = 0, ZERO
+            summary.record_count, summary.total_amount, summary.wallet_paid_amount = 0, ZERO, ZERO
         rated = [r for r in records if r.status == UsageRecord.Status.RATED]
         batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by="rerate",
                                          summary_count=len(summaries))

@@ -64,7 +64,9 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
             AllowanceUsage.objects.filter(summary=summary, allowance=allowance).update(used=F("used") - covered)
         summary.record_count -= 1
         summary.total_amount -= amount
-        summary.save(update_fields=["record_count", "total_amount", "updated_at"])
+        if record.wallet_entry_id is not None:
+            summary.wallet_paid_amount -= amount
+        summary.save(update_fields=["record_count", "total_amount", "wallet_paid_amount", "updated_at"])
         refund = None
         if record.wallet_entry_id is not None and amount > 0:
             debit = LedgerEntry.objects.get(pk=record.wallet_entry_id)

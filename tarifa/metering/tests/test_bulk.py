@@ -117,7 +117,7 @@ def _summaries_of(tenant) -> dict:
         usage = sorted((u.allowance.code, u.included, u.used) for u in summary.allowance_usage.all() if u.used)
         if summary.record_count or lines or usage:
             result[(summary.customer.external_id, summary.period)] = (
-                summary.currency, summary.record_count, summary.total_amount, lines, usage)
+                summary.currency, summary.record_count, summary.total_amount, summary.wallet_paid_amount, lines, usage)
     return result
 
 

@@ -215,6 +215,7 @@ def test_summaries_api_explains_the_charge(api, customers):
     summary = body[0]
     # a: 650 s → 654 billed, 600 from the allowance, 54 s at 0.10/min = 0.09; b: 36 s mobile = 0.18
     assert Decimal(summary["total_amount"]) == Decimal("0.27")
+    assert Decimal(summary["wallet_paid_amount"]) == 0  # postpaid: the close invoices it all
     local = next(l for l in summary["lines"] if l["kind"] == "call.local")
     assert Decimal(local["minutes"]) == Decimal("10.83") and Decimal(local["allowance_used"]) == Decimal(600)
     assert summary["allowances"][0]["allowance"] == "minutes"

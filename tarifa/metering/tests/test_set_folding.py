@@ -90,6 +90,7 @@ def test_prepaid_batches_fold_in_sql_until_a_wallet_falls_short(postgres, monkey
     assert [status[i] for i in ("p0", "q0", "q1", "q2", "q3")] == ["billed", "billed", "failed", "failed", "failed"]
     debits = LedgerEntry.objects.filter(wallet__tenant__slug="sql", kind="usage_debit").order_by("id")
     assert [(e.amount, e.record_count) for e in debits] == [(Decimal("0.00"), 1), (Decimal("-3.30"), 1)]
+    assert Summary.objects.get(tenant__slug="sql", customer__external_id="c4").wallet_paid_amount == Decimal("3.30")
     q0 = UsageRecord.objects.get(tenant__slug="sql", external_id="q0")
     assert q0.wallet_entry_id == debits[1].id and q0.batch_id == FoldBatch.objects.get(pk=q0.batch_id).id
 

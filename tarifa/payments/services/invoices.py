@@ -21,7 +21,7 @@ from tarifa.metering.selectors import waiting_usage
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.selectors import (
-    closable_summaries, closed_months, has_invoice, never_invoiced, settings_for, unsettled, wallet_paid_amounts,
+    closable_summaries, closed_months, has_invoice, invoiceable_amount, never_invoiced, settings_for, unsettled,
 )
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
@@ -123,8 +123,10 @@ class CloseResult:
 
 
 def close_month(*, now: datetime | None = None) -> CloseResult:
-    """The monthly close: on the 1st from 00:05 in each tenant's time zone, every postpaid customer's
-    summary of the month just ended with a non-zero total becomes an invoice, and so does one of
+    """The monthly close: on the 1st from 00:05 in each tenant's time zone, every summary of the month
+    just ended with something no prepaid wallet paid (invoiceable_amount: all of a postpaid
+    customer's, the postpaid part of one that changed billing mode mid-month) becomes an invoice
+    for that, and so does one of
     the last `late_usage_months` closed months (a payment setting, 3 by default) that has none yet
     (zero at its close, or a close missed for a whole month). A summary of those months that
     changed after it was invoiced is settled: one that grew gets an adjustment invoice for the
@@ -179,8 +181,7 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
                       .filter(id__in=ids, total_amount__gt=0).exclude(Exists(waiting_usage(OuterRef("pk"))))
                       .exclude(has_invoice())
                       .select_related("customer").order_by("id"))
-        paid = wallet_paid_amounts(locked)
-        drafts = {_close_reference(s): (s, s.total_amount - paid.get(s.id, Decimal(0))) for s in locked}
+        drafts = {_close_reference(s): (s, invoiceable_amount(s)) for s in locked}
         taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(drafts)).values_list("reference", flat=True))
         invoices = Invoice.objects.bulk_create([
             _draft(tenant=tenant, reference=reference, customer=summary.customer, amount=amount,
@@ -204,7 +205,7 @@ def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, d
         locked.customer = summary.customer
         if waiting_usage(summary.pk).exists():
             return CloseResult()  # folded meanwhile, partly: a later run settles it whole
-        invoiceable = locked.total_amount - wallet_paid_amounts([locked]).get(locked.id, Decimal(0))
+        invoiceable = invoiceable_amount(locked)
         earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
                        .values_list("reference", "amount", "status"))
         credits = list(CreditNote.objects.filter(summary=locked).values_list("amount", flat=True))

@@ -552,3 +552,36 @@ def test_a_customer_turned_postpaid_is_invoiced_only_what_its_wallet_did_not_pay
     reverse_usage(tenant=tenant, external_id="postpaid-1", reason="test call", caused_by="test")
     assert close_month(now=close + timedelta(minutes=45)) == CloseResult(credit_notes=1)
     assert CreditNote.objects.get().amount == Decimal("6.00")
+
+
+def test_a_customer_turned_prepaid_is_invoiced_the_days_before(shop, fake, plan, use):
+    """Postpaid for December's first calls, prepaid for the later ones: December's summary holds
+    both. The close had looked at postpaid customers only, so the postpaid calls were never
+    invoiced."""
+    from tarifa.tenants.services import update_customer
+    from tarifa.wallets.models import Wallet
+    from tarifa.wallets.services.ledger import configure_wallet, top_up
+
+    tenant, customer = shop
+    use("postpaid-1", 6000)  # 600 s from the allowance, 5,400 s at 0.30 a minute: 27.00 to invoice
+    configure_wallet(customer=customer, unit="BRL", credit_limit=Decimal(0), low_balance_threshold=None)
+    top_up(customer=customer, amount=Decimal("100"), idempotency_key="first", caused_by="test")
+    update_customer(customer=customer, billing_mode="prepaid")
+    use("prepaid-1", 1200)  # 6.00 from the wallet
+    assert Wallet.objects.get(customer=customer).balance == Decimal("94.00")
+    summary = Summary.objects.get(customer=customer)
+    assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("33.00"), Decimal("6.00"))
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == CloseResult(invoices=1)
+    assert Invoice.objects.get().amount == Decimal("27.00")
+    use("prepaid-late", 1200)  # a late CDR, paid by the wallet: nothing more to invoice
+    assert close_month(now=close + timedelta(minutes=15)).made == 0
+    from tarifa.metering.services.reversal import reverse_usage
+
+    reverse_usage(tenant=tenant, external_id="prepaid-1", reason="test call", caused_by="test")  # refunded
+    assert close_month(now=close + timedelta(minutes=30)).made == 0
+    reverse_usage(tenant=tenant, external_id="postpaid-1", reason="test call", caused_by="test")
+    assert close_month(now=close + timedelta(minutes=45)) == CloseResult(credit_notes=1)
+    assert CreditNote.objects.get().amount == Decimal("27.00")
+    summary.refresh_from_db()
+    assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("6.00"), Decimal("6.00"))

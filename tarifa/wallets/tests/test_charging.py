@@ -33,6 +33,7 @@ def test_the_fold_debits_prepaid_usage_once_and_links_each_record_to_its_debit(t
     assert set(UsageRecord.objects.filter(wallet_entry=debit).values_list("external_id", flat=True)) == {"m1", "m2", "m3"}
     summary = Summary.objects.get(customer=wallet_customer)
     assert summary.total_amount == Decimal("3.70")  # prepaid usage still folds into the monthly summary
+    assert summary.wallet_paid_amount == Decimal("3.70")  # and the close has nothing of it to invoice
     # Delivered again (a client retry): counted once, debited once.
     use(tenant, [tokens("m1", "org-1", 1500)])
     assert _wallet(wallet_customer).balance == Decimal("6.30")
@@ -137,3 +138,29 @@ def test_reconcile_catches_a_balance_that_does_not_match_its_ledger(tenant, wall
     assert "balance == sum(ledger)" in checks
     LedgerEntry.objects.filter(kind="usage_debit").update(amount=Decimal("-0.5"))
     assert any(d.check.startswith("usage_debit") for d in find_wallet_differences())
+
+
+def test_reconcile_checks_what_the_wallets_paid_of_each_summary_and_fix_rebuilds_it(tenant, wallet_customer):
+    """The close invoices a summary's total less what wallets paid of it: that amount is proven
+    against the records like the total, and rebuilt by --fix and by the migration that added it."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    from tarifa.metering.services.reconciliation import rebuild_summary
+
+    use(tenant, [tokens("m1", "org-1", 1500), tokens("m2", "org-1", 2000, model="gpt-4o-mini")])
+    Summary.objects.filter(customer=wallet_customer).update(wallet_paid_amount=Decimal(0))
+    [difference] = find_differences()
+    assert (difference.field, difference.summary_value, difference.records_value) == (
+        "wallet_paid_amount", Decimal(0), Decimal("1.70"))
+    rebuild_summary(customer=wallet_customer, period=difference.period)
+    assert find_differences() == []
+    Summary.objects.filter(customer=wallet_customer).update(wallet_paid_amount=Decimal(0))
+    migration = importlib.import_module("tarifa.metering.migrations.0011_summary_wallet_paid_amount")
+    # The editor's two members it uses (SQLite's own refuses to open inside a test's transaction).
+    migration.fill_wallet_paid(apps, SimpleNamespace(connection=connection,
+                                                     execute=lambda sql: connection.cursor().execute(sql)))
+    assert Summary.objects.get(customer=wallet_customer).wallet_paid_amount == Decimal("1.70")
