@@ -5,7 +5,9 @@ from django.contrib import admin
 
 from tarifa.core.admin import ServiceCheckedForm
 from tarifa.tenants.models import ApiKey, Customer, Tenant
-from tarifa.tenants.services import check_region, check_timezone, clean_customer_fields, clean_default_currency
+from tarifa.tenants.services import (
+    check_region, check_timezone, clean_customer_fields, clean_default_currency, update_customer,
+)
 
 
 class TenantForm(ServiceCheckedForm):
@@ -61,3 +63,10 @@ class CustomerAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Its usage, summaries and wallet are the tenant's and are found by this id.
         return ("tenant", "external_id") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        # Through the service, so that a customer turned postpaid here has its failed usage charged.
+        update_customer(customer=Customer.objects.get(pk=obj.pk),
+                        **{name: getattr(obj, name) for name in form.changed_data})

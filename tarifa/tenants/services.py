@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
 from tarifa.core.text import check_lengths
+from tarifa.runtime.services import enqueue
 from tarifa.tenants.models import ApiKey, Customer, Tenant
 from tarifa.tenants.selectors import KEY_SCHEME, hash_api_key
 
@@ -143,11 +144,19 @@ def create_customer(*, tenant: Tenant, external_id: str, **fields) -> tuple[Cust
 
 
 def update_customer(*, customer: Customer, **fields) -> Customer:
+    """Change a customer's fields. A customer turned postpaid has the usage its wallet could not pay
+    (failed, insufficient_credits or no_wallet) charged again by the workers: postpaid usage never
+    fails for credit, and nothing else would retry it (no top-up is coming)."""
     cleaned = clean_customer_fields(tenant=customer.tenant, fields=fields)
+    turned_postpaid = (cleaned.get("billing_mode") == Customer.BillingMode.POSTPAID
+                       and customer.billing_mode != Customer.BillingMode.POSTPAID)
     for key, value in cleaned.items():
         setattr(customer, key, value)
     if cleaned:
-        customer.save(update_fields=[*cleaned, "updated_at"])
+        with transaction.atomic():
+            customer.save(update_fields=[*cleaned, "updated_at"])
+            if turned_postpaid:
+                enqueue("wallets.retry_failed_usage", payload={"customer_id": customer.id})
     return customer
 
 

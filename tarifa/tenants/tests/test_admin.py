@@ -62,3 +62,19 @@ def test_api_keys_are_issued_by_the_command_not_added_in_the_admin(operator, ten
     assert operator.get("/admin/tenants/apikey/add/").status_code == 403
     key = ApiKey.objects.get(tenant=tenant)
     assert operator.get(f"/admin/tenants/apikey/{key.pk}/change/").status_code == 200
+
+
+def test_a_customer_turned_postpaid_in_the_admin_has_its_failed_usage_charged(operator, tenant):
+    """The change form saves through update_customer, which queues the retry of the usage a wallet
+    could not pay (tarifa/wallets/tests/test_charging.py follows it to the invoice)."""
+    from tarifa.runtime.models import Job
+
+    customer, _ = create_customer(tenant=tenant, external_id="org-1", billing_mode="prepaid")
+    url = f"/admin/tenants/customer/{customer.pk}/change/"
+    values = {"name": "Org", "email": "", "phone": "", "metadata": "{}"}
+    assert operator.post(url, {**values, "billing_mode": "prepaid"}).status_code == 302
+    assert not Job.objects.filter(type="wallets.retry_failed_usage").exists()
+    assert operator.post(url, {**values, "billing_mode": "postpaid"}).status_code == 302
+    customer.refresh_from_db()
+    assert (customer.name, customer.billing_mode) == ("Org", "postpaid")
+    assert Job.objects.get(type="wallets.retry_failed_usage").payload == {"customer_id": customer.pk}

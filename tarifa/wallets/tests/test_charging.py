@@ -164,3 +164,23 @@ def test_reconcile_checks_what_the_wallets_paid_of_each_summary_and_fix_rebuilds
     migration.fill_wallet_paid(apps, SimpleNamespace(connection=connection,
                                                      execute=lambda sql: connection.cursor().execute(sql)))
     assert Summary.objects.get(customer=wallet_customer).wallet_paid_amount == Decimal("1.70")
+
+
+def test_a_customer_turned_postpaid_has_the_usage_its_wallet_could_not_pay_charged(tenant, wallet_customer):
+    """Usage the wallet could not pay stays failed until credit arrives; a customer turned postpaid
+    gets none, so the change of billing mode itself has the workers charge it, to invoice."""
+    from tarifa.tenants.services import update_customer
+
+    use(tenant, [tokens("a", "org-1", 6000, at(1, 1)), tokens("b", "org-1", 5000, at(1, 2))])
+    assert UsageRecord.objects.get(external_id="b").status == "failed"
+    update_customer(customer=wallet_customer, name="Org One")  # another change: nothing to retry
+    drain()
+    assert UsageRecord.objects.get(external_id="b").status == "failed"
+    update_customer(customer=wallet_customer, billing_mode="postpaid")
+    drain()  # the retry, then the fold
+    b = UsageRecord.objects.get(external_id="b")
+    assert (b.status, b.charged_amount, b.wallet_entry_id) == ("billed", Decimal("5.00"), None)
+    summary = Summary.objects.get(customer=wallet_customer)
+    assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("11.00"), Decimal("6.00"))
+    assert _wallet(wallet_customer).balance == Decimal("4.00")  # the wallet paid a, and nothing more
+    assert find_differences() == [] and find_wallet_differences() == []
