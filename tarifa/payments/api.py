@@ -195,6 +195,7 @@ class SettingsIn(Schema):
     default_gateway: str | None = None
     failure_alert_after: int | None = None
     late_usage_months: int | None = None
+    close_grace_days: int | None = None
 
 
 class SettingsOut(Schema):
@@ -207,6 +208,7 @@ class SettingsOut(Schema):
     default_gateway: str
     failure_alert_after: int
     late_usage_months: int
+    close_grace_days: int
 
 
 @router.put("/payments/settings", response={200: SettingsOut, 422: ErrorOut})

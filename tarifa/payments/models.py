@@ -25,6 +25,9 @@ class PaymentSettings(models.Model):
     invoice_due_days = models.PositiveIntegerField(default=10, help_text="Monthly-close invoices are due after this.")
     late_usage_months = models.PositiveIntegerField(
         default=3, help_text="Closed months the close keeps settling (usage that changed after its invoice); 0: none.")
+    close_grace_days = models.PositiveIntegerField(
+        default=0, help_text="Days after a month ends before the close invoices it, so that CDRs arriving late are "
+                             "in its first invoice instead of adjustments; 0: on the 1st at 00:05.")
     default_gateway = models.CharField(max_length=32, default="pagseguro")
     failure_alert_after = models.PositiveIntegerField(default=5, help_text="Consecutive errors before an alert.")
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -98,11 +98,18 @@ def payment_backlog(*, now=None) -> PaymentBacklog:
                           failing_credentials=failing)
 
 
-def closed_months(today, config: PaymentSettings) -> tuple[str, str]:
-    """The month just ended, and the first of the closed months the close still answers for (the
-    last `late_usage_months`, and at least the month just ended): what it invoices and settles."""
-    previous = months_before(today, 1)
-    return previous, min(months_before(today, config.late_usage_months), previous)
+def closed_months(today: date, config: PaymentSettings) -> tuple[str, str]:
+    """The last closed month, and the first of the closed months the close still answers for (the
+    last `late_usage_months`, and at least the last closed): what it invoices and settles. A month
+    is closed `close_grace_days` after it ends (the 1st with none)."""
+    closing = closing_day(today, config)
+    previous = months_before(closing, 1)
+    return previous, min(months_before(closing, config.late_usage_months), previous)
+
+
+def closing_day(today: date, config: PaymentSettings) -> date:
+    """The day whose month before is the last closed month: `close_grace_days` before today."""
+    return today - timedelta(days=config.close_grace_days)
 
 
 def closable_summaries(*, tenant: Tenant) -> QuerySet[Summary]:

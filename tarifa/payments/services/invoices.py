@@ -21,7 +21,8 @@ from tarifa.metering.selectors import waiting_usage
 from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.selectors import (
-    closable_summaries, closed_months, has_invoice, invoiceable_amount, never_invoiced, settings_for, unsettled,
+    closable_summaries, closed_months, closing_day, has_invoice, invoiceable_amount, never_invoiced, settings_for,
+    unsettled,
 )
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
@@ -123,12 +124,13 @@ class CloseResult:
 
 
 def close_month(*, now: datetime | None = None) -> CloseResult:
-    """The monthly close: on the 1st from 00:05 in each tenant's time zone, every summary of the month
-    just ended with something no prepaid wallet paid (invoiceable_amount: all of a postpaid
-    customer's, the postpaid part of one that changed billing mode mid-month) becomes an invoice
-    for that, and so does one of
-    the last `late_usage_months` closed months (a payment setting, 3 by default) that has none yet
-    (zero at its close, or a close missed for a whole month). A summary of those months that
+    """The monthly close: on the 1st from 00:05 in each tenant's time zone (or `close_grace_days`
+    later, a payment setting: CDRs that arrive late are then in the first invoice), every summary of
+    the month just ended with something no prepaid wallet paid (invoiceable_amount: all of a
+    postpaid customer's, the postpaid part of one that changed billing mode mid-month) becomes an
+    invoice for that, and so does one of the last `late_usage_months` closed months (a payment
+    setting, 3 by default) that has none yet (zero at its close, or a close missed for a whole
+    month). A summary of those months that
     changed after it was invoiced is settled: one that grew gets an adjustment invoice for the
     difference, one that fell below what its invoices billed gets a credit note. Each invoice and
     credit note has a reference of its own (TRF-2025-12-acct, then -2, -3…; credit notes -C1,
@@ -137,9 +139,9 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
     created = CloseResult()
     for tenant in Tenant.objects.all():
         local = now.astimezone(tenant.tzinfo)
-        if local.day == 1 and (local.hour, local.minute) < (0, 5):
-            continue
         config = settings_for(tenant)
+        if closing_day(local.date(), config).day == 1 and (local.hour, local.minute) < (0, 5):
+            continue  # the month just closed is invoiced from 00:05
         previous, window = closed_months(local.date(), config)
         due_date = local.date() + timedelta(days=config.invoice_due_days)  # from the day it is made
         closable = closable_summaries(tenant=tenant)

@@ -75,6 +75,8 @@ def test_cancel_and_stats(shop_api):
     assert stats["due_now"] == 0 and len(stats["next_checks"]) == 1 and stats["failing_credentials"] == []
     assert api.put("/api/v1/payments/settings", {"progression": "list", "intervals": "5x"}).json()["code"] == "invalid_intervals"
     assert api.put("/api/v1/payments/settings", {"progression": "list", "intervals": "30m,1h"}).status_code == 200
+    saved = api.put("/api/v1/payments/settings", {"close_grace_days": 5, "late_usage_months": 2}).json()
+    assert (saved["close_grace_days"], saved["late_usage_months"], saved["intervals"]) == (5, 2, "30m,1h")
 
 
 def test_cli_stats_and_check(shop_api, tenant, capsys):
@@ -94,6 +96,7 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
                        ({"max_interval_seconds": 10 ** 12}, "invalid_max_interval_seconds"),
                        ({"first_interval_seconds": 0}, "invalid_first_interval_seconds"),
                        ({"late_usage_months": 25}, "invalid_late_usage_months"),
+                       ({"close_grace_days": 28}, "invalid_close_grace_days"),
                        ({"first_interval_seconds": 600, "max_interval_seconds": 300}, "invalid_intervals")):
         response = api.put("/api/v1/payments/settings", body)
         assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)

@@ -428,6 +428,24 @@ def test_how_many_closed_months_the_close_settles_is_a_setting(shop, fake, use):
     assert close_month(now=march) == CloseResult(adjustments=1)
 
 
+def test_with_grace_days_the_close_waits_and_late_cdrs_are_in_the_first_invoice(shop, fake, use):
+    """close_grace_days 3: December is closed on January 4th at 00:05 (São Paulo), so its CDRs
+    imported on the 2nd are in its one invoice, with no adjustment; until then reconcile does not
+    count it as missed."""
+    from tarifa.payments.selectors import billing_gaps
+
+    tenant, _customer = shop
+    update_settings(tenant=tenant, close_grace_days=3)
+    use("d1", 6000)  # 27.00
+    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)).made == 0
+    use("late-1", 1200)  # 6.00, imported on January 2nd
+    assert billing_gaps(now=datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)) == []
+    assert close_month(now=datetime(2026, 1, 4, 3, 4, tzinfo=dt_timezone.utc)).made == 0  # 00:04 on the 4th
+    assert close_month(now=datetime(2026, 1, 4, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
+    assert Invoice.objects.get().amount == Decimal("33.00")
+    assert close_month(now=datetime(2026, 1, 20, 12, tzinfo=dt_timezone.utc)).made == 0
+
+
 def test_reconcile_finds_closed_months_their_invoices_do_not_match(shop, fake):
     """What the close has not settled: within the months it answers for (late_usage_months), what
     its next run settles; before them, a summary changed after its invoice, which nobody will."""
