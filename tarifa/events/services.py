@@ -189,10 +189,13 @@ def update_webhook_endpoint(*, endpoint: WebhookEndpoint, **fields) -> WebhookEn
         fields["url"] = check_url(fields["url"])
     if "event_types" in fields:
         fields["event_types"] = clean_event_types(fields["event_types"])
-    resumed = fields.get("active") is True and not endpoint.active
-    for key, value in fields.items():
-        setattr(endpoint, key, value)
     with transaction.atomic():
+        # Whether this resumes it, read under the row lock: two resumes at once (two operators, a
+        # retried PATCH) had both found it paused and queued each held delivery twice.
+        stored = WebhookEndpoint.objects.select_for_update().only("active").get(pk=endpoint.pk)
+        resumed = fields.get("active") is True and not stored.active
+        for key, value in fields.items():
+            setattr(endpoint, key, value)
         if fields:
             endpoint.save(update_fields=list(fields))
         if resumed:

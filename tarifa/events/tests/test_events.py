@@ -169,6 +169,24 @@ def test_deliveries_held_by_a_pause_are_sent_when_the_endpoint_resumes(tenant, r
     assert len(receiver.requests) == 1
 
 
+def test_a_second_resume_of_an_endpoint_queues_nothing_more(tenant, receiver):
+    """Two resumes at once (two operators, a retried PATCH) each hold the endpoint as read while it
+    was paused; the one that saves second must find it resumed, not queue the held delivery again."""
+    from tarifa.events.models import WebhookEndpoint
+    from tarifa.events.services import update_webhook_endpoint
+
+    endpoint = create_webhook_endpoint(tenant=tenant, url=receiver.url)
+    emit_event(tenant=tenant, type="summary.updated", payload={"n": 1})
+    update_webhook_endpoint(endpoint=endpoint, active=False)  # before its delivery ran: held
+    Job.objects.all().delete()
+    first, second = (WebhookEndpoint.objects.get(pk=endpoint.pk) for _ in range(2))
+    update_webhook_endpoint(endpoint=first, active=True)
+    update_webhook_endpoint(endpoint=second, active=True)
+    assert Job.objects.filter(type="events.deliver_webhook").count() == 1
+    drain()
+    assert len(receiver.requests) == 1
+
+
 def test_a_late_failure_of_an_overlapping_run_does_not_undo_a_delivery(tenant, receiver, monkeypatch):
     """Two runs of one delivery (a lease that ran out during a slow POST): the one that fails last
     had saved its stale 'pending' over the other's success, and the event was sent once more."""
