@@ -184,11 +184,11 @@ class BillingGap(NamedTuple):
 def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = None, period: str | None = None,
                  now: datetime | None = None) -> list[BillingGap]:
     """Summaries of closed months whose invoiceable amount (what no prepaid wallet paid) their
-    invoices and credit notes do not match. Those
-    of the months the close still answers for (closed_months) are listed as what its next run
-    settles; one changed after its invoice before them, nobody will. (One never invoiced before
-    them is history from before Tarifa billed it, or usage imported for reports: not listed.)
-    Usage still waiting for a fold is left out: it is in flight."""
+    invoices and credit notes do not match. Those of the months the close still answers for
+    (closed_months) are listed as what its next run settles; one changed after its invoice before
+    them, nobody will. (One never invoiced before them is history from before Tarifa billed it, or
+    usage imported for reports: not listed.) Usage still waiting for a fold is left out: it is in
+    flight."""
     now = now or timezone.now()
     gaps = []
     for owner in [tenant] if tenant else Tenant.objects.order_by("slug"):

@@ -156,12 +156,9 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers
             created += CloseResult(invoices=_invoice_new_summaries(ids[start:start + CLOSE_CHUNK], **terms))
-        for summary in changed.select_related("customer").order_by("id"):
-            try:
-                created += _settle_changed_summary(summary, tenant=tenant, gateway=config.default_gateway,
-                                                   due_date=due_date, now=now)
-            except (IntegrityError, Conflict):  # another close run took it
-                continue
+        ids = list(changed.order_by("id").values_list("id", flat=True))
+        for start in range(0, len(ids), CLOSE_CHUNK):
+            created += _settle_changed_summaries(ids[start:start + CLOSE_CHUNK], **terms)
     for what in ("invoices", "adjustments", "credit_notes"):  # committed by now, each in its own transaction
         if getattr(created, what):
             metrics.CLOSE_MADE.labels(what).inc(getattr(created, what))
@@ -194,50 +191,65 @@ def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: 
     return len(invoices)
 
 
-def _settle_changed_summary(summary: Summary, *, tenant: Tenant, gateway: str, due_date: date,
-                            now: datetime) -> CloseResult:
-    """Bill what an invoiced summary holds beyond its invoices so far (less its credit notes), or
-    credit what it fell below them.
+def _settle_changed_summaries(ids: list[int], *, tenant: Tenant, config, due_date: date,
+                              now: datetime) -> CloseResult:
+    """Bill what each of these invoiced summaries holds beyond its invoices so far (less its credit
+    notes), or credit what it fell below them: in one transaction holding them locked (as folds
+    lock them, in id order) and reading them again, so a fold or another close run that held one
+    is in the amounts or after them. One by one, a close that found 1% of 100,000 customers
+    changed took 15-25 s.
 
     A cancelled invoice counts as billed, since cancelling is a decision on that amount, not a
-    request to bill it again; but nothing is credited against it, since nothing was charged."""
+    request to bill it again; but nothing is credited against it, since nothing was charged. A
+    reference already taken (an invoice made through the API under the same name) is left alone."""
     with transaction.atomic():
-        # Locked as folds lock it, and read again: a fold running now is in the amount or after it.
-        locked = Summary.objects.select_for_update(no_key=True, of=("self",)).get(pk=summary.pk)
-        locked.customer = summary.customer
-        if waiting_usage(summary.pk).exists():
-            return CloseResult()  # folded meanwhile, partly: a later run settles it whole
-        invoiceable = invoiceable_amount(locked)
-        earlier = list(Invoice.objects.filter(summary=locked).order_by("id")
-                       .values_list("reference", "amount", "status"))
-        credits = list(CreditNote.objects.filter(summary=locked).values_list("amount", flat=True))
-        credited = sum(credits, Decimal(0))
-        billed = sum((amount for _r, amount, _s in earlier), Decimal(0)) - credited
-        owed = sum((amount for _r, amount, status in earlier if status != Invoice.Status.CANCELLED),
-                   Decimal(0)) - credited
-        if invoiceable > billed:
-            _invoice, made = create_invoice(
-                tenant=tenant, reference=_close_reference(summary, number=len(earlier) + 1),
-                customer=summary.customer, amount=invoiceable - billed, currency=locked.currency,
-                gateway=gateway, due_date=due_date, summary=locked, now=now,
-                description=f"Usage {summary.period} received after invoice {earlier[0][0]}")
-            return CloseResult(adjustments=int(made))
-        if invoiceable < owed:
-            _credit(locked, tenant=tenant, amount=owed - invoiceable, number=len(credits) + 1,
-                    invoices=[reference for reference, _a, status in earlier if status != Invoice.Status.CANCELLED],
-                    now=now)
-            return CloseResult(credit_notes=1)
-    return CloseResult()
+        locked = list(Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=ids)
+                      .exclude(Exists(waiting_usage(OuterRef("pk"))))  # folded meanwhile, partly: a later run
+                      .select_related("customer").order_by("id"))
+        earlier: dict[int, list[tuple[str, Decimal, str]]] = {s.id: [] for s in locked}
+        for summary_id, reference, amount, status in (Invoice.objects.filter(summary_id__in=list(earlier))
+                                                      .order_by("id").values_list("summary_id", "reference",
+                                                                                  "amount", "status")):
+            earlier[summary_id].append((reference, amount, status))
+        credits: dict[int, list[Decimal]] = {s.id: [] for s in locked}
+        for summary_id, amount in CreditNote.objects.filter(summary_id__in=list(credits)).values_list(
+                "summary_id", "amount"):
+            credits[summary_id].append(amount)
+        adjustments, notes = {}, []
+        for summary in locked:
+            invoices, credited = earlier[summary.id], sum(credits[summary.id], Decimal(0))
+            if not invoices:
+                continue  # its first invoice is _invoice_new_summaries' to make
+            billed = sum((amount for _r, amount, _s in invoices), Decimal(0)) - credited
+            open_references = [reference for reference, _a, status in invoices if status != Invoice.Status.CANCELLED]
+            owed = sum((amount for _r, amount, status in invoices if status != Invoice.Status.CANCELLED),
+                       Decimal(0)) - credited
+            invoiceable = invoiceable_amount(summary)
+            if invoiceable > billed:
+                reference = _close_reference(summary, number=len(invoices) + 1)
+                adjustments[reference] = _draft(
+                    tenant=tenant, reference=reference, customer=summary.customer, amount=invoiceable - billed,
+                    currency=summary.currency, due_date=due_date, gateway=config.default_gateway, summary=summary,
+                    description=f"Usage {summary.period} received after invoice {invoices[0][0]}", now=now)
+            elif invoiceable < owed:
+                notes.append(_credit_note(summary, tenant=tenant, amount=owed - invoiceable,
+                                          number=len(credits[summary.id]) + 1, invoices=open_references, now=now))
+        taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(adjustments))
+                    .values_list("reference", flat=True))
+        made = Invoice.objects.bulk_create([draft for reference, draft in adjustments.items() if reference not in taken])
+        _open(invoices=made, tenant=tenant, config=config)
+        CreditNote.objects.bulk_create(notes)
+        emit_events(events=[(tenant.id, "credit_note.created", credit_note_payload(note)) for note in notes])
+    return CloseResult(adjustments=len(made), credit_notes=len(notes))
 
 
-def _credit(summary: Summary, *, tenant: Tenant, amount: Decimal, number: int, invoices: list[str],
-            now: datetime) -> CreditNote:
-    note = CreditNote.objects.create(
+def _credit_note(summary: Summary, *, tenant: Tenant, amount: Decimal, number: int, invoices: list[str],
+                 now: datetime) -> CreditNote:
+    """An unsaved credit note of `amount` for a summary that fell below what its invoices charged."""
+    return CreditNote(
         tenant=tenant, customer=summary.customer, summary=summary, reference=f"{_close_reference(summary)}-C{number}",
         amount=amount, currency=summary.currency, created_at=now,
         reason=f"Usage {summary.period} reduced after invoice {', '.join(invoices)} (reversals or re-rating)")
-    emit_event(tenant=tenant, type="credit_note.created", payload=credit_note_payload(note))
-    return note
 
 
 def _close_reference(summary: Summary, *, number: int = 1) -> str:
