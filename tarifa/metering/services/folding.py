@@ -258,11 +258,13 @@ def summary_payload(summary: Summary, **extra) -> dict:
 
 
 def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], batch_id: int,
-                  charge_wallets: bool = True, caused_by: str = "") -> tuple[Decimal, set[int]]:
+                  wallet_pays: dict[int, bool] | None = None, caused_by: str = "") -> tuple[Decimal, set[int]]:
     """Charge `records` (ordered per summary by time) against their locked summaries.
 
     Allowances first, then graduated tiers, each record's charge rounded once. A prepaid customer's
     record is also debited from the wallet (locked here), or fails whole when the wallet cannot pay.
+    `wallet_pays` (re-rating) says by record id whether a wallet pays it, whatever the customer's
+    billing mode is now; records it does not name go by the mode.
     Mutates the records' billing fields (the caller saves them) and writes the summaries, lines,
     allowance usage and wallet debits.
     Returns the total charged and the ids of summaries whose allowance use crossed an alert threshold.
@@ -276,7 +278,9 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
     terms = {i: terms_of(d) for i, d in snapshots.items()}
     allowances = allowances_by_plan(plan_ids={r.plan_id for r in records})
     prepaid = {s.customer_id for s in summaries.values() if s.customer.billing_mode == Customer.BillingMode.PREPAID}
-    funds = PrepaidFunds(customer_ids=prepaid) if prepaid and charge_wallets else None
+    wallet_pays = wallet_pays or {}
+    payers = prepaid | {summaries[r.summary_id].customer_id for r in records if wallet_pays.get(r.id)}
+    funds = PrepaidFunds(customer_ids=payers) if payers else None
     now = timezone.now()
     charged_total = ZERO
     for record in records:
@@ -299,7 +303,7 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
         if line is None:
             line = lines[(summary.id, kind)] = SummaryLine(summary_id=summary.id, kind=kind, unit=snapshot["unit"])
         amount = charge(billable - covered, already=line.chargeable_quantity, terms=terms[record.snapshot_id])
-        if funds is not None and summary.customer_id in prepaid:
+        if funds is not None and wallet_pays.get(record.id, summary.customer_id in prepaid):
             refusal = funds.refusal(customer_id=summary.customer_id, amount=amount, currency=summary.currency)
             if refusal:  # never half-charged: the record leaves the allowance, line and summary untouched
                 record.status, record.failure_code, record.amount_due = UsageRecord.Status.FAILED, refusal, amount

@@ -156,13 +156,19 @@ def rerate_period(*, tenant: Tenant, period: str, customer: Customer | None = No
     return counts
 
 
-def _debited_charges(records: list[UsageRecord]) -> dict[int, Decimal]:
-    """What each usage_debit paid for these records (before re-rating forgets it)."""
+def _how_paid(records: list[UsageRecord]) -> tuple[dict[int, Decimal], dict[int, bool]]:
+    """What each usage_debit paid for these records, and by billed record whether a wallet paid it
+    (read before re-rating forgets them). A re-rate corrects prices, not who pays: a customer who
+    changed billing mode since had its postpaid month charged to the wallet (failing where the
+    wallet fell short) and its prepaid month moved onto an invoice."""
     paid: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    wallet_pays: dict[int, bool] = {}
     for record in records:
-        if record.status == UsageRecord.Status.BILLED and record.wallet_entry_id and record.charged_amount:
-            paid[record.wallet_entry_id] += record.charged_amount
-    return paid
+        if record.status == UsageRecord.Status.BILLED:
+            wallet_pays[record.id] = record.wallet_entry_id is not None
+            if record.wallet_entry_id and record.charged_amount:
+                paid[record.wallet_entry_id] += record.charged_amount
+    return paid, wallet_pays
 
 
 def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) -> dict[str, int]:
@@ -171,14 +177,14 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
     with transaction.atomic():
         summaries = _lock_period_summaries(customer=customer, period=period)
         records = _period_records(customer=customer, period=period)
-        debited = _debited_charges(records)  # before re-rating forgets it
+        debited, wallet_pays = _how_paid(records)  # before re-rating forgets it
         rerate_records(tenant=tenant, records=records)
         if {r.summary_id for r in records if r.summary_id} - summaries.keys():
             # A summary created since the lock (by this re-rate, or by a call for a customer who had
             # none): lock it too, then read and rate again what may have been folded into it.
             summaries = _lock_period_summaries(customer=customer, period=period)
             records = _period_records(customer=customer, period=period)
-            debited = _debited_charges(records)
+            debited, wallet_pays = _how_paid(records)
             rerate_records(tenant=tenant, records=records)
         for record in records:
             record.batch_id = record.allowance_used = record.charged_amount = record.billed_at = None
@@ -191,7 +197,8 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by="rerate",
                                          summary_count=len(summaries))
         refund_debits(charges=debited, key=f"rerate:{batch.id}", reason=f"re-rating of {period}")
-        charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id, caused_by="rerate")
+        charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id,
+                                          wallet_pays=wallet_pays, caused_by="rerate")
         # apply_records writes the summaries it charged records to; one left with none (all its
         # records unrated now) had kept its old total.
         now = timezone.now()

@@ -412,6 +412,49 @@ def test_a_tariff_correction_after_the_close_is_credited(shop, fake, plan, use):
     assert CreditNote.objects.get().amount == Decimal("9.00")
 
 
+def test_a_rerate_keeps_who_paid_each_call_after_a_change_of_billing_mode(shop, fake, plan, use):
+    """December's first call postpaid, its second paid by the wallet (the customer turned prepaid);
+    a price corrected and December re-rated, twice, the billing mode changed between: each call
+    is charged again the way it was paid. By the mode of the day, the postpaid call had gone to
+    the wallet, failing for want of credit, and the invoiced month had been credited whole."""
+    from tarifa.metering.services.plans import replace_plan_terms
+    from tarifa.metering.services.reconciliation import find_differences, rerate_period
+    from tarifa.tenants.services import update_customer
+    from tarifa.wallets.models import Wallet
+    from tarifa.wallets.services.ledger import configure_wallet, top_up
+
+    tenant, customer = shop
+
+    def reprice(price: str) -> None:
+        replace_plan_terms(plan=plan, rates=[{"kind": "call.mobile", "destination_prefix": "9", "price": price,
+                                              "unit": "second", "block_size": "60", "minimum": "30",
+                                              "increment": "6"}],
+                           allowances=[{"code": "minutes", "kinds": ["call.mobile"], "quantity": "600"}])
+        rerate_period(tenant=tenant, period="2025-12")
+
+    use("postpaid-1", 6000)  # 5,400 s beyond the allowance at 0.30 a minute: 27.00
+    configure_wallet(customer=customer, unit="BRL", credit_limit=Decimal(0), low_balance_threshold=None)
+    top_up(customer=customer, amount=Decimal("10"), idempotency_key="first", caused_by="test")
+    update_customer(customer=customer, billing_mode="prepaid")
+    use("prepaid-1", 1200)  # 6.00 from the wallet
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == CloseResult(invoices=1) and Invoice.objects.get().amount == Decimal("27.00")
+    reprice("0.20")  # 18.00 on the invoice, 4.00 from the wallet
+    summary = Summary.objects.get(customer=customer)
+    assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("22.00"), Decimal("4.00"))
+    assert Wallet.objects.get(customer=customer).balance == Decimal("6.00")
+    assert close_month(now=close + timedelta(minutes=15)) == CloseResult(credit_notes=1)
+    assert CreditNote.objects.get().amount == Decimal("9.00")
+    update_customer(customer=customer, billing_mode="postpaid")
+    reprice("0.30")  # back to 27.00 and 6.00: the wallet still pays its call
+    summary.refresh_from_db()
+    assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("33.00"), Decimal("6.00"))
+    assert Wallet.objects.get(customer=customer).balance == Decimal("4.00")
+    assert close_month(now=close + timedelta(minutes=30)) == CloseResult(adjustments=1)
+    assert Invoice.objects.order_by("id").last().amount == Decimal("9.00")
+    assert find_differences() == []
+
+
 def test_how_many_closed_months_the_close_settles_is_a_setting(shop, fake, use):
     """Usage of December that changed in March: settled while December is within the tenant's
     late_usage_months (3 by default), left alone beyond it or with 0."""
