@@ -1,7 +1,12 @@
 from django.contrib import admin
 
-from tarifa.core.admin import ReadOnly, URLAdmin
-from tarifa.payments.models import CheckLog, CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentTransaction
+from copy import copy
+
+from tarifa.core.admin import ReadOnly, ServiceCheckedForm, URLAdmin
+from tarifa.payments.models import (
+    CheckLog, CreditNote, GatewayCredential, Invoice, PaymentCheck, PaymentSettings, PaymentTransaction,
+)
+from tarifa.payments.services.credentials import SETTINGS_FIELDS, check_settings
 
 
 class CheckInline(ReadOnly, admin.StackedInline):
@@ -58,3 +63,31 @@ class GatewayCredentialAdmin(URLAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class PaymentSettingsForm(ServiceCheckedForm):
+    checked_fields = SETTINGS_FIELDS
+
+    class Meta:
+        model = PaymentSettings
+        fields = "__all__"
+
+    def check(self, values: dict) -> dict:
+        draft = copy(self.instance)
+        for name, value in values.items():
+            setattr(draft, name, value)
+        check_settings(draft)
+        return values
+
+
+@admin.register(PaymentSettings)
+class PaymentSettingsAdmin(admin.ModelAdmin):
+    """A tenant's check intervals, expiry and monthly-close terms, checked as the API checks them
+    (PUT /api/v1/payments/settings); a tenant without a row has the defaults."""
+
+    form = PaymentSettingsForm
+    list_display = ("tenant", "progression", "first_interval_seconds", "max_interval_seconds", "expire_after_days",
+                    "invoice_due_days", "late_usage_months", "close_grace_days", "default_gateway")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("tenant",) if obj is not None else ()

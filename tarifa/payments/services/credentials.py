@@ -49,6 +49,16 @@ def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
     for key, value in fields.items():
         if key in SETTINGS_FIELDS and value is not None:
             setattr(config, key, value)
+    check_settings(config)
+    config.save()
+    return config
+
+
+def check_settings(config: PaymentSettings) -> None:
+    """DomainError unless the settings make sense together (the API and the admin store only such)."""
+    if config.default_gateway not in GATEWAYS:  # the close's invoices are checked there
+        raise DomainError("unknown_gateway", f"default_gateway must be one of {', '.join(sorted(GATEWAYS))}.",
+                          field="default_gateway")
     if config.progression not in PaymentSettings.Progression.values:
         raise DomainError("invalid_progression", "progression is 'exponential' or 'list'.", field="progression")
     if config.progression == PaymentSettings.Progression.LIST and not parse_intervals(config.intervals):
@@ -60,5 +70,3 @@ def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
     if config.max_interval_seconds < config.first_interval_seconds:
         raise DomainError("invalid_intervals", "max_interval_seconds must be at least first_interval_seconds.",
                           field="max_interval_seconds")
-    config.save()
-    return config

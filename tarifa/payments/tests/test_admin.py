@@ -45,3 +45,24 @@ def test_credit_notes_are_read_in_the_admin(operator, tenant):
     operator.post(f"/admin/payments/creditnote/{note.pk}/change/", {"amount": "1"})
     note.refresh_from_db()
     assert note.amount == Decimal("3.50")
+
+
+def test_payment_settings_are_checked_in_the_admin_as_in_the_api(operator, tenant):
+    from tarifa.payments.models import PaymentSettings
+    from tarifa.payments.services.credentials import update_settings
+
+    config = update_settings(tenant=tenant, close_grace_days=2)
+    url = f"/admin/payments/paymentsettings/{config.pk}/change/"
+    assert operator.get("/admin/payments/paymentsettings/").status_code == 200
+    values = {"progression": "exponential", "first_interval_seconds": 900, "max_interval_seconds": 86400,
+              "intervals": "", "expire_after_days": 30, "invoice_due_days": 10, "late_usage_months": 3,
+              "close_grace_days": 2, "default_gateway": "pagseguro", "failure_alert_after": 5}
+    for changes, field in [({"close_grace_days": 40}, "close_grace_days"),
+                           ({"default_gateway": "paypal"}, "default_gateway"),
+                           ({"max_interval_seconds": 60}, "max_interval_seconds"),
+                           ({"progression": "list", "intervals": "soon"}, "intervals")]:
+        page = operator.post(url, {**values, **changes})
+        assert page.status_code == 200 and list(page.context["adminform"].form.errors) == [field], changes
+    assert operator.post(url, {**values, "close_grace_days": 5, "tenant": 999}).status_code == 302
+    config = PaymentSettings.objects.get()
+    assert (config.close_grace_days, config.tenant_id) == (5, tenant.pk)

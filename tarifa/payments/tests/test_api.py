@@ -97,6 +97,7 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
                        ({"first_interval_seconds": 0}, "invalid_first_interval_seconds"),
                        ({"late_usage_months": 25}, "invalid_late_usage_months"),
                        ({"close_grace_days": 28}, "invalid_close_grace_days"),
+                       ({"default_gateway": "paypal"}, "unknown_gateway"),
                        ({"first_interval_seconds": 600, "max_interval_seconds": 300}, "invalid_intervals")):
         response = api.put("/api/v1/payments/settings", body)
         assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)
