@@ -1,9 +1,10 @@
-"""Money columns and exact sums of decimal columns on every database."""
+"""Money columns, exact sums of decimal columns on every database, and which units are money."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import iso4217
 from django.db.models import Sum
 
 from tarifa.core.errors import DomainError
@@ -47,3 +48,12 @@ class DecimalSum(Sum):
             converters = [*converters, lambda value, _expression, _connection: (
                 None if value is None else Decimal(value).quantize(quantum))]
         return converters
+
+
+# The codes of ISO 4217's current table (BRL, USD, EUR…). Plans and wallets may also count in a
+# named credit unit (MESSAGES, TOKENS_1K): usage counted in one is not money, so nobody invoices it.
+CURRENCIES = frozenset(code for code in iso4217.raw_table if code)
+
+
+def is_currency(code: str) -> bool:
+    return code in CURRENCIES

@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
-from tarifa.core.money import MONEY
+from tarifa.core.money import CURRENCIES, MONEY
 from tarifa.metering.models import Summary
 from tarifa.metering.periods import months_before
 from tarifa.metering.selectors import waiting_usage
@@ -115,8 +115,10 @@ def closing_day(today: date, config: PaymentSettings) -> date:
 def closable_summaries(*, tenant: Tenant) -> QuerySet[Summary]:
     """A tenant's summaries with no usage waiting for a fold (it is in flight: the close leaves the
     summary to a later run, and reconcile to a later check). Whatever the customer's billing mode
-    now: what the close invoices of one is what no wallet paid (invoiceable_amount)."""
-    return Summary.objects.filter(tenant=tenant).exclude(Exists(waiting_usage(OuterRef("pk"))))
+    now: what the close invoices of one is what no wallet paid (invoiceable_amount). Usage counted
+    in a credit unit of a plan's own (not an ISO 4217 currency) is not money, and not invoiced."""
+    return (Summary.objects.filter(tenant=tenant, currency__in=CURRENCIES)
+            .exclude(Exists(waiting_usage(OuterRef("pk")))))
 
 
 def has_invoice():

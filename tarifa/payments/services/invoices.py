@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import check_decimal
+from tarifa.core.money import check_decimal, is_currency
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary
@@ -45,6 +45,9 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
     if gateway not in GATEWAYS:
         raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
     currency = (currency or tenant.default_currency).strip().upper()
+    if not is_currency(currency):
+        raise DomainError("invalid_currency", f"'{currency}' is not an ISO 4217 currency code (e.g. BRL).",
+                          field="currency")
     check_lengths(Invoice, {"currency": currency, "payment_link": payment_link, "description": description})
     draft = _draft(tenant=tenant, reference=reference, customer=customer, amount=amount, currency=currency,
                    due_date=due_date, gateway=gateway, payment_link=payment_link, description=description,

@@ -103,6 +103,8 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
         assert response.status_code == 422 and response.json()["code"] == code, (body, response.content)
     huge = api.post("/api/v1/invoices", {**BODY, "reference": "HUGE", "amount": "1e20"})
     assert huge.status_code == 422 and huge.json()["code"] == "invalid_number"
+    credits = api.post("/api/v1/invoices", {**BODY, "reference": "CREDITS", "currency": "messages"})
+    assert credits.status_code == 422 and credits.json()["code"] == "invalid_currency"  # a credit unit: not money
 
 
 def test_credit_notes_are_listed(shop_api, tenant, make_api):

@@ -364,6 +364,9 @@ def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
 
     idle, _ = create_customer(tenant=tenant, external_id="idle")
     Summary.objects.create(tenant=tenant, customer=idle, period="2025-12", currency="BRL")  # zero: no invoice
+    texter, _ = create_customer(tenant=tenant, external_id="texter")  # on a plan counted in a credit unit
+    Summary.objects.create(tenant=tenant, customer=texter, period="2025-12", currency="MESSAGES",
+                           total_amount=Decimal("500"), record_count=500)  # not money: not invoiced
     before = datetime(2026, 1, 1, 3, 4, tzinfo=dt_timezone.utc)  # 00:04 in São Paulo
     due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
     assert close_month(now=before).made == 0

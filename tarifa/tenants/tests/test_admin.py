@@ -19,7 +19,8 @@ def test_a_tenant_keeps_a_known_time_zone_and_region(operator, tenant):
     url = f"/admin/tenants/tenant/{tenant.pk}/change/"
     for changes, field in [({"timezone": "Mars/Olympus_Mons"}, "timezone"),
                            ({"default_phone_region": "XX"}, "default_phone_region"),
-                           ({"default_currency": "E1R"}, "default_currency")]:
+                           ({"default_currency": "E1R"}, "default_currency"),
+                           ({"default_currency": "ABC"}, "default_currency")]:  # three letters, no currency
         page = operator.post(url, _tenant_post(tenant, **changes))
         assert page.status_code == 200 and list(page.context["adminform"].form.errors) == [field], changes
     assert operator.post(url, _tenant_post(tenant, timezone="America/Manaus", default_phone_region="pt",
