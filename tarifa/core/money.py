@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import iso4217
 from django.db.models import Sum
@@ -53,7 +53,18 @@ class DecimalSum(Sum):
 # The codes of ISO 4217's current table (BRL, USD, EUR…). Plans and wallets may also count in a
 # named credit unit (MESSAGES, TOKENS_1K): usage counted in one is not money, so nobody invoices it.
 CURRENCIES = frozenset(code for code in iso4217.raw_table if code)
+# Each currency's minor units (BRL 2: cents; JPY 0; KWD 3). Funds and metals have none ("N.A."):
+# taken as 2.
+MINOR_UNITS = {code: int(row["CcyMnrUnts"]) if row["CcyMnrUnts"].isdigit() else 2
+               for code, row in iso4217.raw_table.items() if code}
 
 
 def is_currency(code: str) -> bool:
     return code in CURRENCIES
+
+
+def payable(amount: Decimal, currency: str) -> Decimal:
+    """`amount` rounded half up to the currency's minor unit: what an invoice can ask for. Usage
+    is charged to six places where a plan says so (tokens cost fractions of a cent each), and an
+    invoice of 12.3456 BRL cannot be paid."""
+    return amount.quantize(Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2)), rounding=ROUND_HALF_UP)

@@ -5,13 +5,13 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from django.db.models import (
-    Count, DecimalField, Exists, ExpressionWrapper, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value,
+    Case, Count, DecimalField, Exists, ExpressionWrapper, F, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value, When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
-from tarifa.core.money import CURRENCIES, MONEY
+from tarifa.core.money import CURRENCIES, MINOR_UNITS, MONEY, payable
 from tarifa.metering.models import Summary
 from tarifa.metering.periods import months_before
 from tarifa.metering.selectors import waiting_usage
@@ -140,18 +140,26 @@ def unsettled(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
 
 
 def with_invoiceable(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
-    """Summaries annotated with `invoiceable` (invoiceable_amount): their total less what prepaid
-    wallets paid of it."""
-    return summaries.annotate(invoiceable=ExpressionWrapper(F("total_amount") - F("wallet_paid_amount"),
-                                                            output_field=DecimalField(**MONEY)))
+    """Summaries annotated with `invoiceable` (invoiceable_amount, for choosing them): their total
+    less what prepaid wallets paid of it, rounded to their currency's minor unit."""
+    unpaid = ExpressionWrapper(F("total_amount") - F("wallet_paid_amount"), output_field=DecimalField(**MONEY))
+    by_places: dict[int, list[str]] = {}
+    for code, places in MINOR_UNITS.items():
+        by_places.setdefault(places, []).append(code)
+    return summaries.annotate(invoiceable=Case(
+        *(When(currency__in=codes, then=Round(unpaid, places)) for places, codes in sorted(by_places.items())
+          if places != 2),
+        default=Round(unpaid, 2), output_field=DecimalField(**MONEY)))
 
 
 def invoiceable_amount(summary: Summary) -> Decimal:
-    """What of a summary is the close's to invoice: what no prepaid wallet paid. A customer who
-    changes billing mode mid-month has a summary holding both; invoicing it whole had charged the
-    wallet's part twice, and invoicing postpaid customers only had never invoiced the postpaid part
-    of a customer turned prepaid."""
-    return summary.total_amount - summary.wallet_paid_amount
+    """What of a summary is the close's to invoice: what no prepaid wallet paid, rounded half up to
+    its currency's minor unit (payable). A customer who changes billing mode mid-month has a
+    summary holding both; invoicing it whole had charged the wallet's part twice, and invoicing
+    postpaid customers only had never invoiced the postpaid part of a customer turned prepaid.
+    Its invoices (less credit notes) always come to this rounded amount, so rounding never drifts
+    by more than half a minor unit, however often late usage adjusts it."""
+    return payable(summary.total_amount - summary.wallet_paid_amount, summary.currency)
 
 
 def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:

@@ -377,7 +377,33 @@ def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
         "TRF-2025-12-cust-1", Decimal("87.30"), date(2026, 1, 11), "2025-12")
     assert (_check(invoice).status, _check(invoice).next_check_at) == ("pending", due + timedelta(minutes=15))
     created = Event.objects.get(type="invoice.created")
-    assert (created.payload["reference"], created.payload["amount"]) == ("TRF-2025-12-cust-1", "87.300000")
+    assert (created.payload["reference"], created.payload["amount"]) == ("TRF-2025-12-cust-1", "87.30")
+
+
+def test_the_close_invoices_whole_minor_units_and_settles_without_drift(shop, fake):
+    """Usage charged to fractions of a cent (a token plan with 6 places) is invoiced in cents, half
+    up; late usage is billed when the rounded amount moves, so the invoices always come to the
+    summary rounded, never to an adjustment of 0.0030 (unpayable) or a drift of cents."""
+    from tarifa.payments.selectors import billing_gaps
+
+    tenant, customer = shop
+    summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                                     total_amount=Decimal("12.3456"), record_count=3)
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == CloseResult(invoices=1)
+    assert Invoice.objects.get().amount == Decimal("12.35")
+    for total, made in (("12.3486", CloseResult()), ("12.3549", CloseResult()),
+                        ("12.3550", CloseResult(adjustments=1)), ("12.3449", CloseResult(credit_notes=1))):
+        Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal(total))
+        close += timedelta(minutes=15)
+        assert close_month(now=close) == made, total
+        assert billing_gaps(now=close) == []
+    assert Invoice.objects.order_by("id").last().amount == Decimal("0.01")
+    assert CreditNote.objects.get().amount == Decimal("0.02")  # 12.36 invoiced, 12.34 owed
+    Summary.objects.create(tenant=tenant, customer=customer, period="2025-11", currency="JPY",
+                           total_amount=Decimal("1500.5"), record_count=1)  # no minor unit: yen
+    assert close_month(now=close) == CloseResult(invoices=1)
+    assert Invoice.objects.get(currency="JPY").amount == Decimal("1501")
 
 
 def test_the_close_leaves_a_summary_whose_reference_an_api_invoice_took(shop, fake):
