@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import check_decimal, is_currency
+from tarifa.core.money import MINOR_UNITS, check_decimal, is_currency, payable
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary
@@ -48,6 +48,9 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
     if not is_currency(currency):
         raise DomainError("invalid_currency", f"'{currency}' is not an ISO 4217 currency code (e.g. BRL).",
                           field="currency")
+    if payable(amount, currency) != amount:  # nobody can pay 10.005 BRL
+        raise DomainError("invalid_amount", f"amount must be in whole minor units of {currency} "
+                          f"({MINOR_UNITS[currency]} decimal places at most).", field="amount")
     check_lengths(Invoice, {"currency": currency, "payment_link": payment_link, "description": description})
     draft = _draft(tenant=tenant, reference=reference, customer=customer, amount=amount, currency=currency,
                    due_date=due_date, gateway=gateway, payment_link=payment_link, description=description,

@@ -105,6 +105,9 @@ def test_numbers_beyond_their_columns_or_dates_are_refused_not_500(shop_api):
     assert huge.status_code == 422 and huge.json()["code"] == "invalid_number"
     credits = api.post("/api/v1/invoices", {**BODY, "reference": "CREDITS", "currency": "messages"})
     assert credits.status_code == 422 and credits.json()["code"] == "invalid_currency"  # a credit unit: not money
+    cents = api.post("/api/v1/invoices", {**BODY, "reference": "CENTS", "amount": "10.005"})
+    assert cents.status_code == 422 and cents.json()["code"] == "invalid_amount" and "2 decimal" in cents.json()["message"]
+    assert api.post("/api/v1/invoices", {**BODY, "reference": "YEN", "amount": "1500", "currency": "JPY"}).status_code == 201
 
 
 def test_credit_notes_are_listed(shop_api, tenant, make_api):
