@@ -136,11 +136,10 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
     postpaid customer's, the postpaid part of one that changed billing mode mid-month) becomes an
     invoice for that, and so does one of the last `late_usage_months` closed months (a payment
     setting, 3 by default) that has none yet (zero at its close, or a close missed for a whole
-    month). A summary of those months that
-    changed after it was invoiced is settled: one that grew gets an adjustment invoice for the
-    difference, one that fell below what its invoices billed gets a credit note. Each invoice and
-    credit note has a reference of its own (TRF-2025-12-acct, then -2, -3…; credit notes -C1,
-    -C2…), so runs at the same time or again create nothing more."""
+    month). A summary of those months that changed after it was invoiced is settled: one that grew
+    gets an adjustment invoice for the difference, one that fell below what its invoices billed
+    gets a credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct,
+    then -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
     now = now or timezone.now()
     created = CloseResult()
     for tenant in Tenant.objects.all():
