@@ -156,7 +156,7 @@ def update_customer(*, customer: Customer, **fields) -> Customer:
     if cleaned:
         with transaction.atomic():
             customer.save(update_fields=[*cleaned, "updated_at"])
-            if turned_postpaid:
+            if turned_postpaid:  # by job type: wallets builds on tenants, not the other way round
                 enqueue("wallets.retry_failed_usage", payload={"customer_id": customer.id})
     return customer
 
