@@ -177,23 +177,37 @@ CLOSE_CHUNK = 500
 
 def _invoice_new_summaries(ids: list[int], *, tenant: Tenant, config, due_date: date, now: datetime) -> int:
     """The first invoice of each of these summaries that still has none and nothing waiting to be
-    folded, for what no prepaid wallet paid of it, in one transaction holding them locked (as folds
-    lock them, in id order). A reference already taken (an invoice made through the API under the
-    same name) is left alone, as one by one it was a conflict."""
+    folded, for what no prepaid wallet paid of it, in one transaction holding them locked."""
     with transaction.atomic():
-        locked = list(Summary.objects.select_for_update(no_key=True, of=("self",))
-                      .filter(id__in=ids, total_amount__gt=0).exclude(Exists(waiting_usage(OuterRef("pk"))))
-                      .exclude(has_invoice())
-                      .select_related("customer").order_by("id"))
-        drafts = {_close_reference(s): (s, invoiceable_amount(s)) for s in locked}
-        taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(drafts)).values_list("reference", flat=True))
-        invoices = Invoice.objects.bulk_create([
-            _draft(tenant=tenant, reference=reference, customer=summary.customer, amount=amount,
-                   currency=summary.currency, due_date=due_date, gateway=config.default_gateway,
-                   description=f"Usage {summary.period}", summary=summary, now=now)
-            for reference, (summary, amount) in drafts.items() if reference not in taken and amount > 0])
-        _open(invoices=invoices, tenant=tenant, config=config)
+        locked = list(_locked_summaries(ids).filter(total_amount__gt=0).exclude(has_invoice()))
+        drafts = {}
+        for summary in locked:
+            amount = invoiceable_amount(summary)
+            if amount > 0:
+                reference = _close_reference(summary)
+                drafts[reference] = _draft(
+                    tenant=tenant, reference=reference, customer=summary.customer, amount=amount,
+                    currency=summary.currency, due_date=due_date, gateway=config.default_gateway,
+                    description=f"Usage {summary.period}", summary=summary, now=now)
+        invoices = _store_invoices(drafts, tenant=tenant, config=config)
     return len(invoices)
+
+
+def _locked_summaries(ids: list[int]):
+    """These summaries with nothing waiting to be folded (folded meanwhile, partly: a later run takes
+    them), locked as folds lock them (in id order) and so read after any fold that held one."""
+    return (Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=ids)
+            .exclude(Exists(waiting_usage(OuterRef("pk")))).select_related("customer").order_by("id"))
+
+
+def _store_invoices(drafts: dict[str, Invoice], *, tenant: Tenant, config) -> list[Invoice]:
+    """Store the close's invoices (by reference) and open them. A reference already taken (an
+    invoice made through the API under the same name) is left alone, as one by one it was a
+    conflict."""
+    taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(drafts)).values_list("reference", flat=True))
+    invoices = Invoice.objects.bulk_create([draft for reference, draft in drafts.items() if reference not in taken])
+    _open(invoices=invoices, tenant=tenant, config=config)
+    return invoices
 
 
 def _settle_changed_summaries(ids: list[int], *, tenant: Tenant, config, due_date: date,
@@ -205,12 +219,9 @@ def _settle_changed_summaries(ids: list[int], *, tenant: Tenant, config, due_dat
     changed took 15-25 s.
 
     A cancelled invoice counts as billed, since cancelling is a decision on that amount, not a
-    request to bill it again; but nothing is credited against it, since nothing was charged. A
-    reference already taken (an invoice made through the API under the same name) is left alone."""
+    request to bill it again; but nothing is credited against it, since nothing was charged."""
     with transaction.atomic():
-        locked = list(Summary.objects.select_for_update(no_key=True, of=("self",)).filter(id__in=ids)
-                      .exclude(Exists(waiting_usage(OuterRef("pk"))))  # folded meanwhile, partly: a later run
-                      .select_related("customer").order_by("id"))
+        locked = list(_locked_summaries(ids))
         earlier: dict[int, list[tuple[str, Decimal, str]]] = {s.id: [] for s in locked}
         for summary_id, reference, amount, status in (Invoice.objects.filter(summary_id__in=list(earlier))
                                                       .order_by("id").values_list("summary_id", "reference",
@@ -239,10 +250,7 @@ def _settle_changed_summaries(ids: list[int], *, tenant: Tenant, config, due_dat
             elif invoiceable < owed:
                 notes.append(_credit_note(summary, tenant=tenant, amount=owed - invoiceable,
                                           number=len(credits[summary.id]) + 1, invoices=open_references, now=now))
-        taken = set(Invoice.objects.filter(tenant=tenant, reference__in=list(adjustments))
-                    .values_list("reference", flat=True))
-        made = Invoice.objects.bulk_create([draft for reference, draft in adjustments.items() if reference not in taken])
-        _open(invoices=made, tenant=tenant, config=config)
+        made = _store_invoices(adjustments, tenant=tenant, config=config)
         CreditNote.objects.bulk_create(notes)
         emit_events(events=[(tenant.id, "credit_note.created", credit_note_payload(note)) for note in notes])
     return CloseResult(adjustments=len(made), credit_notes=len(notes))
