@@ -61,7 +61,7 @@ def payment_stats(*, tenant: Tenant | None = None) -> dict:
     if tenant is not None:
         checks, bills, credentials = (checks.filter(tenant=tenant), bills.filter(tenant=tenant),
                                       credentials.filter(tenant=tenant))
-    active = checks.filter(status__in=[PaymentCheck.Status.PENDING, PaymentCheck.Status.PROCESSING])
+    active = checks.filter(_CHECKING)
     return {
         "invoices": dict(bills.values_list("status").annotate(n=Count("id")).order_by()),
         "checks": dict(checks.values_list("status").annotate(n=Count("invoice_id")).order_by()),
@@ -72,8 +72,13 @@ def payment_stats(*, tenant: Tenant | None = None) -> dict:
         "failing_credentials": [
             {"gateway": c.gateway, "tenant": c.tenant.slug, "status": c.status,
              "consecutive_failures": c.consecutive_failures, "last_error": c.last_error}
-            for c in credentials.select_related("tenant")
-            if c.status != GatewayCredential.Status.ACTIVE or c.consecutive_failures]}
+            for c in credentials.filter(_FAILING).select_related("tenant")]}
+
+
+# Checks of open invoices (the due-check partial index's condition), and credentials that fail:
+# refused (401) or erring.
+_CHECKING = Q(status__in=[PaymentCheck.Status.PENDING, PaymentCheck.Status.PROCESSING])
+_FAILING = ~Q(status=GatewayCredential.Status.ACTIVE) | Q(consecutive_failures__gt=0)
 
 
 class PaymentBacklog(NamedTuple):
@@ -87,11 +92,9 @@ def payment_backlog(*, now=None) -> PaymentBacklog:
     """Read at each /metrics scrape, through the due-check partial index: its cost follows the open
     invoices, not every invoice ever made."""
     now = now or timezone.now()
-    active = PaymentCheck.objects.filter(status__in=[PaymentCheck.Status.PENDING, PaymentCheck.Status.PROCESSING])
-    counts = active.aggregate(n=Count("invoice_id"), due=Count("invoice_id", filter=Q(next_check_at__lte=now)),
-                              oldest=Min("next_check_at"))
-    failing = GatewayCredential.objects.filter(~Q(status=GatewayCredential.Status.ACTIVE)
-                                               | Q(consecutive_failures__gt=0)).count()
+    counts = PaymentCheck.objects.filter(_CHECKING).aggregate(
+        n=Count("invoice_id"), due=Count("invoice_id", filter=Q(next_check_at__lte=now)), oldest=Min("next_check_at"))
+    failing = GatewayCredential.objects.filter(_FAILING).count()
     oldest = counts["oldest"]
     return PaymentBacklog(active_checks=counts["n"], due_checks=counts["due"],
                           oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
@@ -143,13 +146,15 @@ def with_invoiceable(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
     """Summaries annotated with `invoiceable` (invoiceable_amount, for choosing them): their total
     less what prepaid wallets paid of it, rounded to their currency's minor unit."""
     unpaid = ExpressionWrapper(F("total_amount") - F("wallet_paid_amount"), output_field=DecimalField(**MONEY))
-    by_places: dict[int, list[str]] = {}
-    for code, places in MINOR_UNITS.items():
-        by_places.setdefault(places, []).append(code)
     return summaries.annotate(invoiceable=Case(
-        *(When(currency__in=codes, then=Round(unpaid, places)) for places, codes in sorted(by_places.items())
-          if places != 2),
+        *(When(currency__in=codes, then=Round(unpaid, places))
+          for places, codes in _CURRENCIES_BY_PLACES if places != 2),
         default=Round(unpaid, 2), output_field=DecimalField(**MONEY)))
+
+
+# The currencies of each number of minor units (payable's rounding), for rounding in SQL.
+_CURRENCIES_BY_PLACES = sorted((places, sorted(code for code, its in MINOR_UNITS.items() if its == places))
+                               for places in set(MINOR_UNITS.values()))
 
 
 def invoiceable_amount(summary: Summary) -> Decimal:
