@@ -37,6 +37,7 @@ from typing import Callable
 from django.db import connection, transaction
 
 from tarifa.core.errors import LOCK_NOT_AVAILABLE, sqlstate
+from tarifa.core.pgarrays import array_literal
 from tarifa.metering.models import (
     Allowance, AllowanceUsage, FoldBatch, PendingSummary, PricePlan, Rate, Summary, SummaryLine, UsageRecord,
 )
@@ -645,9 +646,15 @@ class Added:
     charged: Decimal
 
 
-def add_to_summaries(cursor, *, table: str) -> Added:
+def add_to_summaries(cursor, *, table: str, wallet_paid: dict[int, Decimal] | None = None) -> Added:
     """Step 5: add the rows of `table` (of BILLED_ROWS) to their lines, allowance use and summaries
-    (locked by the caller)."""
+    (locked by the caller); `wallet_paid` (by summary id) adds what prepaid wallets paid of them to
+    their wallet_paid_amount, in the same UPDATE (a second one had written each row twice)."""
+    paid, params = "", None
+    if wallet_paid:  # by array lookup, as set_folding._mark_billed finds ledger entries
+        paid = ("wallet_paid_amount = s.wallet_paid_amount"
+                " + coalesce((%s::numeric[])[array_position(%s::bigint[], s.id)], 0),")
+        params = [array_literal(wallet_paid.values()), array_literal(wallet_paid)]
     cursor.execute(
         f"""
         INSERT INTO {LINE} AS l (summary_id, kind, unit, record_count, quantity, billable_quantity, allowance_used,
@@ -670,12 +677,12 @@ def add_to_summaries(cursor, *, table: str) -> Added:
         ON CONFLICT (summary_id, allowance_id) DO UPDATE SET used = a.used + EXCLUDED.used""")
     cursor.execute(
         f"""
-        UPDATE {SUMMARY} s SET record_count = s.record_count + v.n, total_amount = s.total_amount + v.total,
+        UPDATE {SUMMARY} s SET record_count = s.record_count + v.n, total_amount = s.total_amount + v.total, {paid}
                                updated_at = clock_timestamp()  -- not the transaction's start: later than any event sent before
         FROM (SELECT summary_id, count(*) AS n, sum(charged) AS total FROM {table}
               GROUP BY summary_id) v
         WHERE s.id = v.summary_id
-        RETURNING v.n, v.total""")
+        RETURNING v.n, v.total""", params)
     rows = cursor.fetchall()
     return Added(sum(row[0] for row in rows), sum((row[1] for row in rows), ZERO))
 

@@ -107,9 +107,8 @@ def fold_claimed_in_sql(*, claimed: list[int], batch_size: int, folded_by: str) 
             summary_id: entries[summaries[summary_id].customer_id] for summary_id, _n, _t in per_summary
             if summaries[summary_id].customer_id in entries})
         moves = allowance_moves(cursor, table="fold_charged")
-        add_to_summaries(cursor, table="fold_charged")
-        _add_wallet_paid(cursor, [(summary_id, total) for summary_id, _n, total in per_summary
-                                  if summaries[summary_id].customer_id in entries])
+        add_to_summaries(cursor, table="fold_charged", wallet_paid={
+            summary_id: total for summary_id, _n, total in per_summary if summaries[summary_id].customer_id in entries})
     return SetFold(batch.id, records, sorted(summaries), [s for s, _n, _t in per_summary], charged, moves)
 
 
@@ -228,16 +227,6 @@ def _prepaid_funds(*, summaries: dict[int, LockedSummary], per_summary) -> Prepa
             return False
         funds.take(customer_id=summary.customer_id, amount=total, count=count)
     return funds
-
-
-def _add_wallet_paid(cursor, paid: list[tuple[int, Decimal]]) -> None:
-    """What the wallets paid, added to their summaries' wallet_paid_amount (the close invoices the
-    rest of a summary: a customer can change billing mode mid-month)."""
-    if paid:
-        cursor.execute(
-            f"""UPDATE {Summary._meta.db_table} s SET wallet_paid_amount = s.wallet_paid_amount + v.paid
-                FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, paid) WHERE s.id = v.id""",
-            [array_literal(summary_id for summary_id, _p in paid), array_literal(total for _s, total in paid)])
 
 
 def _mark_billed(cursor, *, count: int, batch_id: int, entries: dict[int, int]) -> None:
