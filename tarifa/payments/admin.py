@@ -1,6 +1,6 @@
-from django.contrib import admin
-
 from copy import copy
+
+from django.contrib import admin
 
 from tarifa.core.admin import ReadOnly, ServiceCheckedForm, URLAdmin
 from tarifa.payments.models import (

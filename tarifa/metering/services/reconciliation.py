@@ -201,8 +201,8 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
                                           wallet_pays=wallet_pays, caused_by="rerate")
         # apply_records writes the summaries it charged records to; one left with none (all its
         # records unrated now) had kept its old total.
-        now = timezone.now()
-        emptied = [s for s in summaries.values() if s.id not in {r.summary_id for r in rated}]
+        now, charged_into = timezone.now(), {r.summary_id for r in rated}
+        emptied = [s for s in summaries.values() if s.id not in charged_into]
         for summary in emptied:
             summary.updated_at = now
         save_totals(emptied)
