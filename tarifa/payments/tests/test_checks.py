@@ -294,6 +294,25 @@ def use(shop, plan):
     return use
 
 
+def price_mobile_calls(plan, price: str) -> None:
+    """The telephony plan's terms corrected: mobile calls at `price` a minute (30/6), 600 s included."""
+    from tarifa.metering.services.plans import replace_plan_terms
+
+    replace_plan_terms(plan=plan, rates=[{"kind": "call.mobile", "destination_prefix": "9", "price": price,
+                                          "unit": "second", "block_size": "60", "minimum": "30", "increment": "6"}],
+                       allowances=[{"code": "minutes", "kinds": ["call.mobile"], "quantity": "600"}])
+
+
+def turn_prepaid(customer, *, balance: str) -> None:
+    """A postpaid customer gets a wallet holding `balance` BRL and turns prepaid."""
+    from tarifa.tenants.services import update_customer
+    from tarifa.wallets.services.ledger import configure_wallet, top_up
+
+    configure_wallet(customer=customer, unit="BRL", credit_limit=Decimal(0), low_balance_threshold=None)
+    top_up(customer=customer, amount=Decimal(balance), idempotency_key="first", caused_by="test")
+    update_customer(customer=customer, billing_mode="prepaid")
+
+
 def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, fake, use):
     """Late CDRs of December, folded after December's invoice: the next close run bills the
     difference, once; a cancelled invoice counts as billed."""
@@ -425,16 +444,12 @@ def test_the_close_leaves_a_summary_whose_reference_an_api_invoice_took(shop, fa
 def test_a_tariff_correction_after_the_close_is_credited(shop, fake, plan, use):
     """A price lowered and the closed month re-rated (tarifa usage rerate): the customer had been
     invoiced at the old price, and the next close run credits the difference."""
-    from tarifa.metering.services.plans import replace_plan_terms
-
     tenant, customer = shop
     use("d1", 6000)  # 5,400 s beyond the allowance, at 0.30 a minute
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("27.00")
-    replace_plan_terms(plan=plan, rates=[{"kind": "call.mobile", "destination_prefix": "9", "price": "0.20",
-                                          "unit": "second", "block_size": "60", "minimum": "30", "increment": "6"}],
-                       allowances=[{"code": "minutes", "kinds": ["call.mobile"], "quantity": "600"}])
+    price_mobile_calls(plan, "0.20")
     call_command("usage", "rerate", "--tenant", tenant.slug, "--period", "2025-12")
     assert Summary.objects.get(customer=customer).total_amount == Decimal("18.00")
     assert close_month(now=close + timedelta(days=1)) == CloseResult(credit_notes=1)
@@ -446,25 +461,18 @@ def test_a_rerate_keeps_who_paid_each_call_after_a_change_of_billing_mode(shop, 
     a price corrected and December re-rated, twice, the billing mode changed between: each call
     is charged again the way it was paid. By the mode of the day, the postpaid call had gone to
     the wallet, failing for want of credit, and the invoiced month had been credited whole."""
-    from tarifa.metering.services.plans import replace_plan_terms
     from tarifa.metering.services.reconciliation import find_differences, rerate_period
     from tarifa.tenants.services import update_customer
     from tarifa.wallets.models import Wallet
-    from tarifa.wallets.services.ledger import configure_wallet, top_up
 
     tenant, customer = shop
 
     def reprice(price: str) -> None:
-        replace_plan_terms(plan=plan, rates=[{"kind": "call.mobile", "destination_prefix": "9", "price": price,
-                                              "unit": "second", "block_size": "60", "minimum": "30",
-                                              "increment": "6"}],
-                           allowances=[{"code": "minutes", "kinds": ["call.mobile"], "quantity": "600"}])
+        price_mobile_calls(plan, price)
         rerate_period(tenant=tenant, period="2025-12")
 
     use("postpaid-1", 6000)  # 5,400 s beyond the allowance at 0.30 a minute: 27.00
-    configure_wallet(customer=customer, unit="BRL", credit_limit=Decimal(0), low_balance_threshold=None)
-    top_up(customer=customer, amount=Decimal("10"), idempotency_key="first", caused_by="test")
-    update_customer(customer=customer, billing_mode="prepaid")
+    turn_prepaid(customer, balance="10")
     use("prepaid-1", 1200)  # 6.00 from the wallet
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
     assert close_month(now=close) == CloseResult(invoices=1) and Invoice.objects.get().amount == Decimal("27.00")
@@ -648,15 +656,11 @@ def test_a_customer_turned_prepaid_is_invoiced_the_days_before(shop, fake, plan,
     """Postpaid for December's first calls, prepaid for the later ones: December's summary holds
     both. The close had looked at postpaid customers only, so the postpaid calls were never
     invoiced."""
-    from tarifa.tenants.services import update_customer
     from tarifa.wallets.models import Wallet
-    from tarifa.wallets.services.ledger import configure_wallet, top_up
 
     tenant, customer = shop
     use("postpaid-1", 6000)  # 600 s from the allowance, 5,400 s at 0.30 a minute: 27.00 to invoice
-    configure_wallet(customer=customer, unit="BRL", credit_limit=Decimal(0), low_balance_threshold=None)
-    top_up(customer=customer, amount=Decimal("100"), idempotency_key="first", caused_by="test")
-    update_customer(customer=customer, billing_mode="prepaid")
+    turn_prepaid(customer, balance="100")
     use("prepaid-1", 1200)  # 6.00 from the wallet
     assert Wallet.objects.get(customer=customer).balance == Decimal("94.00")
     summary = Summary.objects.get(customer=customer)
