@@ -95,8 +95,18 @@ def _open(*, invoices: list[Invoice], tenant: Tenant, config) -> None:
 
 
 def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple[Invoice, bool]:
-    """Cancel an open invoice and stop its checks; cancelling again changes nothing."""
+    """Cancel an open invoice and stop its checks; cancelling again changes nothing.
+
+    A close invoice whose month's credit notes would then exceed what its other invoices charge
+    is refused (`invoice_credited`): the customer would be owed back money never charged. (As in
+    Lago, which voids no invoice with credit notes, and most ledgers: an invoice already credited
+    is settled, not voided.) Its summary is locked first, as the close locks it before reading its
+    invoices, so a close run cannot credit an invoice being cancelled."""
     with transaction.atomic():
+        summary_id = (Invoice.objects.filter(tenant=tenant, reference=reference)
+                      .values_list("summary_id", flat=True).first())
+        if summary_id is not None:
+            list(Summary.objects.select_for_update(no_key=True).filter(pk=summary_id).values_list("pk"))
         invoice = Invoice.objects.select_for_update().filter(tenant=tenant, reference=reference).first()
         if invoice is None:
             raise NotFound("invoice", reference)
@@ -105,11 +115,31 @@ def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple
         if invoice.status != Invoice.Status.OPEN:
             raise Conflict("invoice_not_open", f"Invoice '{reference}' is {invoice.status}; only open invoices "
                                                "can be cancelled.")
+        if invoice.summary_id is not None:
+            _refuse_cancelling_credited(invoice)
         invoice.status, invoice.cancelled_at = Invoice.Status.CANCELLED, timezone.now()
         invoice.save(update_fields=["status", "cancelled_at", "updated_at"])
         PaymentCheck.objects.filter(invoice=invoice).update(status=PaymentCheck.Status.CANCELLED, leased_by="")
         emit_event(tenant=tenant, type="invoice.cancelled", payload={**invoice_payload(invoice), "reason": reason})
     return invoice, True
+
+
+def _refuse_cancelling_credited(invoice: Invoice) -> None:
+    """Raise invoice_credited when the credit notes of this close invoice's summary exceed what its
+    other invoices, not cancelled, charge: cancelled, it would leave credit for money never charged."""
+    notes = list(CreditNote.objects.filter(summary_id=invoice.summary_id).order_by("id")
+                 .values_list("reference", "amount"))
+    credited = sum((amount for _r, amount in notes), Decimal(0))
+    others = sum(Invoice.objects.filter(summary_id=invoice.summary_id).exclude(pk=invoice.pk)
+                 .exclude(status=Invoice.Status.CANCELLED).values_list("amount", flat=True), Decimal(0))
+    if credited > others:
+        currency = invoice.currency
+        raise Conflict("invoice_credited", (
+            f"Invoice '{invoice.reference}' cannot be cancelled: the credit notes of its month "
+            f"({', '.join(reference for reference, _a in notes)}: {payable(credited, currency)} {currency}) exceed "
+            f"what its other invoices charge ({payable(others, currency)}), so the customer would be credited "
+            f"money never charged. Its balance after them is "
+            f"{payable(invoice.amount + others - credited, currency)} {currency}."))
 
 
 @dataclass(frozen=True)

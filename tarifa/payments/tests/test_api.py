@@ -156,3 +156,22 @@ def test_cli_runs_the_monthly_close(shop_api, tenant, capsys):
     assert Invoice.objects.get().reference == "TRF-2025-12-c-1"
     call_command("payments", "close", "--at", "2026-01-01T03:20:00+00:00")
     assert capsys.readouterr().out.strip() == "close: 0 invoices, 0 adjustment invoices, 0 credit notes"
+
+
+def test_cancelling_an_invoice_its_credit_notes_reduced_is_a_conflict(shop_api, tenant):
+    """The monthly close invoiced 87.30, then credited 7.30 (a reversal): cancelling would credit
+    money never charged, so the API answers 409 invoice_credited and the invoice stays open."""
+    from datetime import datetime, timezone as dt_timezone
+
+    from tarifa.metering.models import Summary
+    from tarifa.payments.services.invoices import close_month
+
+    summary = Summary.objects.create(tenant=tenant, customer=tenant.customers.get(external_id="c-1"),
+                                     period="2025-12", currency="BRL", total_amount=Decimal("87.30"), record_count=3)
+    close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc))
+    Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal("80.00"))
+    assert close_month(now=datetime(2026, 1, 1, 3, 20, tzinfo=dt_timezone.utc)).credit_notes == 1
+    refused = shop_api.post("/api/v1/invoices/TRF-2025-12-c-1/cancel", {"reason": "waived"})
+    assert (refused.status_code, refused.json()["code"]) == (409, "invoice_credited")
+    assert "TRF-2025-12-c-1-C1" in refused.json()["message"] and "80.00 BRL" in refused.json()["message"]
+    assert shop_api.get("/api/v1/invoices/TRF-2025-12-c-1").json()["status"] == "open"

@@ -375,6 +375,39 @@ def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
     assert sum(CreditNote.objects.values_list("amount", flat=True)) == invoice.amount - summary.total_amount
 
 
+def test_an_invoice_its_credit_notes_reduced_cannot_be_cancelled(shop, fake, use):
+    """December billed, then a call reversed: a credit note. Cancelled now, the invoice would leave
+    the customer credited for money never charged, so it is refused and stays as it was. Once a
+    later invoice of the month charges more than the credit, either may be cancelled."""
+    from tarifa.core.errors import Conflict
+    from tarifa.metering.services.reversal import reverse_usage
+
+    tenant, customer = shop
+    use("d1", 6000)
+    use("d2", 1200)
+    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert close_month(now=close) == CloseResult(invoices=1)
+    invoice = Invoice.objects.get()
+    reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
+    assert close_month(now=close + timedelta(minutes=15)) == CloseResult(credit_notes=1)
+    note = CreditNote.objects.get()
+    with pytest.raises(Conflict) as refused:
+        cancel_invoice(tenant=tenant, reference=invoice.reference, reason="waived")
+    assert refused.value.code == "invoice_credited"
+    assert note.reference in refused.value.message
+    assert f"balance after them is {(invoice.amount - note.amount):.2f} BRL" in refused.value.message
+    invoice.refresh_from_db()
+    assert (invoice.status, _check(invoice).status) == ("open", "pending")
+    assert not Event.objects.filter(type="invoice.cancelled").exists()
+    use("late-1", 6000)  # more than was credited: an adjustment invoice
+    assert close_month(now=close + timedelta(minutes=30)) == CloseResult(adjustments=1)
+    adjustment = Invoice.objects.exclude(pk=invoice.pk).get()
+    assert adjustment.amount > note.amount
+    assert cancel_invoice(tenant=tenant, reference=invoice.reference, reason="waived")[1] is True
+    with pytest.raises(Conflict):  # the credit now rests on the adjustment alone
+        cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
+
+
 def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
     tenant, customer = shop
     Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
