@@ -109,6 +109,7 @@ class Rater:
         self._subscriptions: dict[int, tuple[list[date], list[int]]] = {}
         self._plans: dict[int, _PlanTable] = {}
         self._snapshots: dict[int, int] = {}  # rate id -> snapshot id
+        self._max_prices: dict[int, Decimal] = {}  # rate id -> max_price (its tiers parsed once, not per record)
 
     def preload_customers(self, refs: set[str]) -> None:
         missing = [r for r in refs if r not in self._customers]
@@ -152,8 +153,11 @@ class Rater:
         if rate is None:
             return Rating(status="unrated", reason=UsageRecord.UnratedReason.NO_RATE_FOR_KIND, customer_id=customer.id,
                           plan_id=table.plan.id)
+        dearest = self._max_prices.get(rate.id)
+        if dearest is None:
+            dearest = self._max_prices[rate.id] = max_price(rate)
         if charge_out_of_range(quantity, minimum=rate.minimum, increment=rate.increment, block_size=rate.block_size,
-                               max_price=max_price(rate)):
+                               max_price=dearest):
             return Rating(status="unrated", reason=UsageRecord.UnratedReason.CHARGE_OUT_OF_RANGE,
                           customer_id=customer.id, plan_id=table.plan.id)
         snapshot_id = self._snapshots.get(rate.id)
