@@ -74,7 +74,7 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
             refund = post_entry(wallet=wallet, kind=LedgerEntry.Kind.REFUND, amount=amount, reverses=debit,
                                 idempotency_key=f"reversal:{record.id}", caused_by=caused_by,
                                 reason=f"reversal of {external_id}: {reason}").entry
-            queue_failed_usage_retry(wallet=wallet, entry=refund)
+            queue_failed_usage_retry(wallet=wallet, cause=f"entry:{refund.id}")
         record.status, record.reversed_at, record.reversal_reason = (
             UsageRecord.Status.REVERSED, timezone.now(), reason)
         record.save(update_fields=["status", "reversed_at", "reversal_reason"])

@@ -50,7 +50,7 @@ def _grant_tenant(*, tenant: Tenant, period: str, today, now: datetime) -> int:
                 caused_by="system:monthly-grant", reason=f"monthly grant {period} (plan {plan.code})",
                 expires_at=now + timedelta(days=plan.grant_expiry_days) if plan.grant_expiry_days else None)
             if posted.created:
-                queue_failed_usage_retry(wallet=wallet, entry=posted.entry)
+                queue_failed_usage_retry(wallet=wallet, cause=f"entry:{posted.entry.id}")
                 granted += 1
     return granted
 

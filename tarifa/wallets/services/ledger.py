@@ -88,7 +88,7 @@ def top_up(*, customer: Customer, amount: Decimal, idempotency_key: str, caused_
         posted = post_entry(wallet=wallet, kind=Kind.TOP_UP, amount=amount, idempotency_key=f"top_up:{idempotency_key}",
                             caused_by=caused_by, reason=reason or "top-up")
         if posted.created:
-            queue_failed_usage_retry(wallet=wallet, entry=posted.entry)
+            queue_failed_usage_retry(wallet=wallet, cause=f"entry:{posted.entry.id}")
     return posted
 
 
@@ -112,7 +112,7 @@ def adjust_balance(*, customer: Customer, amount: Decimal, reason: str, actor: s
             AuditEntry.objects.create(wallet=wallet, entry=posted.entry, actor=actor, action="adjustment",
                                       before=before, after={"balance": str(wallet.balance)}, reason=reason)
             if amount > 0:
-                queue_failed_usage_retry(wallet=wallet, entry=posted.entry)
+                queue_failed_usage_retry(wallet=wallet, cause=f"entry:{posted.entry.id}")
     return posted
 
 
@@ -225,10 +225,10 @@ def queue_balance_alerts(*, wallet: Wallet, alerts: list[str]) -> None:
                          "balance": str(wallet.balance)})
 
 
-def queue_failed_usage_retry(*, wallet: Wallet, entry: LedgerEntry | None = None, cause: str = "") -> None:
-    """Retry the wallet's failed usage after credit arrived (`entry`) or its limit grew (`cause`),
-    once per such change."""
-    enqueue("wallets.retry_failed_usage", unique_key=f"wallet-retry:{entry.id if entry else cause}",
+def queue_failed_usage_retry(*, wallet: Wallet, cause: str) -> None:
+    """Retry the wallet's failed usage after credit arrived or its limit grew, once per such change:
+    `cause` names it (`entry:<ledger entry id>`, `limit:<audit id>`)."""
+    enqueue("wallets.retry_failed_usage", unique_key=f"wallet-retry:{cause}",
             payload={"customer_id": wallet.customer_id})
 
 
