@@ -17,6 +17,11 @@ ROW = ('"c1","1133334444","{dst}","from-internal","""c1"" <1000>","SIP/c1-1","SI
        '"{disposition}","DOCUMENTATION","{uid}",""')
 
 
+def answered(uid: str, *, dst: str = "33334444", minute: int = 0, billsec: int = 45) -> str:
+    """A Master.csv line of an answered call (uid "{uid}" leaves a placeholder to fill later)."""
+    return ROW.format(dst=dst, minute=minute, billsec=billsec, disposition="ANSWERED", uid=uid)
+
+
 def import_file(*args) -> int:
     """`tarifa usage import` through call_command; its exit code (1: some lines not imported)."""
     try:
@@ -34,9 +39,9 @@ def _master_csv(tmp_path, rows):
 
 def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, capsys):
     path = _master_csv(tmp_path, [
-        ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="1700000000.1"),
+        answered("1700000000.1"),
         ROW.format(dst="987654321", minute=1, billsec=0, disposition="NO ANSWER", uid="1700000000.2"),
-        ROW.format(dst="987654321", minute=2, billsec=31, disposition="ANSWERED", uid="1700000000.3"),
+        answered("1700000000.3", dst="987654321", minute=2, billsec=31),
         '"broken","line"',
         ROW.format(dst="33334444", minute=3, billsec=20, disposition="BUSY", uid="1700000000.4"),
     ])
@@ -62,7 +67,7 @@ def test_asterisk_import_bills_answered_calls_only(tenant, customers, tmp_path, 
     out, err = capsys.readouterr()
     assert "accepted=0 duplicate=2 conflict=0 rejected=0 skipped(not billable)=1" in out and err == ""
     # A changed record under a stored id is a conflict: not imported, and the exit code says so.
-    path.write_text(ROW.format(dst="33334444", minute=0, billsec=46, disposition="ANSWERED", uid="1700000000.1") + "\n")
+    path.write_text(answered("1700000000.1", billsec=46) + "\n")
     assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
     out, err = capsys.readouterr()
     assert "conflict=1" in out and "1 conflicting record(s)" in err
@@ -115,13 +120,13 @@ def test_asterisk_values_that_need_escaping_are_stored_as_read(tenant, customers
 def test_a_nul_character_in_a_cdr_rejects_its_line_not_the_import(tenant, customers, tmp_path, capsys):
     """Python's csv module passes NUL through; PostgreSQL's COPY and jsonb take none."""
     path = _master_csv(tmp_path, [
-        ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="1700000000.1"),
-        ROW.format(dst="3333\x004444", minute=1, billsec=45, disposition="ANSWERED", uid="1700000000.2"),
-        ROW.format(dst="33334444", minute=2, billsec=45, disposition="ANSWERED", uid="1700000000.3").replace(
+        answered("1700000000.1"),
+        answered("1700000000.2", dst="3333\x004444", minute=1),
+        answered("1700000000.3", minute=2).replace(
             '"c1"', '"c\x001"', 1),
-        ROW.format(dst="33334444", minute=3, billsec=45, disposition="ANSWERED", uid="1700000000.4").replace(
+        answered("1700000000.4", minute=3).replace(
             '"DOCUMENTATION","1700000000.4",""', '"DOCUMENTATION","1700000000.4","vip\x00"'),
-        ROW.format(dst="33334444", minute=4, billsec=45, disposition="ANSWERED", uid="1700000000.5"),
+        answered("1700000000.5", minute=4),
     ])
     assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
     out = capsys.readouterr().out
@@ -151,7 +156,7 @@ def test_an_import_reads_the_encoding_named_and_counts_bytes_it_could_not_decode
                                                                                  capsys):
     """A Latin-1 Master.csv read as UTF-8 keeps U+FFFD in its attributes: the import says so and
     --encoding reads it right."""
-    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+    row = answered("{uid}")
     path = tmp_path / "Master.csv"
     path.write_bytes((row.format(uid="l1")[:-2] + '"São Paulo"\n').encode("latin-1"))
     assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 0
@@ -178,7 +183,7 @@ def test_an_import_reads_the_encoding_named_and_counts_bytes_it_could_not_decode
 def test_a_utf8_file_with_a_byte_order_mark_imports(tenant, customers, tmp_path, capsys, fmt):
     """Excel saves CSV as UTF-8 with a byte-order mark: it had stuck to the header's first name
     ("the CSV header lacks id"), to the first CDR's account code, or to the first JSON line."""
-    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="b1")
+    row = answered("b1")
     content = {
         "asterisk-csv": row + "\n",
         "csv": "id,customer,kind,quantity,occurred_at,destination\nb1,c1,call,45,2025-12-01T10:00:00Z,33334444\n",
@@ -221,7 +226,7 @@ def test_an_overlong_line_is_rejected_without_reading_it_whole(tenant, customers
 
     def line(record_id: str) -> str:
         if fmt == "asterisk-csv":
-            return ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid=record_id) + "\n"
+            return answered(record_id) + "\n"
         if fmt == "csv":
             return f"{record_id},c1,call,45,2025-12-01T10:00:00Z,33334444\n"
         return json.dumps(record(record_id)) + "\n"
@@ -248,7 +253,7 @@ def test_a_compressed_file_is_read_as_it_is_and_a_damaged_one_stops_the_import_w
     import re
 
     compress = importlib.import_module(compression).compress
-    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+    row = answered("{uid}")
     path = tmp_path / "Master.csv.1"
     path.write_bytes(compress((row.format(uid="g1") + "\n" + row.format(uid="g2") + "\n").encode()))
     assert import_file(path, "--tenant", tenant.slug, "--format", "asterisk-csv") == 0
@@ -284,7 +289,7 @@ def test_asterisk_start_times_are_read_in_the_pbx_time_zone_when_named(tenant, c
     from datetime import datetime, timezone as dt_timezone
 
     def row(uid: str) -> str:
-        return ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid=uid).replace(
+        return answered(uid).replace(
             '"2025-12-01 09:00:00"', '"2025-11-30 23:30:00"', 1)
 
     assert import_file(_master_csv(tmp_path, [row("manaus")]), "--tenant", tenant.slug, "--format", "asterisk-csv",
@@ -361,8 +366,7 @@ def test_import_memory_does_not_grow_with_the_file(tenant, customers, tmp_path):
     from tarifa.metering.services.importing import import_usage
 
     def peak(rows: int) -> int:
-        path = _master_csv(tmp_path, [ROW.format(dst="33334444", minute=i % 60, billsec=30, disposition="ANSWERED",
-                                                 uid=f"{rows}.{i}") for i in range(rows)])
+        path = _master_csv(tmp_path, [answered(f"{rows}.{i}", minute=i % 60, billsec=30) for i in range(rows)])
         tracemalloc.start()
         with path.open(newline="") as stream:
             import_usage(tenant=tenant, records=read_asterisk_csv(stream, tz=tenant.tzinfo), chunk_size=500)
@@ -419,7 +423,7 @@ def test_an_import_rejects_records_dated_outside_its_window_and_stores_the_rest(
     starts = {"u.1": "9999-12-31 23:59:59", "u.2": "0001-01-01 00:00:00", "u.3": "1999-12-31 21:59:59",
               "u.4": "1999-12-31 22:00:00", "u.5": tomorrow, "u.6": "2025-12-01 09:00:00"}
     if fmt == "asterisk-csv":
-        rows = [ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid=uid).replace(
+        rows = [answered(uid).replace(
             "2025-12-01 09:00:00", start) for uid, start in starts.items()]
         path = _master_csv(tmp_path, rows)
     else:
@@ -455,7 +459,7 @@ def test_an_import_rejects_attributes_jsonb_cannot_hold_or_too_large(tenant, cus
     assert "inf: invalid_attributes" in out and "accepted=1" in out
     assert UsageRecord.objects.get(external_id="ok").attributes == {"score": 1.5}
 
-    row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+    row = answered("{uid}")
     master = _master_csv(tmp_path, [row.format(uid="short")[:-2] + '"short note"',
                                     row.format(uid="long")[:-2] + '"' + "n" * 150 + '"'])
     assert import_file(master, "--tenant", tenant.slug, "--format", "asterisk-csv") == 1
@@ -522,7 +526,7 @@ def test_a_field_beyond_csv_limits_rejects_its_line_and_the_import_goes_on(tenan
     after it): it had ended the import with a traceback."""
     huge = "x" * 200_000
     if fmt == "asterisk-csv":
-        row = ROW.format(dst="33334444", minute=0, billsec=45, disposition="ANSWERED", uid="{uid}")
+        row = answered("{uid}")
         path = _master_csv(tmp_path, [row.format(uid="u1")[:-2] + f'"{huge}"', row.format(uid="u2")])
     else:
         path = tmp_path / "usage.csv"
