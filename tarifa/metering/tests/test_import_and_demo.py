@@ -350,6 +350,8 @@ def test_csv_and_jsonl_times_without_an_offset_are_read_in_the_named_zone(tenant
 def test_import_errors_are_one_line(tenant, tmp_path):
     with pytest.raises(CommandError, match="^file_not_found: no such file"):
         call_command("usage", "import", str(tmp_path / "missing.csv"), "--tenant", tenant.slug, "--format", "csv")
+    with pytest.raises(CommandError, match="^not_a_file: .* is a directory or a device, not a file to import$"):
+        call_command("usage", "import", str(tmp_path), "--tenant", tenant.slug, "--format", "csv")
     with pytest.raises(CommandError, match="^tenant_not_found: No tenant 'nope'.$") as error:
         call_command("usage", "import", str(tmp_path / "x"), "--tenant", "nope", "--format", "csv")
     assert error.value.returncode == 2  # usage errors exit 2, like argparse's; 1 is a command's finding

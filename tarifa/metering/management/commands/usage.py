@@ -57,8 +57,10 @@ class Command(TarifaCommand):
     def _import(self, *, file, tenant, format, kind, timezone, encoding, no_progress, **_):
         owner = tenant_by_slug(slug=tenant)
         path = Path(file)
-        if not path.is_file():
+        if not path.exists():
             raise DomainError("file_not_found", f"no such file: {file}")
+        if not path.is_file():
+            raise DomainError("not_a_file", f"{file} is a directory or a device, not a file to import")
         if timezone is not None:
             check_timezone(timezone)
         try:
