@@ -335,6 +335,18 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
     assert close_month(now=later + timedelta(minutes=15)).made == 0  # cancelled: billed all the same
 
 
+def invoice_then_reverse(tenant, use) -> Invoice:
+    """Two December calls (d1, d2) invoiced by the close of January 1st, then d2 reversed: the
+    invoice, which now charges more than its summary holds."""
+    from tarifa.metering.services.reversal import reverse_usage
+
+    use("d1", 6000)
+    use("d2", 1200)
+    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
+    reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
+    return Invoice.objects.get()
+
+
 def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
     """A reversal (or a re-rate) after December's invoice: the customer was billed more than the
     summary now holds. The close had made nothing (no negative invoice) and the overcharge was
@@ -343,14 +355,8 @@ def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
     from tarifa.metering.services.reversal import reverse_usage
 
     tenant, customer = shop
-    use("d1", 6000)
-    use("d2", 1200)
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=close) == CloseResult(invoices=1)
-    invoice = Invoice.objects.get()
+    invoice = invoice_then_reverse(tenant, use)
     summary = Summary.objects.get(customer=customer)
-    reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
-    summary.refresh_from_db()
     later = datetime(2026, 1, 5, 12, 5, tzinfo=dt_timezone.utc)
     assert close_month(now=later) == CloseResult(credit_notes=1) and close_month(now=later).made == 0
     note = CreditNote.objects.get()
@@ -378,17 +384,12 @@ def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
 def test_an_invoice_its_credit_notes_reduced_cannot_be_cancelled(shop, fake, use):
     """December billed, then a call reversed: a credit note. Cancelled now, the invoice would leave
     the customer credited for money never charged, so it is refused and stays as it was. Once a
-    later invoice of the month charges more than the credit, either may be cancelled."""
+    later invoice of the month charges more than the credit, one of the two may be cancelled."""
     from tarifa.core.errors import Conflict
-    from tarifa.metering.services.reversal import reverse_usage
 
-    tenant, customer = shop
-    use("d1", 6000)
-    use("d2", 1200)
+    tenant, _customer = shop
+    invoice = invoice_then_reverse(tenant, use)
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=close) == CloseResult(invoices=1)
-    invoice = Invoice.objects.get()
-    reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
     assert close_month(now=close + timedelta(minutes=15)) == CloseResult(credit_notes=1)
     note = CreditNote.objects.get()
     with pytest.raises(Conflict) as refused:
