@@ -177,7 +177,16 @@ def with_invoiced_amounts(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
         owed=_summed(Invoice.objects.exclude(status=Invoice.Status.CANCELLED)))
 
 
-_UNSETTLED = Q(invoiceable__gt=F("billed") - F("credited")) | Q(invoiceable__lt=F("owed") - F("credited"))
+def _exact(amount):
+    """`amount` rounded to the money columns' places. SQLite sums and subtracts decimals as binary
+    floating point (27.00 + 3.60 + 0.60 + 0.60 is 31.800000000000004 there), so a settled summary
+    had compared unequal to its invoices there for ever; rounded, they compare as the amounts do.
+    (PostgreSQL's numeric is exact: nothing changes there.)"""
+    return Round(amount, MONEY["decimal_places"], output_field=DecimalField(**MONEY))
+
+
+_UNSETTLED = (Q(invoiceable__gt=_exact(F("billed") - F("credited")))
+              | Q(invoiceable__lt=_exact(F("owed") - F("credited"))))
 
 
 def _summed(invoices_or_credit_notes):

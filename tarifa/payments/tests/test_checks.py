@@ -347,6 +347,22 @@ def invoice_then_reverse(tenant, use) -> Invoice:
     return Invoice.objects.get()
 
 
+def test_a_summary_its_invoices_match_is_settled_on_sqlite_too(shop, fake):
+    """31.80 invoiced as 27.00 + 3.60 + 0.60 + 0.60: settled. SQLite adds them as binary floating
+    point (31.800000000000004), and had listed the summary as changed after its invoice for ever."""
+    from tarifa.payments.selectors import billing_gaps, unsettled
+
+    tenant, customer = shop
+    summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                                     total_amount=Decimal("31.80"), record_count=4)
+    made = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    for n, amount in enumerate(["27.00", "3.60", "0.60", "0.60"]):
+        create_invoice(tenant=tenant, reference=f"TRF-{n}", customer=customer, amount=Decimal(amount),
+                       currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=summary, now=made)
+    assert not unsettled(Summary.objects.all()).exists()
+    assert billing_gaps(now=made + timedelta(days=1)) == []
+
+
 def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
     """A reversal (or a re-rate) after December's invoice: the customer was billed more than the
     summary now holds. The close had made nothing (no negative invoice) and the overcharge was
