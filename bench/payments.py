@@ -100,8 +100,9 @@ def bench_close(customers: int) -> None:
     every_300th = Summary.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)[::300]
     runs = [("first run (invoices December)", close, None, "invoices"),
             ("next run, nothing to do", close + timedelta(minutes=15), None, "invoices"),
-            ("after 1% grew: adjustments", close + timedelta(minutes=30), Decimal("1.50"), "invoices"),
-            ("after 1% fell: credit notes", close + timedelta(minutes=45), Decimal("-3.00"), "credit notes")]
+            # a day apart: a summary is settled at most once a day (settle_every_days)
+            ("after 1% grew: adjustments", close + timedelta(days=1), Decimal("1.50"), "invoices"),
+            ("after 1% fell: credit notes", close + timedelta(days=2), Decimal("-3.00"), "credit notes")]
     for label, now, change, made_what in runs:
         if change:  # 1% of the summaries, spread over the three months
             changed = list(every_300th[:customers // 100])

@@ -87,7 +87,8 @@ class PaymentSettingsAdmin(admin.ModelAdmin):
 
     form = PaymentSettingsForm
     list_display = ("tenant", "progression", "first_interval_seconds", "max_interval_seconds", "expire_after_days",
-                    "invoice_due_days", "late_usage_months", "close_grace_days", "default_gateway")
+                    "invoice_due_days", "late_usage_months", "close_grace_days", "settle_every_days",
+                    "default_gateway")
 
     def get_readonly_fields(self, request, obj=None):
         return ("tenant",) if obj is not None else ()

@@ -196,6 +196,7 @@ class SettingsIn(Schema):
     failure_alert_after: int | None = None
     late_usage_months: int | None = None
     close_grace_days: int | None = None
+    settle_every_days: int | None = None
 
 
 class SettingsOut(Schema):
@@ -209,6 +210,7 @@ class SettingsOut(Schema):
     failure_alert_after: int
     late_usage_months: int
     close_grace_days: int
+    settle_every_days: int
 
 
 @router.put("/payments/settings", response={200: SettingsOut, 422: ErrorOut})

@@ -28,6 +28,10 @@ class PaymentSettings(models.Model):
     close_grace_days = models.PositiveIntegerField(
         default=0, help_text="Days after a month ends before the close invoices it, so that CDRs arriving late are "
                              "in its first invoice instead of adjustments; 0: on the 1st at 00:05.")
+    settle_every_days = models.PositiveIntegerField(
+        default=1, help_text="A month's invoice changed by late usage (or reversals) gets at most one adjustment "
+                             "invoice or credit note per this many days (the tenant's days), so CDRs trickling in "
+                             "are billed together; 0: at every close run.")
     default_gateway = models.CharField(max_length=32, default="pagseguro")
     failure_alert_after = models.PositiveIntegerField(default=5, help_text="Consecutive errors before an alert.")
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -136,6 +136,22 @@ def never_invoiced(summaries: QuerySet[Summary], *, previous: str, window: str) 
                                                period__lte=previous))
 
 
+def settled_since(cutoff: datetime):
+    """For filtering summaries: whether an invoice or a credit note of it was made at or after `cutoff`."""
+    return (Exists(Invoice.objects.filter(summary_id=OuterRef("pk"), created_at__gte=cutoff))
+            | Exists(CreditNote.objects.filter(summary_id=OuterRef("pk"), created_at__gte=cutoff)))
+
+
+def settling_cutoff(local_now: datetime, config: PaymentSettings) -> datetime | None:
+    """Since when a summary's invoice or credit note holds back its next one (settle_every_days):
+    the start of the tenant's day `settle_every_days - 1` days ago, so late usage is settled at most
+    once in that many of its days; None with 0 (every close run settles)."""
+    if not config.settle_every_days:
+        return None
+    day = local_now.date() - timedelta(days=config.settle_every_days - 1)
+    return datetime.combine(day, time(), tzinfo=local_now.tzinfo)
+
+
 def unsettled(summaries: QuerySet[Summary]) -> QuerySet[Summary]:
     """The invoiced summaries whose invoiceable amount their invoices and credit notes no longer
     match (annotated as with_invoiced_amounts): what the close settles."""
@@ -202,14 +218,14 @@ class BillingGap(NamedTuple):
     total: Decimal  # what the summary holds that no wallet paid
     invoiced: Decimal  # its invoices less its credit notes
     problem: str
-    settles_itself: bool  # the next close run settles it
+    settles_itself: bool  # a later close run settles it
 
 
 def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = None, period: str | None = None,
                  now: datetime | None = None) -> list[BillingGap]:
     """Summaries of closed months whose invoiceable amount (what no prepaid wallet paid) their
     invoices and credit notes do not match. Those of the months the close still answers for
-    (closed_months) are listed as what its next run settles; one changed after its invoice before
+    (closed_months) are listed as what a later run settles; one changed after its invoice before
     them, nobody will. (One never invoiced before them is history from before Tarifa billed it, or
     usage imported for reports: not listed.) Usage still waiting for a fold is left out: it is in
     flight."""
@@ -231,6 +247,7 @@ def billing_gaps(*, tenant: Tenant | None = None, customer: Customer | None = No
             in_window = summary.period >= window
             gaps.append(BillingGap(
                 summary.customer.external_id, summary.period, summary.invoiceable, summary.billed - summary.credited,
-                "changed after its invoice: the next close run settles it" if in_window
+                "changed after its invoice: a close run settles it (at most once in settle_every_days)"
+                if in_window
                 else "changed after its invoice, before late_usage_months: settle it by hand", in_window))
     return gaps

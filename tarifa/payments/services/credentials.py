@@ -13,7 +13,7 @@ from tarifa.tenants.models import Tenant
 
 SETTINGS_FIELDS = ("progression", "first_interval_seconds", "max_interval_seconds", "intervals", "expire_after_days",
                    "invoice_due_days", "default_gateway", "failure_alert_after", "late_usage_months",
-                   "close_grace_days")
+                   "close_grace_days", "settle_every_days")
 
 
 def set_credential(*, tenant: Tenant, gateway: str, base_url: str, email: str, token: str,
@@ -41,6 +41,7 @@ SETTINGS_RANGES = {
     "expire_after_days": (1, 3650), "invoice_due_days": (0, 3650), "failure_alert_after": (1, 1000),
     "late_usage_months": (0, 24),
     "close_grace_days": (0, 27),  # less than the shortest month: each month is closed within the next
+    "settle_every_days": (0, 31),
 }
 
 

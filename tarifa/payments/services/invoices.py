@@ -22,7 +22,7 @@ from tarifa.ops import metrics
 from tarifa.payments.models import CreditNote, Invoice, PaymentCheck
 from tarifa.payments.selectors import (
     closable_summaries, closed_months, closing_day, has_invoice, invoiceable_amount, never_invoiced, settings_for,
-    unsettled,
+    settled_since, settling_cutoff, unsettled,
 )
 from tarifa.payments.services.schedule import interval_after
 from tarifa.tenants.models import Customer, Tenant
@@ -168,8 +168,10 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
     setting, 3 by default) that has none yet (zero at its close, or a close missed for a whole
     month). A summary of those months that changed after it was invoiced is settled: one that grew
     gets an adjustment invoice for the difference, one that fell below what its invoices billed
-    gets a credit note. Each invoice and credit note has a reference of its own (TRF-2025-12-acct,
-    then -2, -3…; credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
+    gets a credit note; at most once in `settle_every_days` of the tenant's days (a payment
+    setting, 1 by default), so CDRs trickling in make one adjustment a day, not one every run.
+    Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then -2, -3…;
+    credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
     now = now or timezone.now()
     created = CloseResult()
     for tenant in Tenant.objects.all():
@@ -187,6 +189,9 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
         # reversals and re-rates. (By amounts, not times: a fold's updated_at is its transaction's
         # start, which may precede an invoice it waited for.)
         changed = unsettled(closable.filter(period__gte=window, period__lte=previous))
+        cutoff = settling_cutoff(local, config)
+        if cutoff is not None:  # invoiced or credited within settle_every_days: the rest waits a day or more
+            changed = changed.exclude(settled_since(cutoff))
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers

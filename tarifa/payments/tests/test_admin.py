@@ -56,8 +56,10 @@ def test_payment_settings_are_checked_in_the_admin_as_in_the_api(operator, tenan
     assert operator.get("/admin/payments/paymentsettings/").status_code == 200
     values = {"progression": "exponential", "first_interval_seconds": 900, "max_interval_seconds": 86400,
               "intervals": "", "expire_after_days": 30, "invoice_due_days": 10, "late_usage_months": 3,
-              "close_grace_days": 2, "default_gateway": "pagseguro", "failure_alert_after": 5}
+              "close_grace_days": 2, "settle_every_days": 1, "default_gateway": "pagseguro",
+              "failure_alert_after": 5}
     for changes, field in [({"close_grace_days": 40}, "close_grace_days"),
+                           ({"settle_every_days": 32}, "settle_every_days"),
                            ({"default_gateway": "paypal"}, "default_gateway"),
                            ({"max_interval_seconds": 60}, "max_interval_seconds"),
                            ({"progression": "list", "intervals": "soon"}, "intervals")]:

@@ -75,8 +75,12 @@ def test_cancel_and_stats(shop_api):
     assert stats["due_now"] == 0 and len(stats["next_checks"]) == 1 and stats["failing_credentials"] == []
     assert api.put("/api/v1/payments/settings", {"progression": "list", "intervals": "5x"}).json()["code"] == "invalid_intervals"
     assert api.put("/api/v1/payments/settings", {"progression": "list", "intervals": "30m,1h"}).status_code == 200
-    saved = api.put("/api/v1/payments/settings", {"close_grace_days": 5, "late_usage_months": 2}).json()
-    assert (saved["close_grace_days"], saved["late_usage_months"], saved["intervals"]) == (5, 2, "30m,1h")
+    saved = api.put("/api/v1/payments/settings", {"close_grace_days": 5, "late_usage_months": 2,
+                                                  "settle_every_days": 7}).json()
+    assert (saved["close_grace_days"], saved["late_usage_months"], saved["settle_every_days"], saved["intervals"]) == (
+        5, 2, 7, "30m,1h")
+    too_rare = api.put("/api/v1/payments/settings", {"settle_every_days": 32})
+    assert (too_rare.status_code, too_rare.json()["code"]) == (422, "invalid_settle_every_days")
 
 
 def test_cli_stats_and_check(shop_api, tenant, capsys):
@@ -170,7 +174,7 @@ def test_cancelling_an_invoice_its_credit_notes_reduced_is_a_conflict(shop_api, 
                                      period="2025-12", currency="BRL", total_amount=Decimal("87.30"), record_count=3)
     close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc))
     Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal("80.00"))
-    assert close_month(now=datetime(2026, 1, 1, 3, 20, tzinfo=dt_timezone.utc)).credit_notes == 1
+    assert close_month(now=datetime(2026, 1, 2, 3, 20, tzinfo=dt_timezone.utc)).credit_notes == 1  # a day later
     refused = shop_api.post("/api/v1/invoices/TRF-2025-12-c-1/cancel", {"reason": "waived"})
     assert (refused.status_code, refused.json()["code"]) == (409, "invoice_credited")
     assert "TRF-2025-12-c-1-C1" in refused.json()["message"] and "80.00 BRL" in refused.json()["message"]

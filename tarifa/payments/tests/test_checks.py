@@ -332,7 +332,51 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
         "TRF-2025-12-cust-1-2", summary.total_amount - first.amount, summary.id, date(2026, 1, 13))
     assert "TRF-2025-12-cust-1" in adjustment.description
     cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
-    assert close_month(now=later + timedelta(minutes=15)).made == 0  # cancelled: billed all the same
+    assert close_month(now=later + timedelta(days=1)).made == 0  # cancelled: billed all the same
+
+
+def test_late_usage_is_settled_at_most_once_a_day(shop, fake, use):
+    """CDRs trickling in after the close make one adjustment invoice a day (settle_every_days, in
+    the tenant's days) for all that came, not one at every run (each a payment to collect); with 0,
+    every run that finds some makes one."""
+    from tarifa.payments.selectors import billing_gaps
+
+    tenant, customer = shop
+    use("d1", 6000)
+    run = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)  # 00:05 on January 1st in São Paulo
+    assert close_month(now=run) == CloseResult(invoices=1)
+    first = Invoice.objects.get()
+    for n in range(6):  # through January 1st (to 18:05): a late December CDR, then a run 3 hours later
+        use(f"late-{n}", 120)
+        run += timedelta(hours=3)
+        assert close_month(now=run) == CloseResult(), run
+    [gap] = billing_gaps(now=run)
+    assert gap.settles_itself and "at most once in settle_every_days" in gap.problem
+    run = datetime(2026, 1, 2, 3, 5, tzinfo=dt_timezone.utc)  # 00:05 on the 2nd
+    assert close_month(now=run) == CloseResult(adjustments=1)
+    summary = Summary.objects.get(customer=customer)
+    adjustment = Invoice.objects.exclude(pk=first.pk).get()
+    assert adjustment.amount == summary.total_amount - first.amount == Decimal("3.60")  # 6 × 2 min at 0.30
+    use("late-6", 120)
+    assert close_month(now=run + timedelta(hours=20)) == CloseResult()  # 20:05 on the 2nd: tomorrow's
+    update_settings(tenant=tenant, settle_every_days=0)
+    assert close_month(now=run + timedelta(hours=20, minutes=15)) == CloseResult(adjustments=1)
+    use("late-7", 120)
+    assert close_month(now=run + timedelta(hours=20, minutes=30)) == CloseResult(adjustments=1)
+    assert billing_gaps(now=run + timedelta(hours=20, minutes=30)) == []
+
+
+def test_a_weekly_settle_waits_for_seven_of_the_tenants_days():
+    from zoneinfo import ZoneInfo
+
+    from tarifa.payments.models import PaymentSettings
+    from tarifa.payments.selectors import settling_cutoff
+
+    sao_paulo = ZoneInfo("America/Sao_Paulo")
+    now = datetime(2026, 1, 10, 15, 0, tzinfo=sao_paulo)
+    assert settling_cutoff(now, PaymentSettings(settle_every_days=7)) == datetime(2026, 1, 4, tzinfo=sao_paulo)
+    assert settling_cutoff(now, PaymentSettings(settle_every_days=1)) == datetime(2026, 1, 10, tzinfo=sao_paulo)
+    assert settling_cutoff(now, PaymentSettings(settle_every_days=0)) is None
 
 
 def invoice_then_reverse(tenant, use) -> Invoice:
@@ -384,14 +428,14 @@ def test_usage_reduced_after_the_close_is_credited_once(shop, fake, use):
         note.reference, str(note.amount), "2025-12")
     use("late-1", 1200)  # as much as was credited: billed again, net of the credit
     summary.refresh_from_db()
-    assert close_month(now=later + timedelta(minutes=15)) == CloseResult(adjustments=1)
+    assert close_month(now=later + timedelta(days=1)) == CloseResult(adjustments=1)
     adjustment = Invoice.objects.exclude(pk=invoice.pk).get()
     assert adjustment.amount == summary.total_amount - (invoice.amount - note.amount) == note.amount
     cancel_invoice(tenant=tenant, reference=adjustment.reference, reason="waived")
     reverse_usage(tenant=tenant, external_id="late-1", reason="test call", caused_by="test")
-    assert close_month(now=later + timedelta(minutes=30)).made == 0  # its invoice was cancelled: nothing charged
+    assert close_month(now=later + timedelta(days=2)).made == 0  # its invoice was cancelled: nothing charged
     reverse_usage(tenant=tenant, external_id="d1", reason="test call", caused_by="test")
-    assert close_month(now=later + timedelta(minutes=45)) == CloseResult(credit_notes=1)
+    assert close_month(now=later + timedelta(days=3)) == CloseResult(credit_notes=1)
     summary.refresh_from_db()
     assert (summary.total_amount, CreditNote.objects.order_by("id").last().reference) == (0, "TRF-2025-12-cust-1-C2")
     assert sum(CreditNote.objects.values_list("amount", flat=True)) == invoice.amount - summary.total_amount
@@ -406,7 +450,7 @@ def test_an_invoice_its_credit_notes_reduced_cannot_be_cancelled(shop, fake, use
     tenant, _customer = shop
     invoice = invoice_then_reverse(tenant, use)
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
-    assert close_month(now=close + timedelta(minutes=15)) == CloseResult(credit_notes=1)
+    assert close_month(now=close + timedelta(days=1)) == CloseResult(credit_notes=1)
     note = CreditNote.objects.get()
     with pytest.raises(Conflict) as refused:
         cancel_invoice(tenant=tenant, reference=invoice.reference, reason="waived")
@@ -417,7 +461,7 @@ def test_an_invoice_its_credit_notes_reduced_cannot_be_cancelled(shop, fake, use
     assert (invoice.status, _check(invoice).status) == ("open", "pending")
     assert not Event.objects.filter(type="invoice.cancelled").exists()
     use("late-1", 6000)  # more than was credited: an adjustment invoice
-    assert close_month(now=close + timedelta(minutes=30)) == CloseResult(adjustments=1)
+    assert close_month(now=close + timedelta(days=2)) == CloseResult(adjustments=1)
     adjustment = Invoice.objects.exclude(pk=invoice.pk).get()
     assert adjustment.amount > note.amount
     assert cancel_invoice(tenant=tenant, reference=invoice.reference, reason="waived")[1] is True
@@ -464,7 +508,7 @@ def test_the_close_invoices_whole_minor_units_and_settles_without_drift(shop, fa
     for total, made in (("12.3486", CloseResult()), ("12.3549", CloseResult()),
                         ("12.3550", CloseResult(adjustments=1)), ("12.3449", CloseResult(credit_notes=1))):
         Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal(total))
-        close += timedelta(minutes=15)
+        close += timedelta(days=1)  # settled at most once a day
         assert close_month(now=close) == made, total
         assert billing_gaps(now=close) == []
     assert Invoice.objects.order_by("id").last().amount == Decimal("0.01")
@@ -530,14 +574,14 @@ def test_a_rerate_keeps_who_paid_each_call_after_a_change_of_billing_mode(shop, 
     summary = Summary.objects.get(customer=customer)
     assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("22.00"), Decimal("4.00"))
     assert Wallet.objects.get(customer=customer).balance == Decimal("6.00")
-    assert close_month(now=close + timedelta(minutes=15)) == CloseResult(credit_notes=1)
+    assert close_month(now=close + timedelta(days=1)) == CloseResult(credit_notes=1)
     assert CreditNote.objects.get().amount == Decimal("9.00")
     update_customer(customer=customer, billing_mode="postpaid")
     reprice("0.30")  # back to 27.00 and 6.00: the wallet still pays its call
     summary.refresh_from_db()
     assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("33.00"), Decimal("6.00"))
     assert Wallet.objects.get(customer=customer).balance == Decimal("4.00")
-    assert close_month(now=close + timedelta(minutes=30)) == CloseResult(adjustments=1)
+    assert close_month(now=close + timedelta(days=2)) == CloseResult(adjustments=1)
     assert Invoice.objects.order_by("id").last().amount == Decimal("9.00")
     assert find_differences() == []
 
@@ -593,7 +637,8 @@ def test_reconcile_finds_closed_months_their_invoices_do_not_match(shop, fake):
     old = summary(customer, "2025-09", "10.00")
     for month, row in (("2025-12", grew), ("2025-09", old)):
         create_invoice(tenant=tenant, reference=f"TRF-{month}", customer=customer, amount=Decimal("10.00"),
-                       currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=row)
+                       currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=row,
+                       now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc))
     Summary.objects.filter(pk__in=[grew.pk, old.pk]).update(total_amount=Decimal("12.00"))
     summary(other, "2025-11", "5.00")  # never invoiced (zero at its close, then late CDRs)
     summary(other, "2025-06", "5.00")  # history from before the months the close answers for
@@ -663,7 +708,7 @@ def test_the_close_invoices_an_earlier_month_it_had_nothing_to_invoice_for(shop,
     assert close_month(now=january) == CloseResult(invoices=1)
     invoice = Invoice.objects.get()
     assert (invoice.reference, invoice.amount) == ("TRF-2025-11-cust-1", Decimal("4.50"))
-    assert close_month(now=january + timedelta(minutes=15)).made == 0
+    assert close_month(now=january + timedelta(days=1)).made == 0
 
 
 def test_a_customer_turned_postpaid_is_invoiced_only_what_its_wallet_did_not_pay(shop, fake, plan):
@@ -693,12 +738,12 @@ def test_a_customer_turned_postpaid_is_invoiced_only_what_its_wallet_did_not_pay
     close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("6.00")
-    assert close_month(now=close + timedelta(minutes=15)).made == 0  # no adjustment for the wallet's part
+    assert close_month(now=close + timedelta(days=1)).made == 0  # no adjustment for the wallet's part
     reverse_usage(tenant=tenant, external_id="prepaid-1", reason="test call", caused_by="test")  # refunded
     assert Wallet.objects.get(customer=switched).balance == Decimal("100.00")
-    assert close_month(now=close + timedelta(minutes=30)).made == 0  # nothing of the invoice to credit
+    assert close_month(now=close + timedelta(days=2)).made == 0  # nothing of the invoice to credit
     reverse_usage(tenant=tenant, external_id="postpaid-1", reason="test call", caused_by="test")
-    assert close_month(now=close + timedelta(minutes=45)) == CloseResult(credit_notes=1)
+    assert close_month(now=close + timedelta(days=3)) == CloseResult(credit_notes=1)
     assert CreditNote.objects.get().amount == Decimal("6.00")
 
 
@@ -719,13 +764,13 @@ def test_a_customer_turned_prepaid_is_invoiced_the_days_before(shop, fake, plan,
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("27.00")
     use("prepaid-late", 1200)  # a late CDR, paid by the wallet: nothing more to invoice
-    assert close_month(now=close + timedelta(minutes=15)).made == 0
+    assert close_month(now=close + timedelta(days=1)).made == 0
     from tarifa.metering.services.reversal import reverse_usage
 
     reverse_usage(tenant=tenant, external_id="prepaid-1", reason="test call", caused_by="test")  # refunded
-    assert close_month(now=close + timedelta(minutes=30)).made == 0
+    assert close_month(now=close + timedelta(days=2)).made == 0
     reverse_usage(tenant=tenant, external_id="postpaid-1", reason="test call", caused_by="test")
-    assert close_month(now=close + timedelta(minutes=45)) == CloseResult(credit_notes=1)
+    assert close_month(now=close + timedelta(days=3)) == CloseResult(credit_notes=1)
     assert CreditNote.objects.get().amount == Decimal("27.00")
     summary.refresh_from_db()
     assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("6.00"), Decimal("6.00"))
