@@ -146,3 +146,50 @@ def test_two_closes_at_once_settle_each_changed_summary_once(postgres, shop, fak
     assert set(CreditNote.objects.values_list("amount", flat=True)) == {Decimal("7.00")}
     assert Event.objects.filter(type="credit_note.created").count() == 30
     assert close_month(now=due + timedelta(days=3)).made == 0
+
+
+def test_a_cancel_waits_for_a_close_crediting_the_invoice_and_then_refuses(postgres, shop, fake):
+    """A close run settling a summary that fell (a credit note) while the operator cancels its
+    invoice: the cancel waits for the close's lock on the summary, then sees the credit note and
+    refuses (invoice_credited). Locking the invoice alone, it had been cancelled between the
+    close's reading it open and its crediting it: credit for money never charged."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from tarifa.core.errors import Conflict
+    from tarifa.metering.models import Summary
+    from tarifa.payments.models import CreditNote
+    from tarifa.payments.services.invoices import cancel_invoice, close_month
+
+    tenant, customer = shop
+    summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
+                                     total_amount=Decimal("50.00"), record_count=1)
+    due = timezone.now().replace(year=2026, month=1, day=1, hour=3, minute=5)
+    assert close_month(now=due).invoices == 1
+    Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal("43.00"))
+    holding, failures = threading.Event(), []
+
+    def close() -> None:
+        try:
+            with transaction.atomic():
+                Summary.objects.select_for_update(no_key=True).get(pk=summary.pk)  # as the close locks it
+                holding.set()
+                wait_until_a_session_waits_for_a_lock()  # the cancel, for this summary
+                assert close_month(now=due + timedelta(days=1)).credit_notes == 1
+        except Exception as error:  # reported below
+            failures.append(error)
+        finally:
+            holding.set()
+            connection.close()
+
+    thread = threading.Thread(target=close)
+    thread.start()
+    assert holding.wait(30)
+    with pytest.raises(Conflict) as refused:
+        cancel_invoice(tenant=tenant, reference="TRF-2025-12-cust-1", reason="waived")
+    thread.join(30)
+    assert failures == []
+    assert refused.value.code == "invoice_credited"
+    assert Invoice.objects.get(reference="TRF-2025-12-cust-1").status == "open"
+    assert CreditNote.objects.get().amount == Decimal("7.00")
