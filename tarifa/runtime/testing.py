@@ -90,3 +90,39 @@ def wait_until_a_session_waits_for_a_lock(*, timeout: float = 15) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError("no session waited for a lock")
+
+
+def hold_in_thread(lock, then, *, timeout: float = 30):
+    """A lock-order test's holding side, on a thread and in one transaction: `lock()` takes the rows,
+    then, once another session waits for a lock (the side under test, which the caller runs after
+    this returns), `then()`. Returns once `lock()` ran, with a function that joins the thread and
+    returns what it raised."""
+    import threading
+
+    from django.db import transaction
+
+    holding, failures = threading.Event(), []
+
+    def body() -> None:
+        try:
+            with transaction.atomic():
+                lock()
+                holding.set()
+                wait_until_a_session_waits_for_a_lock()
+                then()
+        except BaseException as error:  # returned by join
+            failures.append(error)
+        finally:
+            holding.set()
+            connection.close()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    if not holding.wait(timeout):
+        raise AssertionError("the holding thread did not take its lock")
+
+    def join() -> list[BaseException]:
+        thread.join(timeout)
+        return failures
+
+    return join

@@ -14,7 +14,7 @@ from tarifa.payments.models import CheckLog, Invoice, PaymentCheck
 from tarifa.payments.services.checking import apply_transactions
 from tarifa.payments.tests.conftest import open_invoice
 from tarifa.runtime.services import enqueue
-from tarifa.runtime.testing import run_in_threads, spawn, wait_until_a_session_waits_for_a_lock
+from tarifa.runtime.testing import hold_in_thread, run_in_threads, spawn
 from tarifa.runtime.tests.test_processes import FAST, _stop, _wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,40 +58,21 @@ def test_an_expiry_and_a_webhook_paying_the_same_invoice_neither_deadlock_nor_bo
     """The expiry had updated the check, then the invoice; a webhook paying it locks the invoice,
     then the check: each could hold what the other waited for (a deadlock), and an invoice the
     webhook paid meanwhile had its invoice.expired sent too. The expiry now takes the invoice first."""
-    import threading
-
-    from django.db import connection, transaction
-
     from tarifa.payments.services.checking import run_due_checks
     from tarifa.payments.services.credentials import update_settings
 
     update_settings(tenant=shop[0], expire_after_days=1)
     invoice = open_invoice(shop, "EXP-1", now=timezone.now() - timedelta(days=2))
     tx = GatewayTransaction(code="T-E", reference="EXP-1", status=3, gross_amount=Decimal("100"))
-    holding, failures = threading.Event(), []
-
-    def webhook() -> None:
-        try:
-            with transaction.atomic():
-                Invoice.objects.select_for_update().get(pk=invoice.pk)  # as apply_transactions begins
-                holding.set()
-                wait_until_a_session_waits_for_a_lock()  # the expiry, for this invoice (or its check)
-                apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook")
-        except Exception as error:  # reported below
-            failures.append(error)
-        finally:
-            holding.set()
-            connection.close()
-
-    thread = threading.Thread(target=webhook)
-    thread.start()
-    assert holding.wait(30)
+    webhook = hold_in_thread(  # the webhook holds the invoice, as apply_transactions begins; then pays it
+        lambda: Invoice.objects.select_for_update().get(pk=invoice.pk),
+        lambda: apply_transactions(invoice_id=invoice.id, transactions=[tx], source="webhook"))
+    failures = []
     try:
         run_due_checks(worker_id="test")  # not found at the gateway, past its expiry: expires it
     except Exception as error:  # reported below
         failures.append(error)
-    thread.join(30)
-    assert failures == []
+    assert failures + webhook() == []
     assert Invoice.objects.get(pk=invoice.pk).status == "paid"
     assert PaymentCheck.objects.get(invoice=invoice).status == "paid"
     assert not Event.objects.filter(type="invoice.expired").exists()
@@ -153,10 +134,6 @@ def test_a_cancel_waits_for_a_close_crediting_the_invoice_and_then_refuses(postg
     invoice: the cancel waits for the close's lock on the summary, then sees the credit note and
     refuses (invoice_credited). Locking the invoice alone, it had been cancelled between the
     close's reading it open and its crediting it: credit for money never charged."""
-    import threading
-
-    from django.db import connection, transaction
-
     from tarifa.core.errors import Conflict
     from tarifa.metering.models import Summary
     from tarifa.payments.models import CreditNote
@@ -168,28 +145,14 @@ def test_a_cancel_waits_for_a_close_crediting_the_invoice_and_then_refuses(postg
     due = timezone.now().replace(year=2026, month=1, day=1, hour=3, minute=5)
     assert close_month(now=due).invoices == 1
     Summary.objects.filter(pk=summary.pk).update(total_amount=Decimal("43.00"))
-    holding, failures = threading.Event(), []
+    def credit() -> None:
+        assert close_month(now=due + timedelta(days=1)).credit_notes == 1
 
-    def close() -> None:
-        try:
-            with transaction.atomic():
-                Summary.objects.select_for_update(no_key=True).get(pk=summary.pk)  # as the close locks it
-                holding.set()
-                wait_until_a_session_waits_for_a_lock()  # the cancel, for this summary
-                assert close_month(now=due + timedelta(days=1)).credit_notes == 1
-        except Exception as error:  # reported below
-            failures.append(error)
-        finally:
-            holding.set()
-            connection.close()
-
-    thread = threading.Thread(target=close)
-    thread.start()
-    assert holding.wait(30)
+    close = hold_in_thread(  # a close run holding the summary, as it does while it settles it
+        lambda: Summary.objects.select_for_update(no_key=True).get(pk=summary.pk), credit)
     with pytest.raises(Conflict) as refused:
         cancel_invoice(tenant=tenant, reference="TRF-2025-12-cust-1", reason="waived")
-    thread.join(30)
-    assert failures == []
+    assert close() == []
     assert refused.value.code == "invoice_credited"
     assert Invoice.objects.get(reference="TRF-2025-12-cust-1").status == "open"
     assert CreditNote.objects.get().amount == Decimal("7.00")
