@@ -59,8 +59,14 @@ MINOR_UNITS = {code: int(row["CcyMnrUnts"]) if row["CcyMnrUnts"].isdigit() else 
                for code, row in iso4217.raw_table.items() if code}
 
 
-def is_currency(code: str) -> bool:
-    return code in CURRENCIES
+def clean_currency_code(currency: str, *, field: str) -> str:
+    """`currency` stripped and upper-cased if it is an ISO 4217 code (money, which can be invoiced);
+    else DomainError invalid_currency naming `field`."""
+    code = (currency or "").strip().upper()
+    if code not in CURRENCIES:
+        raise DomainError("invalid_currency", f"'{currency}' is not an ISO 4217 currency code (e.g. BRL).",
+                          field=field)
+    return code
 
 
 def payable(amount: Decimal, currency: str) -> Decimal:

@@ -13,7 +13,7 @@ from django.utils.text import slugify
 from email_validator import EmailNotValidError, validate_email
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import is_currency
+from tarifa.core.money import clean_currency_code
 from tarifa.core.text import check_lengths
 from tarifa.runtime.services import enqueue
 from tarifa.tenants.models import ApiKey, Customer, Tenant
@@ -171,11 +171,7 @@ def check_timezone(name: str) -> None:
 def clean_default_currency(currency: str) -> str:
     """A tenant's default currency: an ISO 4217 code, which plans and invoices take when they name
     none (a plan may name a credit unit of its own; the tenant's column holds three letters)."""
-    code = (currency or "").strip().upper()
-    if not is_currency(code):
-        raise DomainError("invalid_currency", f"'{currency}' is not an ISO 4217 currency code (e.g. BRL).",
-                          field="default_currency")
-    return code
+    return clean_currency_code(currency, field="default_currency")
 
 
 def check_region(region: str) -> None:

@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import MINOR_UNITS, check_decimal, is_currency, payable
+from tarifa.core.money import MINOR_UNITS, check_decimal, clean_currency_code, payable
 from tarifa.core.text import check_lengths
 from tarifa.events.services import emit_event, emit_events
 from tarifa.metering.models import Summary
@@ -44,10 +44,7 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
         raise DomainError("invalid_amount", "amount must be positive.", field="amount")
     if gateway not in GATEWAYS:
         raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
-    currency = (currency or tenant.default_currency).strip().upper()
-    if not is_currency(currency):
-        raise DomainError("invalid_currency", f"'{currency}' is not an ISO 4217 currency code (e.g. BRL).",
-                          field="currency")
+    currency = clean_currency_code(currency or tenant.default_currency, field="currency")
     if payable(amount, currency) != amount:  # nobody can pay 10.005 BRL
         raise DomainError("invalid_amount", f"amount must be in whole minor units of {currency} "
                           f"({MINOR_UNITS[currency]} decimal places at most).", field="amount")
