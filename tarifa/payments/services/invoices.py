@@ -124,11 +124,11 @@ def cancel_invoice(*, tenant: Tenant, reference: str, reason: str = "") -> tuple
 def _refuse_cancelling_credited(invoice: Invoice) -> None:
     """Raise invoice_credited when the credit notes of this close invoice's summary exceed what its
     other invoices, not cancelled, charge: cancelled, it would leave credit for money never charged."""
-    notes = list(CreditNote.objects.filter(summary_id=invoice.summary_id).order_by("id")
-                 .values_list("reference", "amount"))
+    invoices_by_summary, notes_by_summary = _invoices_and_credit_notes([invoice.summary_id])
+    invoices, notes = invoices_by_summary[invoice.summary_id], notes_by_summary[invoice.summary_id]
     credited = sum((amount for _r, amount in notes), Decimal(0))
-    others = sum(Invoice.objects.filter(summary_id=invoice.summary_id).exclude(pk=invoice.pk)
-                 .exclude(status=Invoice.Status.CANCELLED).values_list("amount", flat=True), Decimal(0))
+    others = sum((amount for reference, amount, status in invoices
+                  if reference != invoice.reference and status != Invoice.Status.CANCELLED), Decimal(0))
     if credited > others:
         currency = invoice.currency
         raise Conflict("invoice_credited", (
@@ -254,18 +254,11 @@ def _settle_changed_summaries(ids: list[int], *, tenant: Tenant, config, due_dat
     request to bill it again; but nothing is credited against it, since nothing was charged."""
     with transaction.atomic():
         locked = list(_locked_summaries(ids))
-        earlier: dict[int, list[tuple[str, Decimal, str]]] = {s.id: [] for s in locked}
-        for summary_id, reference, amount, status in (Invoice.objects.filter(summary_id__in=list(earlier))
-                                                      .order_by("id").values_list("summary_id", "reference",
-                                                                                  "amount", "status")):
-            earlier[summary_id].append((reference, amount, status))
-        credits: dict[int, list[Decimal]] = {s.id: [] for s in locked}
-        for summary_id, amount in CreditNote.objects.filter(summary_id__in=list(credits)).values_list(
-                "summary_id", "amount"):
-            credits[summary_id].append(amount)
+        earlier, credits = _invoices_and_credit_notes([s.id for s in locked])
         adjustments, notes = {}, []
         for summary in locked:
-            invoices, credited = earlier[summary.id], sum(credits[summary.id], Decimal(0))
+            invoices = earlier[summary.id]
+            credited = sum((amount for _r, amount in credits[summary.id]), Decimal(0))
             if not invoices:
                 continue  # its first invoice is _invoice_new_summaries' to make
             billed = sum((amount for _r, amount, _s in invoices), Decimal(0)) - credited
@@ -286,6 +279,22 @@ def _settle_changed_summaries(ids: list[int], *, tenant: Tenant, config, due_dat
         CreditNote.objects.bulk_create(notes)
         emit_events(events=[(tenant.id, "credit_note.created", credit_note_payload(note)) for note in notes])
     return CloseResult(adjustments=len(made), credit_notes=len(notes))
+
+
+def _invoices_and_credit_notes(summary_ids: list[int]) -> tuple[dict[int, list[tuple[str, Decimal, str]]],
+                                                                 dict[int, list[tuple[str, Decimal]]]]:
+    """By summary id, its invoices (reference, amount, status) and its credit notes (reference,
+    amount), each in the order they were made: what settling a summary, or cancelling one of its
+    invoices, weighs."""
+    invoices: dict[int, list[tuple[str, Decimal, str]]] = {i: [] for i in summary_ids}
+    for summary_id, *row in (Invoice.objects.filter(summary_id__in=summary_ids).order_by("id")
+                             .values_list("summary_id", "reference", "amount", "status")):
+        invoices[summary_id].append(tuple(row))
+    notes: dict[int, list[tuple[str, Decimal]]] = {i: [] for i in summary_ids}
+    for summary_id, *row in (CreditNote.objects.filter(summary_id__in=summary_ids).order_by("id")
+                             .values_list("summary_id", "reference", "amount")):
+        notes[summary_id].append(tuple(row))
+    return invoices, notes
 
 
 def _credit_note(summary: Summary, *, tenant: Tenant, amount: Decimal, number: int, invoices: list[str],
