@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from tarifa.core.errors import DomainError
 from tarifa.payments.models import GatewayCredential, PaymentCheck, PaymentSettings
-from tarifa.payments.services.invoices import GATEWAYS
+from tarifa.payments.services.invoices import check_gateway
 from tarifa.payments.services.schedule import parse_intervals
 from tarifa.tenants.models import Tenant
 
@@ -19,8 +19,7 @@ SETTINGS_FIELDS = ("progression", "first_interval_seconds", "max_interval_second
 def set_credential(*, tenant: Tenant, gateway: str, base_url: str, email: str, token: str,
                    requests_per_minute: int = 300, timeout_seconds: float = 10.0) -> GatewayCredential:
     """Store (or replace) a gateway credential; checks paused by a refused credential resume now."""
-    if gateway not in GATEWAYS:
-        raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
+    check_gateway(gateway)
     if not base_url.startswith(("https://", "http://")):
         raise DomainError("invalid_base_url", "base_url must be an http(s) URL.", field="base_url")
     if requests_per_minute < 1 or not 0 < timeout_seconds <= 120:
@@ -57,9 +56,7 @@ def update_settings(*, tenant: Tenant, **fields) -> PaymentSettings:
 
 def check_settings(config: PaymentSettings) -> None:
     """DomainError unless the settings make sense together (the API and the admin store only such)."""
-    if config.default_gateway not in GATEWAYS:  # the close's invoices are checked there
-        raise DomainError("unknown_gateway", f"default_gateway must be one of {', '.join(sorted(GATEWAYS))}.",
-                          field="default_gateway")
+    check_gateway(config.default_gateway, field="default_gateway")  # the close's invoices are checked there
     if config.progression not in PaymentSettings.Progression.values:
         raise DomainError("invalid_progression", "progression is 'exponential' or 'list'.", field="progression")
     if config.progression == PaymentSettings.Progression.LIST and not parse_intervals(config.intervals):

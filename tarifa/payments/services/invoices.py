@@ -30,6 +30,12 @@ from tarifa.tenants.models import Customer, Tenant
 GATEWAYS = {"pagseguro"}
 
 
+def check_gateway(gateway: str, *, field: str = "gateway") -> None:
+    """DomainError unknown_gateway, naming `field`, unless Tarifa has a client for `gateway`."""
+    if gateway not in GATEWAYS:
+        raise DomainError("unknown_gateway", f"{field} must be one of {', '.join(sorted(GATEWAYS))}.", field=field)
+
+
 def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount: Decimal, currency: str,
                    due_date: date, gateway: str, payment_link: str = "", description: str = "",
                    summary: Summary | None = None, now: datetime | None = None) -> tuple[Invoice, bool]:
@@ -42,8 +48,7 @@ def create_invoice(*, tenant: Tenant, reference: str, customer: Customer, amount
         raise DomainError("invalid_reference", "reference must be 1-200 characters.", field="reference")
     if amount is None or check_decimal(amount, field="amount") <= 0:
         raise DomainError("invalid_amount", "amount must be positive.", field="amount")
-    if gateway not in GATEWAYS:
-        raise DomainError("unknown_gateway", f"gateway must be one of {', '.join(sorted(GATEWAYS))}.", field="gateway")
+    check_gateway(gateway)
     currency = clean_currency_code(currency or tenant.default_currency, field="currency")
     if payable(amount, currency) != amount:  # nobody can pay 10.005 BRL
         raise DomainError("invalid_amount", f"amount must be in whole minor units of {currency} "
