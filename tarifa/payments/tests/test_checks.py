@@ -28,6 +28,7 @@ from tarifa.runtime.testing import drain
 
 pytestmark = pytest.mark.django_db
 MIN, HOUR = 60, 3600
+DECEMBER_CLOSE = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)  # 00:05 on January 1st in São Paulo
 
 
 def _check(invoice) -> PaymentCheck:
@@ -268,7 +269,7 @@ def test_the_monthly_close_waits_for_usage_not_folded_yet(shop, fake, plan):
     fold_all_pending(batch_size=1000)
     with override_settings(TARIFA_API_FOLD_IN_PLACE=False):
         ingest_usage(tenant=tenant, records=[call("d2", "cust-1", 600, at(30), destination="987654321")])
-    due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    due = DECEMBER_CLOSE
     assert close_month(now=due) == CloseResult()
     fold_all_pending(batch_size=1000)
     assert close_month(now=due + timedelta(minutes=15)) == CloseResult(invoices=1)
@@ -318,7 +319,7 @@ def test_usage_folded_after_the_close_is_billed_in_an_adjustment_invoice(shop, f
     difference, once; a cancelled invoice counts as billed."""
     tenant, customer = shop
     use("d1", 6000)
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close) == CloseResult(invoices=1)
     first = Invoice.objects.get()
     summary = Summary.objects.get(customer=customer)
@@ -343,7 +344,7 @@ def test_late_usage_is_settled_at_most_once_a_day(shop, fake, use):
 
     tenant, customer = shop
     use("d1", 6000)
-    run = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)  # 00:05 on January 1st in São Paulo
+    run = DECEMBER_CLOSE
     assert close_month(now=run) == CloseResult(invoices=1)
     first = Invoice.objects.get()
     for n in range(6):  # through January 1st (to 18:05): a late December CDR, then a run 3 hours later
@@ -386,7 +387,7 @@ def invoice_then_reverse(tenant, use) -> Invoice:
 
     use("d1", 6000)
     use("d2", 1200)
-    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
+    assert close_month(now=DECEMBER_CLOSE) == CloseResult(invoices=1)
     reverse_usage(tenant=tenant, external_id="d2", reason="test call", caused_by="test")
     return Invoice.objects.get()
 
@@ -399,7 +400,7 @@ def test_a_summary_its_invoices_match_is_settled_on_sqlite_too(shop, fake):
     tenant, customer = shop
     summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
                                      total_amount=Decimal("31.80"), record_count=4)
-    made = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    made = DECEMBER_CLOSE
     for n, amount in enumerate(["27.00", "3.60", "0.60", "0.60"]):
         create_invoice(tenant=tenant, reference=f"TRF-{n}", customer=customer, amount=Decimal(amount),
                        currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=summary, now=made)
@@ -449,7 +450,7 @@ def test_an_invoice_its_credit_notes_reduced_cannot_be_cancelled(shop, fake, use
 
     tenant, _customer = shop
     invoice = invoice_then_reverse(tenant, use)
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close + timedelta(days=1)) == CloseResult(credit_notes=1)
     note = CreditNote.objects.get()
     with pytest.raises(Conflict) as refused:
@@ -481,7 +482,7 @@ def test_monthly_close_turns_each_postpaid_summary_into_one_invoice(shop, fake):
     Summary.objects.create(tenant=tenant, customer=texter, period="2025-12", currency="MESSAGES",
                            total_amount=Decimal("500"), record_count=500)  # not money: not invoiced
     before = datetime(2026, 1, 1, 3, 4, tzinfo=dt_timezone.utc)  # 00:04 in São Paulo
-    due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    due = DECEMBER_CLOSE
     assert close_month(now=before).made == 0
     assert close_month(now=due) == CloseResult(invoices=1)
     assert close_month(now=due).made == 0  # twice: still one
@@ -502,7 +503,7 @@ def test_the_close_invoices_whole_minor_units_and_settles_without_drift(shop, fa
     tenant, customer = shop
     summary = Summary.objects.create(tenant=tenant, customer=customer, period="2025-12", currency="BRL",
                                      total_amount=Decimal("12.3456"), record_count=3)
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("12.35")
     for total, made in (("12.3486", CloseResult()), ("12.3549", CloseResult()),
@@ -530,7 +531,7 @@ def test_the_close_leaves_a_summary_whose_reference_an_api_invoice_took(shop, fa
         Summary.objects.create(tenant=tenant, customer=owner, period="2025-12", currency="BRL",
                                total_amount=Decimal("10.00"), record_count=1)
     open_invoice(shop, "TRF-2025-12-cust-1", amount="99.00")
-    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
+    assert close_month(now=DECEMBER_CLOSE) == CloseResult(invoices=1)
     assert sorted(Invoice.objects.values_list("reference", "amount")) == [
         ("TRF-2025-12-cust-1", Decimal("99.00")), ("TRF-2025-12-cust-2", Decimal("10.00"))]
 
@@ -540,7 +541,7 @@ def test_a_tariff_correction_after_the_close_is_credited(shop, fake, plan, use):
     invoiced at the old price, and the next close run credits the difference."""
     tenant, customer = shop
     use("d1", 6000)  # 5,400 s beyond the allowance, at 0.30 a minute
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("27.00")
     price_mobile_calls(plan, "0.20")
@@ -568,7 +569,7 @@ def test_a_rerate_keeps_who_paid_each_call_after_a_change_of_billing_mode(shop, 
     use("postpaid-1", 6000)  # 5,400 s beyond the allowance at 0.30 a minute: 27.00
     turn_prepaid(customer, balance="10")
     use("prepaid-1", 1200)  # 6.00 from the wallet
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close) == CloseResult(invoices=1) and Invoice.objects.get().amount == Decimal("27.00")
     reprice("0.20")  # 18.00 on the invoice, 4.00 from the wallet
     summary = Summary.objects.get(customer=customer)
@@ -591,7 +592,7 @@ def test_how_many_closed_months_the_close_settles_is_a_setting(shop, fake, use):
     late_usage_months (3 by default), left alone beyond it or with 0."""
     tenant, customer = shop
     use("d1", 6000)
-    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult(invoices=1)
+    assert close_month(now=DECEMBER_CLOSE) == CloseResult(invoices=1)
     use("late-1", 600)
     march = datetime(2026, 3, 10, 12, tzinfo=dt_timezone.utc)  # December is 3 closed months back
     update_settings(tenant=tenant, late_usage_months=2)
@@ -611,7 +612,7 @@ def test_with_grace_days_the_close_waits_and_late_cdrs_are_in_the_first_invoice(
     tenant, _customer = shop
     update_settings(tenant=tenant, close_grace_days=3)
     use("d1", 6000)  # 27.00
-    assert close_month(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)).made == 0
+    assert close_month(now=DECEMBER_CLOSE).made == 0
     use("late-1", 1200)  # 6.00, imported on January 2nd
     assert billing_gaps(now=datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)) == []
     assert close_month(now=datetime(2026, 1, 4, 3, 4, tzinfo=dt_timezone.utc)).made == 0  # 00:04 on the 4th
@@ -638,7 +639,7 @@ def test_reconcile_finds_closed_months_their_invoices_do_not_match(shop, fake):
     for month, row in (("2025-12", grew), ("2025-09", old)):
         create_invoice(tenant=tenant, reference=f"TRF-{month}", customer=customer, amount=Decimal("10.00"),
                        currency="BRL", due_date=date(2026, 1, 10), gateway="pagseguro", summary=row,
-                       now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc))
+                       now=DECEMBER_CLOSE)
     Summary.objects.filter(pk__in=[grew.pk, old.pk]).update(total_amount=Decimal("12.00"))
     summary(other, "2025-11", "5.00")  # never invoiced (zero at its close, then late CDRs)
     summary(other, "2025-06", "5.00")  # history from before the months the close answers for
@@ -704,7 +705,7 @@ def test_the_close_invoices_an_earlier_month_it_had_nothing_to_invoice_for(shop,
     assert close_month(now=datetime(2025, 12, 1, 3, 5, tzinfo=dt_timezone.utc)).made == 0
     update_customer(customer=switched, billing_mode="postpaid")
     use("n2", "cust-1", 1200)  # November's late CDR, beyond the allowance
-    january = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    january = DECEMBER_CLOSE
     assert close_month(now=january) == CloseResult(invoices=1)
     invoice = Invoice.objects.get()
     assert (invoice.reference, invoice.amount) == ("TRF-2025-11-cust-1", Decimal("4.50"))
@@ -735,7 +736,7 @@ def test_a_customer_turned_postpaid_is_invoiced_only_what_its_wallet_did_not_pay
     use("postpaid-1", 20, 1200)  # 6.00, to invoice
     summary = Summary.objects.get(customer=switched)
     assert summary.total_amount == Decimal("33.00")
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("6.00")
     assert close_month(now=close + timedelta(days=1)).made == 0  # no adjustment for the wallet's part
@@ -760,7 +761,7 @@ def test_a_customer_turned_prepaid_is_invoiced_the_days_before(shop, fake, plan,
     assert Wallet.objects.get(customer=customer).balance == Decimal("94.00")
     summary = Summary.objects.get(customer=customer)
     assert (summary.total_amount, summary.wallet_paid_amount) == (Decimal("33.00"), Decimal("6.00"))
-    close = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    close = DECEMBER_CLOSE
     assert close_month(now=close) == CloseResult(invoices=1)
     assert Invoice.objects.get().amount == Decimal("27.00")
     use("prepaid-late", 1200)  # a late CDR, paid by the wallet: nothing more to invoice
