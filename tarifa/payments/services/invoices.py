@@ -171,7 +171,8 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
     month). A summary of those months that changed after it was invoiced is settled: one that grew
     gets an adjustment invoice for the difference, one that fell below what its invoices billed
     gets a credit note; at most once in `settle_every_days` of the tenant's days (a payment
-    setting, 1 by default), so CDRs trickling in make one adjustment a day, not one every run.
+    setting, 1 by default), so CDRs trickling in make one adjustment a day, not one every run,
+    except on a month's last day in the window, when every run settles it.
     Each invoice and credit note has a reference of its own (TRF-2025-12-acct, then -2, -3…;
     credit notes -C1, -C2…), so runs at the same time or again create nothing more."""
     now = now or timezone.now()
@@ -192,8 +193,10 @@ def close_month(*, now: datetime | None = None) -> CloseResult:
         # start, which may precede an invoice it waited for.)
         changed = unsettled(closable.filter(period__gte=window, period__lte=previous))
         cutoff = settling_cutoff(local, config)
-        if cutoff is not None:  # invoiced or credited within settle_every_days: the rest waits a day or more
-            changed = changed.exclude(settled_since(cutoff))
+        if cutoff is not None:  # invoiced or credited within settle_every_days: the rest waits a day or more,
+            # but not past the month's last day in the window (no run would settle it after that)
+            _, staying = closed_months(local.date() + timedelta(days=1), config)
+            changed = changed.exclude(settled_since(cutoff), period__gte=staying)
         terms = dict(tenant=tenant, config=config, due_date=due_date, now=now)
         ids = list(fresh.order_by("id").values_list("id", flat=True))
         for start in range(0, len(ids), CLOSE_CHUNK):  # by ids, so memory stays flat with 100k customers

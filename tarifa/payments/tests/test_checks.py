@@ -367,6 +367,35 @@ def test_late_usage_is_settled_at_most_once_a_day(shop, fake, use):
     assert billing_gaps(now=run + timedelta(hours=20, minutes=30)) == []
 
 
+def test_a_month_is_settled_on_its_last_day_in_the_window_whatever_settle_every_days(shop, fake, use):
+    """A change held back by settle_every_days would otherwise fall out of late_usage_months (3:
+    December is settled through March 31st) and be left for an operator to settle by hand."""
+    from zoneinfo import ZoneInfo
+
+    from tarifa.payments.selectors import billing_gaps
+
+    tenant, customer = shop
+    update_settings(tenant=tenant, settle_every_days=7)
+    use("d1", 6000)
+    assert close_month(now=DECEMBER_CLOSE) == CloseResult(invoices=1)
+    sao_paulo = ZoneInfo("America/Sao_Paulo")
+    march = lambda day, hour=0: datetime(2026, 3, day, hour, 5, tzinfo=sao_paulo)  # noqa: E731
+    use("late-1", 120)
+    assert close_month(now=march(27)) == CloseResult(adjustments=1)
+    use("late-2", 120)
+    assert close_month(now=march(30, 23)) == CloseResult()  # held: settled 3 days ago
+    assert close_month(now=march(31)) == CloseResult(adjustments=1)  # the last day: not held
+    use("late-3", 120)
+    assert close_month(now=march(31, 22)) == CloseResult(adjustments=1)  # every run of that day
+    assert close_month(now=march(31, 23)) == CloseResult()
+    summary = Summary.objects.get(customer=customer)
+    assert sum(i.amount for i in Invoice.objects.all()) == summary.total_amount
+    use("late-4", 120)  # after December's last settle: nobody's to settle now
+    [gap] = billing_gaps(now=datetime(2026, 4, 1, 3, 5, tzinfo=dt_timezone.utc))
+    assert not gap.settles_itself and "by hand" in gap.problem
+    assert close_month(now=datetime(2026, 4, 1, 3, 5, tzinfo=dt_timezone.utc)) == CloseResult()
+
+
 def test_a_weekly_settle_waits_for_seven_of_the_tenants_days():
     from zoneinfo import ZoneInfo
 
