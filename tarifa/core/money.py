@@ -21,6 +21,7 @@ def column_limit(column: dict) -> Decimal:
 
 
 MONEY_LIMIT = column_limit(MONEY)
+MONEY_STEP = Decimal(1).scaleb(-MONEY["decimal_places"])  # the last place a money column keeps
 QUANTITY_LIMIT = column_limit(QUANTITY)
 
 

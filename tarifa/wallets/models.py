@@ -77,6 +77,18 @@ class GrantLot(models.Model):
         indexes = [models.Index(fields=["expires_at"], name="grant_lot_expiry_idx", condition=Q(remaining__gt=0))]
 
 
+class GrantDraw(models.Model):
+    """What one ledger entry (a usage debit, a negative adjustment) took from one grant, or, with
+    `refund` set and a negative amount, what a refund of that entry gave back to it: a refund
+    returns granted credit to the grant it came from, where it still expires."""
+
+    lot = models.ForeignKey(GrantLot, on_delete=models.CASCADE, related_name="draws", db_index=False)
+    entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="grant_draws")
+    amount = models.DecimalField(**MONEY)
+    refund = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                               db_index=False)
+
+
 class AuditEntry(models.Model):
     """Who changed a wallet by hand, when, from what to what, and why."""
 

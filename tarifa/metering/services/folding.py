@@ -258,13 +258,15 @@ def summary_payload(summary: Summary, **extra) -> dict:
 
 
 def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], batch_id: int,
-                  wallet_pays: dict[int, bool] | None = None, caused_by: str = "") -> tuple[Decimal, set[int]]:
+                  wallet_pays: dict[int, bool] | None = None, given_back: dict | None = None,
+                  caused_by: str = "") -> tuple[Decimal, set[int]]:
     """Charge `records` (ordered per summary by time) against their locked summaries.
 
     Allowances first, then graduated tiers, each record's charge rounded once. A prepaid customer's
     record is also debited from the wallet (locked here), or fails whole when the wallet cannot pay.
     `wallet_pays` (re-rating) says by record id whether a wallet pays it, whatever the customer's
-    billing mode is now; records it does not name go by the mode.
+    billing mode is now; records it does not name go by the mode. `given_back` (re-rating: what
+    its refunds gave back, by wallet id) is taken again first, the way it had paid.
     Mutates the records' billing fields (the caller saves them) and writes the summaries, lines,
     allowance usage and wallet debits.
     Returns the total charged and the ids of summaries whose allowance use crossed an alert threshold.
@@ -280,7 +282,7 @@ def apply_records(*, summaries: dict[int, Summary], records: list[UsageRecord], 
     prepaid = {s.customer_id for s in summaries.values() if s.customer.billing_mode == Customer.BillingMode.PREPAID}
     wallet_pays = wallet_pays or {}
     payers = prepaid | {summaries[r.summary_id].customer_id for r in records if wallet_pays.get(r.id)}
-    funds = PrepaidFunds(customer_ids=payers) if payers else None
+    funds = PrepaidFunds(customer_ids=payers, given_back=given_back) if payers else None
     now = timezone.now()
     charged_total = ZERO
     for record in records:

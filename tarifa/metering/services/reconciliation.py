@@ -21,6 +21,7 @@ from tarifa.metering.services.folding import (
 )
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
+from tarifa.wallets.services.grants import expire_grants
 from tarifa.wallets.services.ledger import refund_debits
 
 ZERO = Decimal(0)
@@ -196,9 +197,12 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         rated = [r for r in records if r.status == UsageRecord.Status.RATED]
         batch = FoldBatch.objects.create(record_count=0, charged_amount=ZERO, folded_by="rerate",
                                          summary_count=len(summaries))
-        refund_debits(charges=debited, key=f"rerate:{batch.id}", reason=f"re-rating of {period}")
+        given_back = refund_debits(charges=debited, key=f"rerate:{batch.id}", reason=f"re-rating of {period}")
         charged, _crossed = apply_records(summaries=summaries, records=rated, batch_id=batch.id,
-                                          wallet_pays=wallet_pays, caused_by="rerate")
+                                          wallet_pays=wallet_pays, given_back=given_back, caused_by="rerate")
+        # Granted credit given back to a grant that has expired meanwhile, and not taken again at
+        # the corrected prices, expires now.
+        expire_grants(wallet_ids=list(given_back), after=f"rerate:{batch.id}")
         # apply_records writes the summaries it charged records to; one left with none (all its
         # records unrated now) had kept its old total.
         now, charged_into = timezone.now(), {r.summary_id for r in rated}

@@ -16,6 +16,7 @@ from tarifa.metering.selectors import allowances_by_plan, covering_allowance
 from tarifa.metering.services.folding import lock_summaries
 from tarifa.tenants.models import Tenant
 from tarifa.wallets.models import LedgerEntry, Wallet
+from tarifa.wallets.services.grants import expire_grants
 from tarifa.wallets.services.ledger import post_entry, queue_failed_usage_retry
 
 
@@ -28,8 +29,8 @@ class Reversal:
 
 def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: str) -> Reversal:
     """Take a billed record out of its summary (its own count, allowance use and charge, so the
-    summary still equals the sum of its billed records), refund what a prepaid wallet paid for it,
-    and mark it reversed. Reversing again changes nothing.
+    summary still equals the sum of its billed records), refund what a prepaid wallet paid for it
+    (granted credit first, to its grant), and mark it reversed. Reversing again changes nothing.
 
     Locks in the order of folds, calls and re-rates (summary, record, wallet), so it never
     deadlocks with one.
@@ -74,6 +75,8 @@ def reverse_usage(*, tenant: Tenant, external_id: str, reason: str, caused_by: s
             refund = post_entry(wallet=wallet, kind=LedgerEntry.Kind.REFUND, amount=amount, reverses=debit,
                                 idempotency_key=f"reversal:{record.id}", caused_by=caused_by,
                                 reason=f"reversal of {external_id}: {reason}").entry
+            # credit given back to a grant that has expired meanwhile expires at once
+            expire_grants(wallet_ids=[wallet.id], after=f"reversal:{record.id}")
             queue_failed_usage_retry(wallet=wallet, cause=f"entry:{refund.id}")
         record.status, record.reversed_at, record.reversal_reason = (
             UsageRecord.Status.REVERSED, timezone.now(), reason)

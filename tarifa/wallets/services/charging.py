@@ -11,7 +11,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tarifa.wallets.models import LedgerEntry, Wallet
-from tarifa.wallets.services.ledger import covers, move_balance, queue_balance_alerts, save_wallets, spend_grants
+from tarifa.wallets.services.ledger import (
+    GivenBack, covers, move_balance, queue_balance_alerts, save_wallets, spend_grants,
+)
 
 ZERO = Decimal(0)
 
@@ -20,7 +22,8 @@ class PrepaidFunds:
     """The locked wallets of one fold and what it has taken from each so far; balances move only
     when the debits are posted."""
 
-    def __init__(self, *, customer_ids: set[int]):
+    def __init__(self, *, customer_ids: set[int], given_back: dict[int, GivenBack] | None = None):
+        self.given_back = given_back  # a re-rate's refunds, by wallet id: taken again first
         self.wallets = {w.customer_id: w for w in
                         Wallet.objects.select_for_update().filter(customer_id__any=customer_ids).order_by("id")}
         self.taken: dict[int, list] = {}  # wallet id -> records debited (those passed one by one)
@@ -67,7 +70,8 @@ class PrepaidFunds:
             for record in self.taken.get(entry.wallet_id, ()):
                 record.wallet_entry_id = entry.id
         paying = [by_id[i] for i in self.counts]
-        spend_grants(wallets=paying, amounts=self.spent)
+        spend_grants(wallets=paying, amounts=self.spent, entries={entry.wallet_id: entry.id for entry in entries},
+                     given_back=self.given_back)
         save_wallets(paying)
         for wallet in paying:
             queue_balance_alerts(wallet=wallet, alerts=alerts[wallet.id])

@@ -55,11 +55,17 @@ def _grant_tenant(*, tenant: Tenant, period: str, today, now: datetime) -> int:
     return granted
 
 
-def expire_grants(*, now: datetime | None = None) -> Decimal:
-    """Remove what is left of expired grants, one grant_expiry entry each; returns the total removed."""
+def expire_grants(*, now: datetime | None = None, wallet_ids: list[int] | None = None, after: str = "") -> Decimal:
+    """Remove what is left of expired grants, one grant_expiry entry each; returns the total removed.
+
+    With `wallet_ids`, only theirs, right after `after` (a reversal, a re-rate) gave credit back to
+    a grant: its key tells that expiry from the grant's first one."""
     now = now or timezone.now()
     removed = Decimal(0)
-    for lot_id, wallet_id in GrantLot.objects.filter(remaining__gt=0, expires_at__lte=now).values_list("id", "wallet_id"):
+    due = GrantLot.objects.filter(remaining__gt=0, expires_at__lte=now)
+    if wallet_ids is not None:
+        due = due.filter(wallet_id__in=wallet_ids)
+    for lot_id, wallet_id in due.order_by("wallet_id", "expires_at", "id").values_list("id", "wallet_id"):
         with transaction.atomic():
             wallet = Wallet.objects.select_for_update().get(pk=wallet_id)
             lot = GrantLot.objects.select_related("entry").get(pk=lot_id)
@@ -68,7 +74,8 @@ def expire_grants(*, now: datetime | None = None) -> Decimal:
             left = lot.remaining
             wallet.granted_remaining -= left
             post_entry(wallet=wallet, kind=LedgerEntry.Kind.GRANT_EXPIRY, amount=-left,
-                       idempotency_key=f"grant_expiry:{lot.entry_id}", caused_by="system:grant-expiry",
+                       idempotency_key=f"grant_expiry:{lot.entry_id}" + (f":{after}" if after else ""),
+                       caused_by="system:grant-expiry",
                        reason=f"unused credit of {lot.entry.reason or 'grant'} expired")
             lot.remaining = Decimal(0)
             lot.save(update_fields=["remaining"])

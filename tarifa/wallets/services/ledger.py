@@ -4,22 +4,24 @@ under the wallet's row lock, as one append-only ledger entry with an idempotency
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError, NotFound
-from tarifa.core.money import MONEY_LIMIT, check_decimal
+from tarifa.core.money import MONEY_LIMIT, MONEY_STEP, DecimalSum, check_decimal
 from tarifa.core.pgarrays import array_literal
 from tarifa.core.text import check_lengths
 from tarifa.metering.selectors import current_plan
 from tarifa.runtime.services import enqueue
 from tarifa.alerts.models import Alert
 from tarifa.tenants.models import Customer
-from tarifa.wallets.models import AuditEntry, GrantLot, LedgerEntry, Wallet
+from tarifa.wallets.models import AuditEntry, GrantDraw, GrantLot, LedgerEntry, Wallet
 
 ZERO = Decimal(0)
 Kind = LedgerEntry.Kind
@@ -30,6 +32,17 @@ UNIT = re.compile(r"^[A-Z][A-Z0-9_]{2,15}$")
 class Posted:
     entry: LedgerEntry
     created: bool  # False: the idempotency key had been used, `entry` is the stored one
+    grants_given_back: dict[int, Decimal] = field(default_factory=dict)  # refunds: grant lot id -> amount
+
+
+@dataclass
+class GivenBack:
+    """What refunds gave back to one wallet: to grant lots (lot id -> amount, in the order given)
+    and as paid credit. A re-rate's new debit takes it again the same way before any other credit,
+    since re-rating corrects prices, not what paid them."""
+
+    lots: dict[int, Decimal] = field(default_factory=dict)
+    paid: Decimal = ZERO
 
 
 def lock_wallet(*, customer: Customer) -> Wallet:
@@ -143,14 +156,17 @@ def post_entry(*, wallet: Wallet, kind: str, amount: Decimal, idempotency_key: s
     entry = LedgerEntry.objects.create(wallet=wallet, kind=kind, amount=amount, balance_after=wallet.balance,
                                        reason=reason, caused_by=caused_by[:200], idempotency_key=idempotency_key,
                                        expires_at=expires_at, record_count=record_count, reverses=reverses)
+    given_back = {}
     if kind == Kind.GRANT:
         GrantLot.objects.create(wallet=wallet, entry=entry, remaining=wallet.granted_remaining - granted_before,
                                 expires_at=expires_at)
+    elif kind == Kind.REFUND and reverses is not None:
+        given_back = give_back_grants(wallet=wallet, debit=reverses, amount=amount, refund=entry)
     elif amount < 0 and kind != Kind.GRANT_EXPIRY:
-        spend_grants(wallets=[wallet], amounts={wallet.id: -amount})
+        spend_grants(wallets=[wallet], amounts={wallet.id: -amount}, entries={wallet.id: entry.id})
     save_wallets([wallet])
     queue_balance_alerts(wallet=wallet, alerts=alerts)
-    return Posted(entry, True)
+    return Posted(entry, True, given_back)
 
 
 def covers(*, wallet: Wallet, amount: Decimal, spent: Decimal = ZERO) -> bool:
@@ -199,21 +215,75 @@ def move_balance(*, wallet: Wallet, kind: str, amount: Decimal) -> list[str]:
     return raised
 
 
-def spend_grants(*, wallets: list[Wallet], amounts: dict[int, Decimal]) -> None:
-    """Granted credit is spent first, the earliest-expiring grant first (wallets are locked)."""
+def spend_grants(*, wallets: list[Wallet], amounts: dict[int, Decimal], entries: dict[int, int],
+                 given_back: dict[int, GivenBack] | None = None) -> None:
+    """Granted credit is spent first, the earliest-expiring grant first (grants that never expire
+    last; wallets are locked), each take recorded against the wallet's entry in `entries`. What
+    refunds of a re-rate gave back (`given_back`) is taken again first, the same way."""
     holders = {w.id: w for w in wallets if w.granted_remaining > 0 and amounts.get(w.id, ZERO) > 0}
     if not holders:
         return
-    left = {i: min(amounts[i], w.granted_remaining) for i, w in holders.items()}
-    changed = []
-    for lot in GrantLot.objects.filter(wallet_id__in=list(holders), remaining__gt=0).order_by("expires_at", "id"):
-        take = min(lot.remaining, left[lot.wallet_id])
+    lots = defaultdict(list)
+    for lot in (GrantLot.objects.filter(wallet_id__in=list(holders), remaining__gt=0)
+                .order_by(F("expires_at").asc(nulls_last=True), "id")):
+        lots[lot.wallet_id].append(lot)
+    draws: list[GrantDraw] = []
+
+    def draw(lot: GrantLot, wanted: Decimal) -> Decimal:
+        take = min(lot.remaining, wanted)
         if take > 0:
             lot.remaining -= take
-            left[lot.wallet_id] -= take
             holders[lot.wallet_id].granted_remaining -= take
-            changed.append(lot)
-    GrantLot.objects.bulk_update(changed, ["remaining"])
+            draws.append(GrantDraw(lot=lot, entry_id=entries[lot.wallet_id], amount=take))
+        return max(take, ZERO)
+
+    for wallet_id in holders:
+        left = amounts[wallet_id]
+        back = (given_back or {}).get(wallet_id)
+        if back is not None:
+            by_id = {lot.id: lot for lot in lots[wallet_id]}
+            for lot_id, amount in back.lots.items():
+                if lot_id in by_id:
+                    left -= draw(by_id[lot_id], min(amount, left))
+            left = max(ZERO, left - back.paid)  # paid credit pays again what it had paid
+        for lot in lots[wallet_id]:
+            if left <= 0:
+                break
+            left -= draw(lot, left)
+    GrantLot.objects.bulk_update({d.lot for d in draws}, ["remaining"])
+    GrantDraw.objects.bulk_create(draws)
+
+
+def give_back_grants(*, wallet: Wallet, debit: LedgerEntry, amount: Decimal, refund: LedgerEntry) -> dict[int, Decimal]:
+    """A refund of `debit` (its balance moved already) gives back to grants the share of it that
+    grants paid of the debit (all that is left of it with the debit's last refund), to the grant it
+    took from last first: that credit is granted again, and still expires. As with a grant, what
+    settles credit the limit lent is not granted. Returns lot id -> amount given back."""
+    net = dict(GrantDraw.objects.filter(entry=debit).values_list("lot_id").annotate(net=DecimalSum("amount"))
+               .filter(net__gt=0))
+    if not net:
+        return {}
+    drawn = GrantDraw.objects.filter(entry=debit, amount__gt=0).aggregate(s=DecimalSum("amount"))["s"]
+    refunded = debit.refunds.exclude(pk=refund.pk).aggregate(s=DecimalSum("amount"))["s"] or ZERO
+    if amount >= -debit.amount - refunded:
+        share = sum(net.values(), ZERO)
+    else:
+        share = (amount * drawn / -debit.amount).quantize(MONEY_STEP, rounding=ROUND_DOWN)
+    left = min(share, max(ZERO, wallet.balance) - wallet.granted_remaining)
+    given, draws = {}, []
+    for lot in (GrantLot.objects.filter(pk__in=list(net))
+                .order_by(F("expires_at").desc(nulls_first=True), "-id")):
+        take = min(net[lot.id], left)
+        if take <= 0:
+            break
+        lot.remaining += take
+        wallet.granted_remaining += take
+        left -= take
+        given[lot.id] = take
+        draws.append(GrantDraw(lot=lot, entry=debit, amount=-take, refund=refund))
+        lot.save(update_fields=["remaining"])
+    GrantDraw.objects.bulk_create(draws)
+    return given
 
 
 def queue_balance_alerts(*, wallet: Wallet, alerts: list[str]) -> None:
@@ -250,11 +320,18 @@ def _settings_of(wallet: Wallet) -> dict:
             "low_balance_threshold": None if wallet.low_balance_threshold is None else str(wallet.low_balance_threshold)}
 
 
-def refund_debits(*, charges: dict[int, Decimal], key: str, reason: str) -> int:
+def refund_debits(*, charges: dict[int, Decimal], key: str, reason: str) -> dict[int, GivenBack]:
     """Give back what usage_debits paid (re-rating re-charges the records afterwards): one refund per
-    debit, reversing it. The caller's transaction holds the records and summaries."""
+    debit, reversing it. The caller's transaction holds the records and summaries. Returns, by
+    wallet id, where the credit went back (for spend_grants)."""
+    given: dict[int, GivenBack] = {}
     for debit in LedgerEntry.objects.filter(id__in=list(charges)).order_by("wallet_id", "id"):
         wallet = Wallet.objects.select_for_update().get(pk=debit.wallet_id)
-        post_entry(wallet=wallet, kind=Kind.REFUND, amount=charges[debit.id], idempotency_key=f"{key}:{debit.id}",
-                   caused_by="system:rerate", reason=reason, reverses=debit)
-    return len(charges)
+        posted = post_entry(wallet=wallet, kind=Kind.REFUND, amount=charges[debit.id],
+                            idempotency_key=f"{key}:{debit.id}", caused_by="system:rerate", reason=reason,
+                            reverses=debit)
+        back = given.setdefault(wallet.id, GivenBack())
+        for lot_id, amount in posted.grants_given_back.items():
+            back.lots[lot_id] = back.lots.get(lot_id, ZERO) + amount
+        back.paid += charges[debit.id] - sum(posted.grants_given_back.values(), ZERO)
+    return given

@@ -133,3 +133,85 @@ def test_grants_skip_plans_without_one_and_honour_each_tenants_time_zone(tenant,
     assert grant_monthly_credits(now=datetime(2025, 12, 31, 15, 5, tzinfo=dt_timezone.utc)) == 1  # January's
     assert set(LedgerEntry.objects.filter(kind="grant").values_list("idempotency_key", flat=True)) == {
         "grant:2025-12", "grant:2026-01"}
+
+
+def test_usage_given_back_returns_to_the_grant_it_was_paid_from(tenant, wallet_customer):
+    """Re-rating or reversing usage that granted credit paid gives that credit back to its grant,
+    where it still expires: given back as paid credit, each re-rate had turned expiring credit into
+    money the customer keeps."""
+    from django.utils import timezone
+
+    from tarifa.metering.services.reconciliation import rerate_period
+
+    due = datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)
+    assert grant_monthly_credits(now=due) == 1  # 10.00 paid + 30.00 granted
+    expiry = timezone.now() + timedelta(days=10)  # the re-rate and reversal run now: still unexpired
+    GrantLot.objects.update(expires_at=expiry)
+    use(tenant, [tokens("g1", "org-1", 12000, datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)),
+                 tokens("g2", "org-1", 4000, datetime(2026, 1, 3, 12, tzinfo=dt_timezone.utc))])
+    wallet = Wallet.objects.get(customer=wallet_customer)
+    assert (wallet.balance, wallet.granted_remaining) == (Decimal("24"), Decimal("14"))
+    rerate_period(tenant=tenant, period="2026-01")
+    wallet.refresh_from_db()
+    assert (wallet.balance, wallet.granted_remaining) == (Decimal("24"), Decimal("14"))
+    reverse_usage(tenant=tenant, external_id="g2", reason="retried request", caused_by="test")
+    wallet.refresh_from_db()
+    assert (wallet.balance, wallet.granted_remaining) == (Decimal("28"), Decimal("18"))
+    assert expire_grants(now=expiry) == Decimal("18")
+    assert _balance(wallet_customer) == Decimal("10")  # the paid credit, as if g2 had never been used
+    assert find_wallet_differences() == []
+
+
+def test_a_rerate_pays_again_from_the_grant_that_paid_not_from_a_later_one(tenant, token_plan):
+    """January's usage took all of January's grant and 5.00 of paid credit. Re-rated in February,
+    it is paid the same way again: February's grant stays whole (before, the re-charge took it
+    first and the customer kept the refund as paid credit). Re-rated at half the price, the part
+    of January's grant no longer needed expires at once, since January's grant has expired."""
+    from django.utils import timezone
+
+    from tarifa.metering.services.plans import replace_plan_terms
+    from tarifa.metering.services.reconciliation import rerate_period
+
+    customer = prepaid_customer(tenant, token_plan, "org-2", balance="10")
+    assert grant_monthly_credits(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == 1  # expires on the 11th
+    use(tenant, [tokens("j1", "org-2", 20000, datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)),
+                 tokens("j2", "org-2", 15000, datetime(2026, 1, 3, 12, tzinfo=dt_timezone.utc))])
+    assert grant_monthly_credits(now=datetime(2026, 2, 1, 3, 5, tzinfo=dt_timezone.utc)) == 1
+    february = GrantLot.objects.get(entry__idempotency_key="grant:2026-02")
+    GrantLot.objects.filter(pk=february.pk).update(expires_at=timezone.now() + timedelta(days=10))  # unexpired now
+
+    def state():
+        wallet = Wallet.objects.get(customer=customer)
+        return wallet.balance, wallet.granted_remaining, GrantLot.objects.get(pk=february.pk).remaining
+
+    assert state() == (Decimal("35"), Decimal("30"), Decimal("30"))  # 5.00 paid left, February's grant
+    rerate_period(tenant=tenant, period="2026-01")
+    assert state() == (Decimal("35"), Decimal("30"), Decimal("30"))
+    replace_plan_terms(plan=token_plan, rates=[
+        {"kind": "llm.input_tokens", "unit": "token", "price": "0.50", "block_size": "1000"}])
+    rerate_period(tenant=tenant, period="2026-01")  # 17.50, all from January's grant: 10.00 paid is whole
+    assert state() == (Decimal("40"), Decimal("30"), Decimal("30"))
+    expired = LedgerEntry.objects.filter(kind="grant_expiry").get()
+    assert expired.amount == Decimal("-12.50") and expired.idempotency_key.startswith("grant_expiry:")
+    assert find_wallet_differences() == [] and find_differences() == []
+
+
+def test_reversals_give_back_the_grant_share_of_a_debit_and_an_expired_grant_takes_its_share(tenant, token_plan):
+    """One debit of 35.00 paid 30.00 from January's grant and 5.00 of paid credit. Reversed record
+    by record after the grant expired, each refund gives back the grant's share of it (30/35),
+    which expires at once, and the rest as paid credit; the last refund takes what rounding left,
+    so the paid credit comes back exactly."""
+    customer = prepaid_customer(tenant, token_plan, "org-3", balance="10")
+    assert grant_monthly_credits(now=datetime(2026, 1, 1, 3, 5, tzinfo=dt_timezone.utc)) == 1  # expired since
+    use(tenant, [tokens("j1", "org-3", 20000, datetime(2026, 1, 2, 12, tzinfo=dt_timezone.utc)),
+                 tokens("j2", "org-3", 15000, datetime(2026, 1, 3, 12, tzinfo=dt_timezone.utc))])
+    assert LedgerEntry.objects.filter(kind="usage_debit").get().amount == Decimal("-35")
+    assert _balance(customer) == Decimal("5")
+    reverse_usage(tenant=tenant, external_id="j2", reason="retried", caused_by="test")
+    assert _balance(customer) == Decimal("7.142858")  # 15.00 back, 12.857142 of it expired
+    reverse_usage(tenant=tenant, external_id="j1", reason="retried", caused_by="test")
+    assert _balance(customer) == Decimal("10")
+    assert sorted(LedgerEntry.objects.filter(kind="grant_expiry").values_list("amount", flat=True)) == [
+        Decimal("-17.142858"), Decimal("-12.857142")]
+    assert Wallet.objects.get(customer=customer).granted_remaining == 0
+    assert find_wallet_differences() == []

@@ -1,6 +1,6 @@
-"""Property: any interleaving of top-ups, usage, reversals, grants, expiries and adjustments keeps
-every wallet's balance equal to its ledger, within its credit limit, and every charged prepaid
-record paid by exactly one debit."""
+"""Property: any interleaving of top-ups, usage, reversals, grants, expiries, adjustments and
+re-rates keeps every wallet's balance equal to its ledger, within its credit limit, its granted
+credit within its grants, and every charged prepaid record paid by exactly one debit."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from tarifa.core.money import DecimalSum
 from tarifa.metering.models import UsageRecord
 from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.processing import retry_failed_usage
-from tarifa.metering.services.reconciliation import find_differences
+from tarifa.metering.services.reconciliation import find_differences, rerate_period
 from tarifa.metering.services.reversal import reverse_usage
-from tarifa.wallets.models import LedgerEntry, Wallet
+from tarifa.wallets.models import GrantDraw, GrantLot, LedgerEntry, Wallet
 from tarifa.wallets.services.grants import expire_grants, grant_monthly_credits
 from tarifa.wallets.services.ledger import adjust_balance, top_up
 from tarifa.wallets.tests.conftest import at, prepaid_customer, tokens, use  # noqa: F401
@@ -34,6 +34,7 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("expire"), st.integers(1, 3), st.just("")),
     st.tuples(st.just("adjust"), st.integers(-15, 15), st.just("")),
     st.tuples(st.just("retry"), st.just(0), st.just("")),
+    st.tuples(st.just("rerate"), st.just(0), st.just("")),
 ), min_size=1, max_size=14)
 
 
@@ -76,12 +77,17 @@ def test_any_interleaving_keeps_the_ledger_and_the_debits_whole(tenant, token_pl
         elif op == "retry":
             retry_failed_usage(customer_id=customer.id)
             fold_all_pending(batch_size=7)
+        elif op == "rerate":  # gives back and takes again what grants paid (now: every grant has expired)
+            rerate_period(tenant=tenant, period="2025-12", customer=customer)
 
         wallet = Wallet.objects.get(customer=customer)
         ledger_sum = LedgerEntry.objects.filter(wallet=wallet).aggregate(s=DecimalSum("amount"))["s"]
         assert wallet.balance == ledger_sum
         assert wallet.balance >= -wallet.credit_limit
         assert Decimal(0) <= wallet.granted_remaining <= max(wallet.balance, Decimal(0))
+        assert not GrantLot.objects.filter(wallet=wallet, remaining__lt=0).exists()
+        net_draws = GrantDraw.objects.filter(lot__wallet=wallet).values("lot", "entry").annotate(n=DecimalSum("amount"))
+        assert all(row["n"] >= 0 for row in net_draws)  # never given back more than was taken
         charged = UsageRecord.objects.filter(customer=customer, status="billed", charged_amount__gt=0)
         assert not charged.filter(wallet_entry__isnull=True).exists()  # every charge has its debit
         assert find_wallet_problems(customer) == []
