@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404, redirect, render
@@ -34,6 +36,8 @@ class AuditInline(ReadOnlyInline):
 class AdjustmentForm(forms.Form):
     amount = forms.DecimalField(max_digits=20, decimal_places=6, help_text="Negative to remove credit.")
     reason = forms.CharField(max_length=200)
+    # One per form shown: the form sent twice (a double click, the browser resending it) adjusts once.
+    key = forms.CharField(max_length=32, widget=forms.HiddenInput)
 
 
 @admin.register(Wallet)
@@ -65,15 +69,18 @@ class WalletAdmin(admin.ModelAdmin):
 
     def adjust_view(self, request, wallet_id: int):
         wallet = get_object_or_404(Wallet.objects.select_related("customer"), pk=wallet_id)
-        form = AdjustmentForm(request.POST or None)
+        form = AdjustmentForm(request.POST or None, initial={"key": uuid.uuid4().hex})
         if request.method == "POST" and form.is_valid():
             try:
                 posted = adjust_balance(customer=wallet.customer, amount=form.cleaned_data["amount"],
-                                        reason=form.cleaned_data["reason"], actor=request.user.get_username())
+                                        reason=form.cleaned_data["reason"], actor=request.user.get_username(),
+                                        idempotency_key=f"admin:{form.cleaned_data['key']}")
             except DomainError as exc:
-                form.add_error(None, exc.message)
+                form.add_error(None, exc.message if exc.code != "idempotency_conflict" else
+                               "This form already made an adjustment; open the adjust page again for another.")
             else:
-                messages.success(request, f"Adjusted by {posted.entry.amount}; balance {posted.entry.balance_after}.")
+                done = "Adjusted" if posted.created else "Already adjusted (the form was sent twice)"
+                messages.success(request, f"{done} by {posted.entry.amount}; balance {posted.entry.balance_after}.")
                 return redirect(reverse("admin:wallets_wallet_change", args=[wallet.pk]))
         return render(request, "admin/wallets/adjust.html",
                       {**self.admin_site.each_context(request), "wallet": wallet, "form": form,
