@@ -71,7 +71,7 @@ def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limi
                 raise Conflict("wallet_unit_fixed", f"This wallet already holds {wallet.unit}; its unit cannot change.",
                                field="unit")
             wallet.unit = _clean_unit(unit)
-        before = _settings_of(wallet)
+        before, line_before = _settings_of(wallet), wallet.low_balance_threshold
         if credit_limit is not None:
             check_decimal(credit_limit, field="credit_limit")
             if credit_limit < 0:
@@ -81,7 +81,11 @@ def configure_wallet(*, customer: Customer, unit: str | None = None, credit_limi
             wallet.low_balance_threshold = None
         elif low_balance_threshold is not None:
             wallet.low_balance_threshold = check_decimal(low_balance_threshold, field="low_balance_threshold")
+        alerts = []
+        if not created and wallet.low_balance_threshold != line_before:
+            alerts = _move_line(wallet=wallet)
         wallet.save()
+        queue_balance_alerts(wallet=wallet, alerts=alerts)
         if not created and _settings_of(wallet) != before:
             audit = AuditEntry.objects.create(wallet=wallet, actor=actor or "api", action="configure", before=before,
                                               after=_settings_of(wallet), reason="settings changed")
@@ -213,6 +217,17 @@ def move_balance(*, wallet: Wallet, kind: str, amount: Decimal) -> list[str]:
     if before <= rearm_at < after:
         wallet.alert_generation += 1
     return raised
+
+
+def _move_line(*, wallet: Wallet) -> list[str]:
+    """The low-balance line moved: a balance above it re-arms the alerts (a new generation, so the
+    next fall through the new line is a crossing of its own); one at or below it is low now, and
+    alerted unless this generation's low-balance alert was raised already."""
+    line = wallet.low_balance_threshold
+    if wallet.balance > (line if line is not None else ZERO):
+        wallet.alert_generation += 1
+        return []
+    return [Alert.Type.WALLET_LOW_BALANCE] if line is not None else []
 
 
 def spend_grants(*, wallets: list[Wallet], amounts: dict[int, Decimal], entries: dict[int, int],

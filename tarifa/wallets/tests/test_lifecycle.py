@@ -215,3 +215,31 @@ def test_reversals_give_back_the_grant_share_of_a_debit_and_an_expired_grant_tak
         Decimal("-17.142858"), Decimal("-12.857142")]
     assert Wallet.objects.get(customer=customer).granted_remaining == 0
     assert find_wallet_differences() == []
+
+
+def test_a_changed_low_balance_line_alerts_a_balance_already_below_it_and_rearms_one_above_it(tenant, wallet_customer):
+    """Lowering the line below a balance that had alerted re-arms the alert (before, the next fall
+    through the new line was taken for the crossing already alerted, and nobody was told); raising
+    it above the balance alerts at once, as the balance is low by the new line."""
+    from tarifa.wallets.services.ledger import configure_wallet
+
+    def lows():
+        drain()
+        return Alert.objects.filter(type="wallet.low_balance").count()
+
+    configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("8"))  # balance 10.00
+    assert lows() == 0
+    use(tenant, [tokens("b1", "org-1", 3000, at(1, 1))])  # 7.00
+    assert lows() == 1
+    configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("5"))  # above it again: re-armed
+    assert lows() == 1
+    use(tenant, [tokens("b2", "org-1", 3000, at(1, 2))])  # 4.00
+    assert lows() == 2
+    configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("4.5"))  # still low: told already
+    assert lows() == 2
+    top_up(customer=wallet_customer, amount=Decimal("26"), idempotency_key="t", caused_by="test")  # 30.00
+    configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("50"))  # low by the new line
+    assert lows() == 3
+    configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("50"))  # unchanged: nothing
+    assert lows() == 3
+    assert Alert.objects.order_by("-id").first().data["threshold"] == "50.000000"
