@@ -22,7 +22,8 @@ from tarifa.metering.services.folding import (
 from tarifa.metering.services.ingestion import RATING_FIELDS, rerate_records
 from tarifa.tenants.models import Customer, Tenant
 from tarifa.wallets.services.grants import expire_grants
-from tarifa.wallets.services.ledger import refund_debits
+from tarifa.wallets.models import Wallet
+from tarifa.wallets.services.ledger import queue_failed_usage_retry, refund_debits
 
 ZERO = Decimal(0)
 LINE_FIELDS = ("record_count", "quantity", "billable_quantity", "allowance_used", "charged_amount")
@@ -203,6 +204,8 @@ def _rerate_customer_period(*, tenant: Tenant, customer: Customer, period: str) 
         # Granted credit given back to a grant that has expired meanwhile, and not taken again at
         # the corrected prices, expires now.
         expire_grants(wallet_ids=list(given_back), after=f"rerate:{batch.id}")
+        for wallet in Wallet.objects.filter(id__in=list(given_back)):  # lower prices may pay what had failed
+            queue_failed_usage_retry(wallet=wallet, cause=f"rerate:{batch.id}:{wallet.id}")
         # apply_records writes the summaries it charged records to; one left with none (all its
         # records unrated now) had kept its old total.
         now, charged_into = timezone.now(), {r.summary_id for r in rated}

@@ -243,3 +243,22 @@ def test_a_changed_low_balance_line_alerts_a_balance_already_below_it_and_rearms
     configure_wallet(customer=wallet_customer, low_balance_threshold=Decimal("50"))  # unchanged: nothing
     assert lows() == 3
     assert Alert.objects.order_by("-id").first().data["threshold"] == "50.000000"
+
+
+def test_a_rerate_that_lowers_prices_retries_usage_that_failed_for_want_of_credit(tenant, token_plan):
+    from tarifa.metering.services.plans import replace_plan_terms
+    from tarifa.metering.services.reconciliation import rerate_period
+
+    customer = prepaid_customer(tenant, token_plan, "org-4", balance="10")
+    use(tenant, [tokens("d1", "org-4", 8000, at(5))])  # December: 8.00
+    use(tenant, [tokens("j1", "org-4", 5000, datetime(2026, 1, 5, 12, tzinfo=dt_timezone.utc))])  # 5.00 of 2.00
+    drain()  # the retry the first top-up queued
+    assert UsageRecord.objects.get(external_id="j1").failure_code == "insufficient_credits"
+    replace_plan_terms(plan=token_plan, rates=[
+        {"kind": "llm.input_tokens", "unit": "token", "price": "0.50", "block_size": "1000"}])
+    rerate_period(tenant=tenant, period="2025-12", customer=customer)  # December: 4.00, so 6.00 left
+    drain()
+    january = UsageRecord.objects.get(external_id="j1")
+    assert (january.status, january.charged_amount) == ("billed", Decimal("5"))  # rated before the correction
+    assert _balance(customer) == Decimal("1")
+    assert find_wallet_differences() == [] and find_differences() == []
