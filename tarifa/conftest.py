@@ -164,7 +164,8 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = True  # it listens on 127.0.0.1
     server = Receiver()
     yield server
     server.close()

@@ -128,7 +128,8 @@ def test_redelivered_webhook_job_is_not_sent_twice(tenant, receiver):
     assert len(receiver.requests) == 1
 
 
-def test_unreachable_endpoint_fails_after_last_attempt(tenant):
+def test_unreachable_endpoint_fails_after_last_attempt(tenant, settings):
+    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = True
     create_webhook_endpoint(tenant=tenant, url="http://127.0.0.1:9/unreachable")
     emit_event(tenant=tenant, type="summary.updated", payload={})
     Job.objects.filter(type="events.deliver_webhook").update(max_attempts=1)
@@ -208,3 +209,25 @@ def test_a_late_failure_of_an_overlapping_run_does_not_undo_a_delivery(tenant, r
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("succeeded", 2)
     assert sorted(a.status_code for a in delivery.attempt_log.all()) == [200, 503]
+
+
+def test_a_webhook_is_not_sent_to_a_host_that_resolves_into_a_private_network(tenant, receiver, settings, monkeypatch):
+    """An endpoint checked when created (its name is public) and pointed later, through DNS, at a
+    private address, or an endpoint created while private addresses were allowed: the delivery is
+    not sent, and its attempt says why."""
+    import socket
+
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: (
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 0))] if host == "hooks.example.com"
+        else real(host, *a, **k)))
+    create_webhook_endpoint(tenant=tenant, url=receiver.url)  # allowed by the receiver fixture
+    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = False
+    create_webhook_endpoint(tenant=tenant, url="https://hooks.example.com/tarifa")  # not resolved yet
+    emit_event(tenant=tenant, type="summary.updated", payload={})
+    Job.objects.filter(type="events.deliver_webhook").update(max_attempts=1)
+    drain()
+    errors = sorted(WebhookDelivery.objects.values_list("attempt_log__error", flat=True))
+    assert errors == ["127.0.0.1 is not a public address", "hooks.example.com is 10.0.0.7, not a public address"]
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"failed"}
+    assert receiver.requests == []

@@ -125,3 +125,19 @@ def test_resuming_an_endpoint_in_the_admin_sends_what_its_pause_held(operator, a
     operator.post(delivery_page, {"action": "redeliver", "_selected_action": [WebhookDelivery.objects.get().id]})
     drain()
     assert len(receiver.requests) == 2
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.1.2.3/hook",
+                                 "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",
+                                 "http://192.168.0.10/hook", "http://[::ffff:127.0.0.1]/hook"])
+def test_an_endpoint_in_a_private_network_is_422(api, url):
+    response = api.post("/api/v1/webhooks", {"url": url})
+    assert (response.status_code, response.json()["code"], response.json()["field"]) == (422, "private_url", "url")
+    assert "own network" in response.json()["message"]
+    created = api.post("/api/v1/webhooks", {"url": "https://erp.example.com/hook"}).json()
+    assert api.patch(f"/api/v1/webhooks/{created['id']}", {"url": url}).json()["code"] == "private_url"
+
+
+def test_private_endpoints_are_allowed_when_configured(api, settings):
+    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = True
+    assert api.post("/api/v1/webhooks", {"url": "http://10.1.2.3/hook"}).status_code == 201
