@@ -148,6 +148,7 @@ def main() -> None:
 
 def bench_checks(url: str, args) -> None:
     """Phases 1 and 2: the due-check query, and checks per second against the fake gateway."""
+    from django.conf import settings
     from django.db import connection
 
     from tarifa.payments.models import CheckLog, PaymentCheck
@@ -159,6 +160,7 @@ def bench_checks(url: str, args) -> None:
     fake_url = fake.stdout.readline().strip()
     try:
         tenant, _ = create_tenant(name="bench-payments", slug="bench-payments")
+        settings.TARIFA_PRIVATE_URLS = True  # the fake gateway listens on 127.0.0.1
         set_credential(tenant=tenant, gateway="pagseguro", base_url=fake_url, email="shop@example.com",
                        token="TOKEN", requests_per_minute=10_000_000)
         customer, _ = create_customer(tenant=tenant, external_id="c")

@@ -165,7 +165,7 @@ class Receiver:
 
 @pytest.fixture
 def receiver(settings):
-    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = True  # it listens on 127.0.0.1
+    settings.TARIFA_PRIVATE_URLS = True  # it listens on 127.0.0.1
     server = Receiver()
     yield server
     server.close()

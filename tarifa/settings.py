@@ -144,8 +144,9 @@ TARIFA_HEARTBEAT_SECONDS = _env_float("TARIFA_HEARTBEAT_SECONDS", 5.0)
 TARIFA_WORKER_STALE_SECONDS = _env_float("TARIFA_WORKER_STALE_SECONDS", 60.0)
 TARIFA_JOB_RETENTION_DAYS = _env_int("TARIFA_JOB_RETENTION_DAYS", 7)
 TARIFA_WEBHOOK_TIMEOUT_SECONDS = _env_float("TARIFA_WEBHOOK_TIMEOUT_SECONDS", 10.0)
-# Webhook endpoints on loopback, private or link-local addresses (refused unless set: see events.services).
-TARIFA_WEBHOOK_PRIVATE_ADDRESSES = _env_flag("TARIFA_WEBHOOK_PRIVATE_ADDRESSES", False)
+# Webhook endpoints and gateway base URLs on loopback, private or link-local addresses (refused
+# unless set: see core.network).
+TARIFA_PRIVATE_URLS = _env_flag("TARIFA_PRIVATE_URLS", False)
 TARIFA_METRICS_DIR = metrics_dir()
 # How far ahead of its arrival a usage record may be dated (clock skew); later is refused.
 TARIFA_USAGE_FUTURE_HOURS = _env_float("TARIFA_USAGE_FUTURE_HOURS", 24.0)

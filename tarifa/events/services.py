@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import secrets
-import socket
 import time
 from urllib.parse import urlparse
 
@@ -16,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError
+from tarifa.core.network import check_public_url, private_address
 from tarifa.core.text import check_lengths
 from tarifa.events import signing
 from tarifa.events.listeners import LISTENER_BATCH_SIZE, listeners_for
@@ -155,40 +154,8 @@ def check_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise DomainError("invalid_url", "The webhook URL must be an absolute http(s) URL.", field="url")
-    refusal = private_address(parsed.hostname or "", resolve=False)
-    if refusal:
-        raise DomainError("private_url", f"The webhook URL may not point into Tarifa's own network: {refusal}.",
-                          field="url")
+    check_public_url(url, field="url")
     return url
-
-
-def private_address(host: str, *, resolve: bool) -> str:
-    """Why a webhook may not be sent to `host` ("" when it may): it is, or with `resolve` its DNS
-    name leads to, an address that is not public (loopback, private, link-local such as cloud
-    metadata services, reserved). A tenant's endpoint must not make Tarifa call its own network and
-    log the answer; TARIFA_WEBHOOK_PRIVATE_ADDRESSES allows it (receivers on one machine or LAN).
-    A name is resolved again at each delivery, so one that moves into a private network is caught
-    then; a name that resolves differently within that instant is not."""
-    if settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES:
-        return ""
-    host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is this machine"
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        if not resolve:
-            return ""
-        try:
-            addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
-        except (socket.gaierror, UnicodeError):
-            return ""  # the request then fails on the name, and says so
-    for address in addresses:
-        mapped = getattr(address, "ipv4_mapped", None) or address
-        if not mapped.is_global:
-            return f"{host} is {address}, not a public address" if str(address) != host else (
-                f"{host} is not a public address")
-    return ""
 
 
 # What Tarifa emits, and so what an endpoint may subscribe to: a mistyped type ("alert.raise") had

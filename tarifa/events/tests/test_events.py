@@ -129,7 +129,7 @@ def test_redelivered_webhook_job_is_not_sent_twice(tenant, receiver):
 
 
 def test_unreachable_endpoint_fails_after_last_attempt(tenant, settings):
-    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = True
+    settings.TARIFA_PRIVATE_URLS = True
     create_webhook_endpoint(tenant=tenant, url="http://127.0.0.1:9/unreachable")
     emit_event(tenant=tenant, type="summary.updated", payload={})
     Job.objects.filter(type="events.deliver_webhook").update(max_attempts=1)
@@ -217,13 +217,13 @@ def test_a_webhook_is_not_sent_to_a_host_that_resolves_into_a_private_network(te
     not sent, and its attempt says why."""
     import socket
 
-    real = socket.getaddrinfo
+    real, dns = socket.getaddrinfo, {"hooks.example.com": "93.184.215.14"}
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: (
-        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", 0))] if host == "hooks.example.com"
-        else real(host, *a, **k)))
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (dns[host], 0))] if host in dns else real(host, *a, **k)))
     create_webhook_endpoint(tenant=tenant, url=receiver.url)  # allowed by the receiver fixture
-    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = False
-    create_webhook_endpoint(tenant=tenant, url="https://hooks.example.com/tarifa")  # not resolved yet
+    settings.TARIFA_PRIVATE_URLS = False
+    create_webhook_endpoint(tenant=tenant, url="https://hooks.example.com/tarifa")  # public when created
+    dns["hooks.example.com"] = "10.0.0.7"
     emit_event(tenant=tenant, type="summary.updated", payload={})
     Job.objects.filter(type="events.deliver_webhook").update(max_attempts=1)
     drain()

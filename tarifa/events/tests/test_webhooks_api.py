@@ -139,5 +139,5 @@ def test_an_endpoint_in_a_private_network_is_422(api, url):
 
 
 def test_private_endpoints_are_allowed_when_configured(api, settings):
-    settings.TARIFA_WEBHOOK_PRIVATE_ADDRESSES = True
+    settings.TARIFA_PRIVATE_URLS = True
     assert api.post("/api/v1/webhooks", {"url": "http://10.1.2.3/hook"}).status_code == 201

@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tarifa.core.errors import DomainError
+from tarifa.core.network import check_public_url
 from tarifa.payments.models import GatewayCredential, PaymentCheck, PaymentSettings
 from tarifa.payments.services.invoices import check_gateway
 from tarifa.payments.services.schedule import parse_intervals
@@ -22,6 +23,7 @@ def set_credential(*, tenant: Tenant, gateway: str, base_url: str, email: str, t
     check_gateway(gateway)
     if not base_url.startswith(("https://", "http://")):
         raise DomainError("invalid_base_url", "base_url must be an http(s) URL.", field="base_url")
+    check_public_url(base_url, field="base_url")
     if requests_per_minute < 1 or not 0 < timeout_seconds <= 120:
         raise DomainError("invalid_limits", "requests_per_minute >= 1 and 0 < timeout_seconds <= 120.")
     with transaction.atomic():

@@ -14,7 +14,8 @@ T0 = datetime(2025, 12, 1, 12, 0, tzinfo=dt_timezone.utc)
 
 
 @pytest.fixture
-def fake():
+def fake(settings):
+    settings.TARIFA_PRIVATE_URLS = True  # it listens on 127.0.0.1
     server = FakePagSeguro()
     yield server
     server.close()

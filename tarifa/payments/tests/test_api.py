@@ -179,3 +179,10 @@ def test_cancelling_an_invoice_its_credit_notes_reduced_is_a_conflict(shop_api, 
     assert (refused.status_code, refused.json()["code"]) == (409, "invoice_credited")
     assert "TRF-2025-12-c-1-C1" in refused.json()["message"] and "80.00 BRL" in refused.json()["message"]
     assert shop_api.get("/api/v1/invoices/TRF-2025-12-c-1").json()["status"] == "open"
+
+
+def test_a_gateway_base_url_in_a_private_network_is_422(api, settings):
+    settings.TARIFA_PRIVATE_URLS = False
+    answer = api.put("/api/v1/payments/gateways/pagseguro", {"base_url": "http://169.254.169.254/latest",
+                                                              "email": "shop@example.com", "token": "T"})
+    assert (answer.status_code, answer.json()["code"], answer.json()["field"]) == (422, "private_url", "base_url")

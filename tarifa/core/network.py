@@ -1,0 +1,48 @@
+"""Tenant-supplied URLs (webhook endpoints, gateway base URLs) must not make Tarifa call into its
+own network (a database, a cloud metadata service) and show the answer back to the tenant."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+from tarifa.core.errors import DomainError
+
+
+def check_public_url(url: str, *, field: str) -> None:
+    """Refuse (422 private_url) a URL whose host is this machine or a non-public address literal,
+    or a name that resolves to one now."""
+    refusal = private_address(urlparse(url).hostname or "", resolve=True)
+    if refusal:
+        raise DomainError("private_url", f"The URL may not point into Tarifa's own network: {refusal}.", field=field)
+
+
+def private_address(host: str, *, resolve: bool) -> str:
+    """Why Tarifa may not call `host` for a tenant ("" when it may): it is, or with `resolve` its
+    DNS name leads to, an address that is not public (loopback, private, link-local such as cloud
+    metadata services, reserved). TARIFA_PRIVATE_URLS allows them (receivers and gateways on the
+    same machine or LAN). Names are resolved when used (each webhook delivery), so one that moves
+    into a private network is caught then; one that resolves differently within that instant is not."""
+    if settings.TARIFA_PRIVATE_URLS:
+        return ""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is this machine"
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        if not resolve:
+            return ""
+        try:
+            addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
+        except (socket.gaierror, UnicodeError):
+            return ""  # the request then fails on the name, and says so
+    for address in addresses:
+        mapped = getattr(address, "ipv4_mapped", None) or address
+        if not mapped.is_global:
+            return f"{host} is {address}, not a public address" if str(address) != host else (
+                f"{host} is not a public address")
+    return ""
