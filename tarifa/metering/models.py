@@ -143,6 +143,8 @@ class UsageRecord(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False,
                                db_constraint=False)
     external_id = models.CharField(max_length=128, help_text="The client's idempotency key.")
+    # SQLite's Python path stores its hash of what was sent; PostgreSQL leaves it empty and hashes
+    # the stored columns when the id is sent again (bulk.CONTENT_HASH).
     content_hash = models.CharField(max_length=64)
     ingest_token = models.CharField(max_length=32, help_text="Which ingestion call inserted the row.")
     customer_ref = models.CharField(max_length=128, help_text="Customer external_id as sent.")

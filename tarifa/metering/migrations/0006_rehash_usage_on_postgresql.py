@@ -1,17 +1,8 @@
-"""On PostgreSQL, usage is now deduplicated in SQL with its own content hash
-(`metering.services.bulk.CONTENT_HASH`): rehash the records stored before, so that a resent
-record still counts as a duplicate and not as a conflict. SQLite keeps the Python hash."""
+"""Once rehashed usage stored before PostgreSQL deduplicated in SQL. PostgreSQL now hashes a stored
+record's columns only when its id is sent again (`metering.services.bulk.CONTENT_HASH`), whatever
+hash was stored, so there is nothing left to rewrite: kept, empty, for the migration graph."""
 
 from django.db import migrations
-
-
-def rehash(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    from tarifa.metering.services.bulk import CONTENT_HASH
-
-    table = apps.get_model("metering", "UsageRecord")._meta.db_table
-    schema_editor.execute(f"UPDATE {table} AS u SET content_hash = {CONTENT_HASH.format(t='u')}")
 
 
 class Migration(migrations.Migration):
@@ -20,4 +11,4 @@ class Migration(migrations.Migration):
         ("metering", "0005_usage_wallet_entry"),
     ]
 
-    operations = [migrations.RunPython(rehash, migrations.RunPython.noop)]
+    operations = []

@@ -98,8 +98,7 @@ def create_stage() -> None:
                 ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS usage_work (
                 seq integer, external_id text, customer_ref text, kind text, quantity numeric,
-                occurred_at timestamptz, destination text, attributes jsonb, content_hash text, period text,
-                outcome text, status text, unrated_reason text, customer_id bigint, prepaid boolean,
+                occurred_at timestamptz, destination text, attributes jsonb, period text, outcome text, status text, unrated_reason text, customer_id bigint, prepaid boolean,
                 plan_id bigint, rate_id bigint, rated_kind text, unit text, billable numeric, snapshot_id bigint,
                 currency text, price numeric, block_size numeric, places integer, rounding text, tiered boolean,
                 allowance_id bigint, included numeric, summary_id bigint, prior numeric) ON COMMIT DELETE ROWS;
@@ -240,7 +239,9 @@ def _prefix_lengths(rate_rows) -> list[tuple[int, str, str, list[int]]]:
 
 
 # What makes two sends of one id the same record (PostgreSQL's counterpart of the Python path's
-# hash in ingestion.clean_record; migration 0006 rehashed records stored before it).
+# hash in ingestion.clean_record). Computed only for an id sent again: from the stored record's
+# columns and the new send's, never stored. Hashing every record as it arrived, and storing the
+# hash, had cost 4 µs of database time a record (a tenth of an import's).
 CONTENT_HASH = """encode(sha256(convert_to(concat_ws(E'\\x1f', {t}.customer_ref, {t}.kind, trim_scale({t}.quantity)::text,
     to_char({t}.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), {t}.destination,
     {t}.attributes::text), 'UTF8')), 'hex')"""
@@ -330,23 +331,23 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool, loca
         cursor,
         f"""
         INSERT INTO usage_work (seq, external_id, customer_ref, kind, quantity, occurred_at, destination, attributes,
-            content_hash, period, outcome, status, unrated_reason, customer_id, prepaid, plan_id, rate_id, rated_kind,
+            period, outcome, status, unrated_reason, customer_id, prepaid, plan_id, rate_id, rated_kind,
             unit, billable, snapshot_id, currency, price, block_size, places, rounding, tiered, allowance_id,
             included, summary_id, prior)
         WITH s AS MATERIALIZED (  -- computed once per record, not once per candidate rate
-            SELECT t.*, h.content_hash, h.rate_key, h.period, h.local_day
+            SELECT t.*, h.rate_key, h.period, h.local_day
             FROM (SELECT seq, external_id, customer_ref, kind, quantity, coalesce(destination, '') AS destination,
                          coalesce(attributes, '{{}}'::jsonb) AS attributes,
                          coalesce(occurred_at, occurred_local AT TIME ZONE %(local_zone)s) AS occurred_at
                   FROM usage_stage) t
-            CROSS JOIN LATERAL (SELECT
-                {CONTENT_HASH.format(t="t")} AS content_hash, {RATE_KEY.format(t="t")} AS rate_key,
+            CROSS JOIN LATERAL (SELECT {RATE_KEY.format(t="t")} AS rate_key,
                 to_char(t.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM') AS period,
                 (t.occurred_at AT TIME ZONE %(tz)s)::date AS local_day) h
         ),
         -- an id sent more than once in the chunk: its later lines are duplicates or conflicts of the first
         repeated AS (
-            SELECT DISTINCT ON (external_id) external_id, seq AS first_seq, content_hash AS first_hash FROM s
+            SELECT DISTINCT ON (external_id) external_id, seq AS first_seq, {CONTENT_HASH.format(t="s")} AS first_hash
+            FROM s
             WHERE external_id IN (SELECT external_id FROM usage_stage GROUP BY external_id HAVING count(*) > 1)
             ORDER BY external_id, seq
         ),
@@ -384,7 +385,8 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool, loca
             -- one index probe per record. LIMIT 1 (the key is unique) keeps the subquery from being
             -- flattened into a join, which stale statistics (autovacuum off) planned as a hash of
             -- the tenant's whole usage table: a chunk's cost grew with the table
-            LEFT JOIN LATERAL (SELECT su.id, su.content_hash FROM {USAGE} su
+            -- (the stored record's hash from its columns, only for an id that was stored before)
+            LEFT JOIN LATERAL (SELECT su.id, {CONTENT_HASH.format(t="su")} AS content_hash FROM {USAGE} su
                                WHERE su.tenant_id = %(tenant)s AND su.external_id = s.external_id LIMIT 1) u ON true
             LEFT JOIN repeated d ON d.external_id = s.external_id
             -- only new records are rated: their customer, and the plan of its latest subscription
@@ -396,11 +398,11 @@ def _classify_and_rate(cursor, *, tenant: Tenant, fold: bool, probed: bool, loca
             {rate_lookup}
         )
         SELECT m.seq, m.external_id, m.customer_ref, m.kind, m.quantity, m.occurred_at, m.destination, m.attributes,
-            m.content_hash, m.period,
+            m.period,
             CASE WHEN m.stored_hash IS NOT NULL THEN
-                     CASE WHEN m.stored_hash = m.content_hash THEN 'duplicate' ELSE 'conflict' END
+                     CASE WHEN m.stored_hash = {CONTENT_HASH.format(t="m")} THEN 'duplicate' ELSE 'conflict' END
                  WHEN m.first_seq IS NOT NULL AND m.first_seq <> m.seq THEN
-                     CASE WHEN m.first_hash = m.content_hash THEN 'duplicate' ELSE 'conflict' END
+                     CASE WHEN m.first_hash = {CONTENT_HASH.format(t="m")} THEN 'duplicate' ELSE 'conflict' END
                  ELSE 'new' END,
             CASE WHEN m.rate_id IS NULL THEN 'unrated' ELSE 'rated' END,
             CASE WHEN m.customer_id IS NULL THEN 'unknown_customer' WHEN m.plan_id IS NULL THEN 'no_plan'
@@ -605,7 +607,7 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
         FROM (
             SELECT w.*, {AMOUNT.format(v="w")} AS amount
             FROM (
-                SELECT v.seq, v.external_id, v.content_hash, v.customer_ref, v.customer_id, v.kind, v.quantity,
+                SELECT v.seq, v.external_id, v.customer_ref, v.customer_id, v.kind, v.quantity,
                        v.occurred_at, v.period, v.destination, v.attributes, v.status, v.unrated_reason, v.plan_id,
                        v.rated_kind, v.unit, v.billable, v.snapshot_id, v.summary_id, v.allowance_id, v.included,
                        v.price, v.block_size, v.places, v.rounding, v.billed,
@@ -619,7 +621,7 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
         ) x"""
     stored = f"""
         INSERT INTO {USAGE} ({INSERTED_COLUMNS})
-        SELECT %(tenant)s, external_id, content_hash, %(token)s, customer_ref, customer_id, kind, quantity,
+        SELECT %(tenant)s, external_id, '', %(token)s, customer_ref, customer_id, kind, quantity,
                occurred_at, period, destination, attributes, now(), CASE WHEN billed THEN 'billed' ELSE status END,
                unrated_reason, plan_id, rated_kind, billable, snapshot_id, summary_id,
                CASE WHEN billed THEN %(batch)s::bigint END, covered, charged, CASE WHEN billed THEN now() END

@@ -345,22 +345,21 @@ def test_imported_duplicates_and_conflicts_across_chunks(postgres):
     assert Summary.objects.get(tenant=tenant, customer__external_id="c1").record_count == 3
 
 
-def test_records_stored_with_the_python_hash_are_rehashed_by_the_migration(postgres):
-    import importlib
-
-    from django.apps import apps
-    from django.db import connection
-
+def test_a_resent_id_is_compared_by_its_stored_columns_whatever_hash_was_stored(postgres):
+    """PostgreSQL hashes a stored record's columns when its id is sent again, and stores no hash:
+    records stored by the Python path (or before, with its hash) are duplicates of the same
+    content, and conflicts of another."""
     tenant = make_tenant("old")
     sent = [call("old-1", 60, 1), {**call("old-2", "12.50", 2), "attributes": {"b": [1, "é"], "a": None}}]
-    ingest_in_python(tenant=tenant, records=copy.deepcopy(sent))  # as PostgreSQL stored them before
-    assert [r.status for r in ingest_in_sql(tenant=tenant, records=copy.deepcopy(sent)).results] == ["conflict"] * 2
-    migration = importlib.import_module("tarifa.metering.migrations.0006_rehash_usage_on_postgresql")
-    with connection.schema_editor() as editor:
-        migration.rehash(apps, editor)
+    ingest_in_python(tenant=tenant, records=copy.deepcopy(sent))  # the Python path's hash stored
     assert [r.status for r in ingest_in_sql(tenant=tenant, records=copy.deepcopy(sent)).results] == ["duplicate"] * 2
-    changed = [{**sent[0], "quantity": 61}]
-    assert [r.status for r in ingest_in_sql(tenant=tenant, records=changed).results] == ["conflict"]
+    changed = [{**sent[0], "quantity": 61}, {**sent[1], "attributes": {"b": [1, "e"], "a": None}}]
+    assert [r.status for r in ingest_in_sql(tenant=tenant, records=changed).results] == ["conflict"] * 2
+    fresh = [call("new-1", "12.5", 3)]
+    assert [r.status for r in ingest_in_sql(tenant=tenant, records=copy.deepcopy(fresh)).results] == ["accepted"]
+    assert UsageRecord.objects.get(external_id="new-1").content_hash == ""
+    again = [call("new-1", "12.500", 3), {**call("new-1", "12.5", 3), "destination": "11999990000"}]
+    assert [r.status for r in ingest_in_sql(tenant=tenant, records=again).results] == ["duplicate", "conflict"]
 
 
 @pytest.mark.parametrize("zone", ["America/New_York", "Europe/Dublin", "Australia/Lord_Howe", "America/Sao_Paulo"])
