@@ -143,8 +143,10 @@ class UsageRecord(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False,
                                db_constraint=False)
     external_id = models.CharField(max_length=128, help_text="The client's idempotency key.")
-    # SQLite's Python path stores its hash of what was sent; PostgreSQL leaves it empty and hashes
-    # the stored columns when the id is sent again (bulk.CONTENT_HASH).
+    # SQLite's Python path stores its hash of what was sent, and which call inserted the row (to
+    # tell its own inserts from a concurrent call's). PostgreSQL leaves both empty, a third of a
+    # CDR's row without its attributes: it hashes the stored columns when an id is sent again
+    # (bulk.CONTENT_HASH), and a unique violation tells it a concurrent call won.
     content_hash = models.CharField(max_length=64)
     ingest_token = models.CharField(max_length=32, help_text="Which ingestion call inserted the row.")
     customer_ref = models.CharField(max_length=128, help_text="Customer external_id as sent.")

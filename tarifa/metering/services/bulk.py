@@ -27,7 +27,6 @@ A chunk, in one transaction:
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -621,7 +620,7 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
         ) x"""
     stored = f"""
         INSERT INTO {USAGE} ({INSERTED_COLUMNS})
-        SELECT %(tenant)s, external_id, '', %(token)s, customer_ref, customer_id, kind, quantity,
+        SELECT %(tenant)s, external_id, '', '', customer_ref, customer_id, kind, quantity,
                occurred_at, period, destination, attributes, now(), CASE WHEN billed THEN 'billed' ELSE status END,
                unrated_reason, plan_id, rated_kind, billable, snapshot_id, summary_id,
                CASE WHEN billed THEN %(batch)s::bigint END, covered, charged, CASE WHEN billed THEN now() END
@@ -636,7 +635,7 @@ def _insert(cursor, *, tenant: Tenant, batch_id: int | None, folded: list[int]) 
     else:  # nothing billed here: no rows to keep for the summaries, so nothing to materialise
         statement = f"WITH charged AS ({charged}) {stored}"
     try:
-        cursor.execute(statement, {"tenant": tenant.id, "token": uuid.uuid4().hex, "batch": batch_id,
+        cursor.execute(statement, {"tenant": tenant.id, "batch": batch_id,
                                    "folded": folded})
     except (errors.UniqueViolation, errors.DeadlockDetected) as exc:  # two chunks sharing ids, in other orders
         raise _LostRace() from exc
