@@ -37,9 +37,9 @@ class Posted:
 
 @dataclass
 class GivenBack:
-    """What refunds gave back to one wallet: to grant lots (lot id -> amount, in the order given)
-    and as paid credit. A re-rate's new debit takes it again the same way before any other credit,
-    since re-rating corrects prices, not what paid them."""
+    """What refunds gave back to one wallet: to grant lots (lot id -> amount) and as paid credit.
+    A re-rate's new debit takes it again the same way before any other credit, since re-rating
+    corrects prices, not what paid them."""
 
     lots: dict[int, Decimal] = field(default_factory=dict)
     paid: Decimal = ZERO
@@ -255,11 +255,10 @@ def spend_grants(*, wallets: list[Wallet], amounts: dict[int, Decimal], entries:
     for wallet_id in holders:
         left = amounts[wallet_id]
         back = (given_back or {}).get(wallet_id)
-        if back is not None:
-            by_id = {lot.id: lot for lot in lots[wallet_id]}
-            for lot_id, amount in back.lots.items():
-                if lot_id in by_id:
-                    left -= draw(by_id[lot_id], min(amount, left))
+        if back is not None:  # the grants given back first, earliest-expiring first, as spent
+            for lot in lots[wallet_id]:
+                if lot.id in back.lots:
+                    left -= draw(lot, min(back.lots[lot.id], left))
             left = max(ZERO, left - back.paid)  # paid credit pays again what it had paid
         for lot in lots[wallet_id]:
             if left <= 0:
