@@ -14,8 +14,12 @@ from tarifa.core.errors import DomainError
 
 def check_public_url(url: str, *, field: str) -> None:
     """Refuse (422 private_url) a URL whose host is this machine or a non-public address literal,
-    or a name that resolves to one now."""
-    refusal = private_address(urlparse(url).hostname or "", resolve=True)
+    or a name that resolves to one now (422 invalid_<field>: not a URL at all)."""
+    try:
+        host = urlparse(url).hostname or ""
+    except ValueError as exc:  # "http://[::1/": an unclosed IPv6 address
+        raise DomainError(f"invalid_{field}", f"{field} is not a valid URL ({exc}).", field=field)
+    refusal = private_address(host, resolve=True)
     if refusal:
         raise DomainError("private_url", f"The URL may not point into Tarifa's own network: {refusal}.", field=field)
 
@@ -32,17 +36,22 @@ def private_address(host: str, *, resolve: bool) -> str:
     if host == "localhost" or host.endswith(".localhost"):
         return f"{host} is this machine"
     try:
-        addresses = [ipaddress.ip_address(host)]
+        literal = ipaddress.ip_address(host)
     except ValueError:
-        if not resolve:
-            return ""
-        try:
-            addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
-        except (socket.gaierror, UnicodeError):
-            return ""  # the request then fails on the name, and says so
-    for address in addresses:
-        mapped = getattr(address, "ipv4_mapped", None) or address
-        if not mapped.is_global:
-            return f"{host} is {address}, not a public address" if str(address) != host else (
-                f"{host} is not a public address")
+        literal = None
+    if literal is not None:
+        return "" if _public(literal) else f"{host} is not a public address"
+    if not resolve:
+        return ""
+    try:
+        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError, ValueError):
+        return ""  # not resolved: the request then fails on the name, and says so
+    for address in sorted(addresses, key=str):
+        if not _public(address):
+            return f"{host} is {address}, not a public address"
     return ""
+
+
+def _public(address) -> bool:
+    return (getattr(address, "ipv4_mapped", None) or address).is_global

@@ -151,8 +151,11 @@ def redeliver_webhook(*, delivery: WebhookDelivery) -> WebhookDelivery:
 
 
 def check_url(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # "http://[::1/": an unclosed IPv6 address
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise DomainError("invalid_url", "The webhook URL must be an absolute http(s) URL.", field="url")
     check_public_url(url, field="url")
     return url

@@ -19,8 +19,9 @@ def test_endpoint_crud_and_secret_shown_once(api):
     assert api.get(f"/api/v1/webhooks/{data['id']}").status_code == 404
 
 
-def test_invalid_url_is_422(api):
-    response = api.post("/api/v1/webhooks", {"url": "ftp://nope"})
+@pytest.mark.parametrize("url", ["ftp://nope", "http://[::1/hook"])  # the second had been a 500
+def test_invalid_url_is_422(api, url):
+    response = api.post("/api/v1/webhooks", {"url": url})
     assert response.status_code == 422
     assert response.json() == {"code": "invalid_url", "field": "url",
                                "message": "The webhook URL must be an absolute http(s) URL."}
@@ -129,7 +130,8 @@ def test_resuming_an_endpoint_in_the_admin_sends_what_its_pause_held(operator, a
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.1.2.3/hook",
                                  "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",
-                                 "http://192.168.0.10/hook", "http://[::ffff:127.0.0.1]/hook"])
+                                 "http://192.168.0.10/hook", "http://[::ffff:127.0.0.1]/hook",
+                                 "http://2130706433/hook", "http://0x7f000001/hook", "http://0/hook"])
 def test_an_endpoint_in_a_private_network_is_422(api, url):
     response = api.post("/api/v1/webhooks", {"url": url})
     assert (response.status_code, response.json()["code"], response.json()["field"]) == (422, "private_url", "url")

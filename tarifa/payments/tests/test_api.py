@@ -186,3 +186,6 @@ def test_a_gateway_base_url_in_a_private_network_is_422(api, settings):
     answer = api.put("/api/v1/payments/gateways/pagseguro", {"base_url": "http://169.254.169.254/latest",
                                                               "email": "shop@example.com", "token": "T"})
     assert (answer.status_code, answer.json()["code"], answer.json()["field"]) == (422, "private_url", "base_url")
+    broken = api.put("/api/v1/payments/gateways/pagseguro", {"base_url": "https://[::1/ws", "email": "shop@example.com",
+                                                              "token": "T"})
+    assert (broken.status_code, broken.json()["code"]) == (422, "invalid_base_url")
