@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from tarifa.core.errors import DomainError
 from tarifa.core.money import DecimalSum
-from tarifa.metering.models import UsageRecord
+from tarifa.metering.models import PricePlan, UsageRecord
 from tarifa.metering.services.folding import fold_all_pending
 from tarifa.metering.services.processing import retry_failed_usage
 from tarifa.metering.services.reconciliation import find_differences, rerate_period
@@ -39,10 +39,13 @@ operations = st.lists(st.one_of(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=operations, credit_limit=st.sampled_from(["0", "3"]))
-@example(ops=[("adjust", -6, ""), ("grant", 1, "")], credit_limit="3")  # a grant first settles the lent credit
-def test_any_interleaving_keeps_the_ledger_and_the_debits_whole(tenant, token_plan, ops, credit_limit):
+@given(ops=operations, credit_limit=st.sampled_from(["0", "3"]), expiry_days=st.sampled_from([10, None]))
+@example(ops=[("adjust", -6, ""), ("grant", 1, "")], credit_limit="3", expiry_days=10)  # a grant first settles the lent credit
+@example(ops=[("grant", 1, ""), ("usage", 6000, "llm.input_tokens"), ("rerate", 0, ""), ("reverse", 0, "")],
+         credit_limit="0", expiry_days=None)  # given back to a grant that never expires, and taken again
+def test_any_interleaving_keeps_the_ledger_and_the_debits_whole(tenant, token_plan, ops, credit_limit, expiry_days):
     n = next(COUNTER)
+    PricePlan.objects.filter(pk=token_plan.pk).update(grant_expiry_days=expiry_days)  # None: grants never expire
     customer = prepaid_customer(tenant, token_plan, f"p{n}", balance="5", credit_limit=credit_limit, threshold="2")
     for step, (op, value, extra) in enumerate(ops):
         if op == "top_up":  # keys repeat: the same amount again credits nothing, another is refused
