@@ -19,14 +19,14 @@ def check_public_url(url: str, *, field: str) -> None:
         host = urlparse(url).hostname or ""
     except ValueError as exc:  # "http://[::1/": an unclosed IPv6 address
         raise DomainError(f"invalid_{field}", f"{field} is not a valid URL ({exc}).", field=field)
-    refusal = private_address(host, resolve=True)
+    refusal = private_address(host)
     if refusal:
         raise DomainError("private_url", f"The URL may not point into Tarifa's own network: {refusal}.", field=field)
 
 
-def private_address(host: str, *, resolve: bool) -> str:
-    """Why Tarifa may not call `host` for a tenant ("" when it may): it is, or with `resolve` its
-    DNS name leads to, an address that is not public (loopback, private, link-local such as cloud
+def private_address(host: str) -> str:
+    """Why Tarifa may not call `host` for a tenant ("" when it may): it is, or its DNS name leads
+    to, an address that is not public (loopback, private, link-local such as cloud
     metadata services, reserved). TARIFA_PRIVATE_URLS allows them (receivers and gateways on the
     same machine or LAN). Names are resolved when used (each webhook delivery), so one that moves
     into a private network is caught then; one that resolves differently within that instant is not."""
@@ -41,8 +41,6 @@ def private_address(host: str, *, resolve: bool) -> str:
         literal = None
     if literal is not None:
         return "" if _public(literal) else f"{host} is not a public address"
-    if not resolve:
-        return ""
     try:
         addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError, ValueError):

@@ -97,7 +97,7 @@ def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
     }
     started = time.monotonic()
     status_code, response_text = None, ""
-    error = private_address(urlparse(delivery.endpoint.url).hostname or "", resolve=True)
+    error = private_address(urlparse(delivery.endpoint.url).hostname or "")
     try:
         if not error:
             response = httpx.post(
