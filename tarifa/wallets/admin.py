@@ -12,7 +12,7 @@ from django.utils.html import format_html
 
 from tarifa.core.admin import ReadOnly
 from tarifa.core.errors import DomainError
-from tarifa.wallets.models import AuditEntry, LedgerEntry, Wallet
+from tarifa.wallets.models import AuditEntry, GrantLot, LedgerEntry, Wallet
 from tarifa.wallets.services.ledger import adjust_balance
 
 
@@ -23,6 +23,15 @@ class ReadOnlyInline(ReadOnly, admin.TabularInline):
 class LedgerInline(ReadOnlyInline):
     model = LedgerEntry
     fields = ("created_at", "kind", "amount", "balance_after", "caused_by", "reason")
+    readonly_fields = fields
+    ordering = ("-id",)
+
+
+class GrantLotInline(ReadOnlyInline):
+    """What is left of each grant and when it expires (spent first, earliest expiry first)."""
+
+    model = GrantLot
+    fields = ("entry", "remaining", "expires_at")
     readonly_fields = fields
     ordering = ("-id",)
 
@@ -48,7 +57,7 @@ class WalletAdmin(admin.ModelAdmin):
     readonly_fields = ("tenant", "customer", "balance", "granted_remaining", "alert_generation")
     fields = ("tenant", "customer", "unit", "balance", "credit_limit", "low_balance_threshold", "granted_remaining",
               "alert_generation")
-    inlines = [LedgerInline, AuditInline]
+    inlines = [LedgerInline, GrantLotInline, AuditInline]
 
     def has_add_permission(self, request):
         return False  # wallets are created through the API or `tarifa wallet configure`

@@ -16,7 +16,7 @@ def test_the_adjust_form_posts_an_audited_ledger_entry(operator, tenant, token_p
     wallet = Wallet.objects.get(customer=customer)
     assert operator.get("/admin/wallets/wallet/").status_code == 200
     page = operator.get(f"/admin/wallets/wallet/{wallet.pk}/change/")
-    assert page.status_code == 200 and b"top_up" in page.content
+    assert page.status_code == 200 and b"top_up" in page.content and b"Grant lots" in page.content
     form = operator.get(f"/admin/wallets/wallet/{wallet.pk}/adjust/")
     assert form.status_code == 200
     key = form.context["form"].initial["key"]
