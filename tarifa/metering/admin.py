@@ -7,13 +7,14 @@ rebuilds a summary from its records)."""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
 from tarifa.core.admin import ReadOnly, ServiceCheckedForm
 from tarifa.metering.models import Allowance, FoldBatch, PricePlan, Rate, Subscription, Summary, SummaryLine, UsageRecord
 from tarifa.metering.rating import ROUNDING_MODES
+from tarifa.metering import selectors
 from tarifa.metering.services import plans
 
 # A plan's page holds a form per rate up to this many. A full international table (thousands of
@@ -123,6 +124,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
     form = SubscriptionForm
     list_display = ("customer", "plan", "starts_on")
     list_select_related = ("customer", "plan")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        periods = selectors.periods_to_rerate(subscription=obj)
+        if periods:  # as the API answers: a change dated back re-rates nothing by itself
+            messages.warning(request, f"Usage of {', '.join(periods)} from {obj.starts_on} was rated under another "
+                             "plan (or none) and keeps it until re-rated: tarifa usage rerate --period …")
 
 
 @admin.register(UsageRecord)

@@ -140,18 +140,22 @@ class SubscriptionIn(Schema):
 class SubscriptionOut(Schema):
     plan: str
     starts_on: date
-
-    @staticmethod
-    def resolve_plan(obj) -> str:
-        return obj.plan.code
+    rerate_periods: list[str] = Field(description=(
+        "Periods holding usage from starts_on that was rated under another plan (or found none): the "
+        "change applies to it once re-rated (`tarifa usage rerate --period`, or POST /usage/rerate-unrated "
+        "for usage that found no plan)."))
 
 
 @router.post("/customers/{external_id}/subscriptions", response={201: SubscriptionOut, 404: ErrorOut, 422: ErrorOut},
              tags=["plans"])
 def subscribe(request: HttpRequest, external_id: str, payload: SubscriptionIn):
+    """Put the customer on a plan from `starts_on`. Usage already rated from that day keeps its
+    plan until re-rated: `rerate_periods` names the periods it is in."""
     customer = customer_by_external_id(tenant=request.tenant, external_id=external_id)
     plan = selectors.plan_by_code(tenant=request.tenant, code=payload.plan)
-    return Status(201, plans.subscribe(customer=customer, plan=plan, starts_on=payload.starts_on))
+    subscription = plans.subscribe(customer=customer, plan=plan, starts_on=payload.starts_on)
+    return Status(201, {"plan": plan.code, "starts_on": subscription.starts_on,
+                        "rerate_periods": selectors.periods_to_rerate(subscription=subscription)})
 
 
 # --- usage ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Count, Min, Q, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from tarifa.core.errors import NotFound
@@ -23,6 +24,25 @@ def plan_by_code(*, tenant: Tenant, code: str) -> PricePlan:
     if plan is None:
         raise NotFound("plan", code)
     return plan
+
+
+def periods_to_rerate(*, subscription: Subscription) -> list[str]:
+    """The periods of the customer's usage dated from the subscription's first day (in the tenant's
+    time zone) until the next subscription's that was rated under another plan, or found no plan
+    (unrated, no_plan): what a re-rate of those periods changes. A plan change dated back over
+    rated usage re-rates nothing by itself, since those months may have been invoiced already."""
+    customer = subscription.customer
+    later = (Subscription.objects.filter(customer=customer, starts_on__gt=subscription.starts_on)
+             .order_by("starts_on").values_list("starts_on", flat=True).first())
+    records = (UsageRecord.objects.filter(customer=customer, period__gte=subscription.starts_on.strftime("%Y-%m"))
+               .annotate(local_day=TruncDate("occurred_at", tzinfo=customer.tenant.tzinfo))
+               .filter(local_day__gte=subscription.starts_on))
+    if later is not None:
+        records = records.filter(period__lte=later.strftime("%Y-%m"), local_day__lt=later)
+    rated = [UsageRecord.Status.RATED, UsageRecord.Status.BILLED, UsageRecord.Status.FAILED]
+    stale = records.filter(Q(status__in=rated) & ~Q(plan_id=subscription.plan_id)
+                           | Q(status=UsageRecord.Status.UNRATED, unrated_reason=UsageRecord.UnratedReason.NO_PLAN))
+    return sorted(set(stale.values_list("period", flat=True)))
 
 
 def pending_groups(*, tenant_id: int | None = None, customer_id: int | None = None, period: str | None = None):

@@ -139,3 +139,18 @@ def test_the_database_refuses_rate_terms_rating_cannot_use(tenant):
     for terms in ({"block_size": 0}, {"increment": 0}, {"price": -1}, {"minimum": -1}):
         with pytest.raises(IntegrityError), transaction.atomic():
             Rate.objects.create(plan=plan, kind="call.other", **terms)
+
+
+def test_a_subscription_dated_back_over_rated_usage_warns_the_operator(operator, tenant, customers):
+    from tarifa.metering.services.ingestion import ingest_usage
+    from tarifa.metering.tests.conftest import at, call
+
+    cheap = create_plan(tenant=tenant, code="cheap", name="Cheap", rates=[{**PER_MINUTE, "kind": "call.local"}])
+    ingest_usage(tenant=tenant, records=[call("r1", "c1", 60, at(20))])
+    added = operator.post("/admin/metering/subscription/add/", {
+        "customer": customers[0].pk, "plan": cheap.pk, "starts_on": "2025-12-01"}, follow=True)
+    assert added.status_code == 200
+    assert b"Usage of 2025-12 from 2025-12-01 was rated under another plan" in added.content
+    later = operator.post("/admin/metering/subscription/add/", {
+        "customer": customers[0].pk, "plan": cheap.pk, "starts_on": "2026-02-01"}, follow=True)
+    assert b"was rated under another plan" not in later.content

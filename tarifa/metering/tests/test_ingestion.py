@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -192,6 +193,30 @@ def test_plan_change_takes_effect_from_its_date(api, tenant, customers, plan):
     api.post("/api/v1/usage", {"records": [call("before", "c1", 60, at(14)), call("after", "c1", 60, at(15))]})
     plans = dict(UsageRecord.objects.values_list("external_id", "snapshot__data__plan"))
     assert plans == {"before": "tel", "after": "cheap"}
+
+
+def test_a_plan_change_dated_back_over_rated_usage_names_the_periods_to_rerate(api, tenant, customers, plan):
+    """Usage already rated from the new plan's first day keeps its plan until re-rated: the answer
+    says which periods hold it (in the tenant's days: 01:30 UTC on the 15th is still the 14th in
+    São Paulo), and a re-rate of them clears it."""
+    from tarifa.metering.services.plans import create_plan
+    from tarifa.metering.services.reconciliation import rerate_period
+
+    create_plan(tenant=tenant, code="cheap", name="Cheap", rates=[{"kind": "call.local", "price": "0.01",
+                                                                     "unit": "second", "block_size": "60"}])
+    api.post("/api/v1/usage", {"records": [
+        call("dec-14", "c1", 60, at(14)) | {"occurred_at": "2025-12-15T01:30:00Z"},
+        call("dec-20", "c1", 60, at(20)), call("jan-5", "c1", 60, at(5) + timedelta(days=31))]})
+    fold_all_pending(batch_size=1000)
+    answer = api.post("/api/v1/customers/c1/subscriptions", {"plan": "cheap", "starts_on": "2025-12-15"}).json()
+    assert answer == {"plan": "cheap", "starts_on": "2025-12-15", "rerate_periods": ["2025-12", "2026-01"]}
+    later = api.post("/api/v1/customers/c1/subscriptions", {"plan": "tel", "starts_on": "2026-01-01"}).json()
+    assert later["rerate_periods"] == []  # January was rated under tel: nothing to change
+    rerate_period(tenant=tenant, period="2025-12")
+    again = api.post("/api/v1/customers/c1/subscriptions", {"plan": "cheap", "starts_on": "2025-12-15"}).json()
+    assert again["rerate_periods"] == []
+    plans = dict(UsageRecord.objects.values_list("external_id", "snapshot__data__plan"))
+    assert plans == {"dec-14": "tel", "dec-20": "cheap", "jan-5": "tel"}
 
 
 def test_period_is_the_month_in_the_tenant_timezone(api, customers):
