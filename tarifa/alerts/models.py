@@ -15,6 +15,7 @@ class Alert(models.Model):
         PAYMENT_CHECK_FAILING = "payment_check.failing"  # a gateway kept failing an invoice's checks
         PAYMENT_CREDENTIAL_UNAUTHORIZED = "payment_credential.unauthorized"  # a gateway refused the tenant's token
         PAYMENT_UNEXPECTED = "payment.unexpected"  # a cancelled invoice was paid: refund or bill again
+        PAYMENT_AMOUNT_MISMATCH = "payment.amount_mismatch"  # an invoice was paid more or less than it billed
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="alerts")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)

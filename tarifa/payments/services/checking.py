@@ -22,6 +22,7 @@ from django.utils import timezone
 from tarifa.alerts.models import Alert
 from tarifa.alerts.services import raise_alert
 from tarifa.core.errors import NotFound
+from tarifa.core.money import payable
 from tarifa.core.pgarrays import array_literal
 from tarifa.events.services import emit_event
 from tarifa.payments.gateways import (
@@ -242,7 +243,10 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
             emit_event(tenant=invoice.tenant, type="invoice.paid", payload={
                 **invoice_payload(invoice), "gross_amount": str(paying.gross_amount), "fee_amount": str(paying.fee_amount),
                 "net_amount": str(paying.net_amount), "payment_method": paying.payment_method, "paid_via": source,
-                "paid_after_expiry": paid_after_expiry})
+                "paid_after_expiry": paid_after_expiry,
+                "difference": str(payable(paying.gross_amount - invoice.amount, invoice.currency))})
+            if paying.gross_amount != invoice.amount:
+                _report_amount_mismatch(invoice, paying)
             return "paid"
         unexpected = next((t for t in fresh if t.is_paid), None) if invoice.status == Invoice.Status.CANCELLED else None
         if unexpected is not None:
@@ -260,6 +264,22 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
                 **invoice_payload(invoice), "gateway_status": reversal.status})
             return "reversed"
     return "unpaid"
+
+
+def _report_amount_mismatch(invoice: Invoice, paying: GatewayTransaction) -> None:
+    """Paid, but not the amount billed (a discount or an extra added at the gateway, a boleto paid
+    with another value): the invoice is paid, since the gateway's transaction is final, and the
+    difference is an alert for someone to collect, refund or write off."""
+    difference, billed = (payable(paying.gross_amount - invoice.amount, invoice.currency),
+                          payable(invoice.amount, invoice.currency))
+    raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_AMOUNT_MISMATCH,
+                key=f"payment.amount_mismatch:invoice:{invoice.id}:{paying.code}",
+                message=(f"Invoice {invoice.reference} billed {billed} {invoice.currency}; transaction "
+                         f"{paying.code} paid {paying.gross_amount} ({abs(difference)} "
+                         f"{'short' if difference < 0 else 'over'}): collect, refund or write off the difference."),
+                data={"reference": invoice.reference, "amount": str(billed), "currency": invoice.currency,
+                      "gross_amount": str(paying.gross_amount), "difference": str(difference),
+                      "gateway_transaction": paying.code})
 
 
 def _report_unexpected_payment(invoice: Invoice, paying: GatewayTransaction, *, source: str, statuses: str,

@@ -322,7 +322,8 @@ def _close_reference(summary: Summary, *, number: int = 1) -> str:
 
 def invoice_payload(invoice: Invoice) -> dict:
     return {"reference": invoice.reference, "customer": invoice.customer.external_id, "status": invoice.status,
-            "amount": str(invoice.amount), "currency": invoice.currency, "due_date": invoice.due_date.isoformat(),
+            "amount": str(payable(invoice.amount, invoice.currency)), "currency": invoice.currency,
+            "due_date": invoice.due_date.isoformat(),
             "transaction_code": invoice.transaction_code or None,
             "paid_at": invoice.paid_at.isoformat() if invoice.paid_at else None}
 

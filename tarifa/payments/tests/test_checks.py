@@ -17,7 +17,7 @@ from tarifa.payments.models import (
     CheckLog, CreditNote, GatewayCredential, InboundNotification, Invoice, PaymentCheck,
 )
 from tarifa.payments.services.checking import (
-    apply_transactions, claim_due_checks, resolve_notification, run_due_checks,
+    apply_transactions, check_now, claim_due_checks, resolve_notification, run_due_checks,
 )
 from tarifa.payments.services.credentials import set_credential, update_settings
 from tarifa.payments.services.invoices import CloseResult, cancel_invoice, close_month, create_invoice
@@ -78,6 +78,28 @@ def test_checks_stop_when_paid(shop, fake):
     assert _check(invoice).status == "paid"
     assert _run(T0 + timedelta(days=5)).checked == 0
     assert Event.objects.filter(type="invoice.paid").count() == 1
+
+
+def test_an_invoice_paid_another_amount_is_paid_and_the_difference_raised_once(shop, fake):
+    """The gateway's transaction is final, so the invoice is paid; the 10.00 it came short (a
+    discount given at the gateway, a boleto paid with another value) is an alert, not lost."""
+    from tarifa.alerts.models import Alert
+
+    invoice = open_invoice(shop, "INV-S")
+    fake.add("INV-S", code="T-S", status=3, gross="90.00", fee="3.00")
+    assert _run(T0 + timedelta(minutes=15)).paid == 1
+    fake.add("INV-S", code="T-S", status=4, gross="90.00", fee="3.00")  # available later: no second alert
+    check_now(tenant=shop[0], reference="INV-S")
+    assert Invoice.objects.get(pk=invoice.pk).status == "paid"
+    alert = Alert.objects.get(type="payment.amount_mismatch")
+    assert (alert.data["difference"], alert.data["gross_amount"]) == ("-10.00", "90.00")
+    assert "10.00 short" in alert.message
+    paid = Event.objects.get(type="invoice.paid").payload
+    assert (paid["amount"], paid["gross_amount"], paid["difference"]) == ("100.00", "90.00", "-10.00")
+    exact = open_invoice(shop, "INV-X")
+    fake.add("INV-X", code="T-X", status=3, gross="100.00")
+    _run(T0 + timedelta(minutes=15))
+    assert Invoice.objects.get(pk=exact.pk).status == "paid" and Alert.objects.count() == 1
 
 
 def test_open_invoices_expire_after_their_age(shop, fake):
