@@ -16,6 +16,7 @@ class Alert(models.Model):
         PAYMENT_CREDENTIAL_UNAUTHORIZED = "payment_credential.unauthorized"  # a gateway refused the tenant's token
         PAYMENT_UNEXPECTED = "payment.unexpected"  # a cancelled invoice was paid: refund or bill again
         PAYMENT_AMOUNT_MISMATCH = "payment.amount_mismatch"  # an invoice was paid more or less than it billed
+        PAYMENT_REVERSED = "payment.reversed"  # a paid invoice's money was refunded or charged back
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="alerts")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True)

@@ -13,6 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -262,6 +263,14 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
                                     statuses=statuses, duration_ms=duration_ms)
             emit_event(tenant=invoice.tenant, type="payment.reversed", payload={
                 **invoice_payload(invoice), "gateway_status": reversal.status})
+            # money taken back (refunded, charged back): someone decides whether to bill it again
+            raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_REVERSED,
+                        key=f"payment.reversed:invoice:{invoice.id}:{reversal.code}:{reversal.status}",
+                        message=(f"The payment of invoice {invoice.reference} ({reversal.code}) was taken back "
+                                 f"(gateway status {reversal.status}): bill it again or write it off."),
+                        data={"reference": invoice.reference, "gateway_transaction": reversal.code,
+                              "gateway_status": reversal.status,
+                              "gross_amount": str(payable(invoice.gross_amount or Decimal(0), invoice.currency))})
             return "reversed"
     return "unpaid"
 

@@ -198,6 +198,11 @@ def test_a_later_refund_raises_payment_reversed_instead_of_unpaying(shop, fake):
     invoice.refresh_from_db()
     assert invoice.status == "paid" and invoice.reversed_at is not None
     assert Event.objects.filter(type="payment.reversed").count() == 1
+    from tarifa.alerts.models import Alert
+
+    alert = Alert.objects.get(type="payment.reversed")  # someone must decide: bill again or write off
+    assert (alert.data["gateway_status"], alert.data["gross_amount"]) == (6, "100.00")
+    assert Event.objects.filter(type="alert.raised").count() == 1
 
 
 def test_bad_xml_or_unknown_status_never_pays_and_is_the_last_error(shop, fake):
