@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlparse
+from dataclasses import dataclass, field
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from django.conf import settings
 
@@ -26,29 +27,61 @@ def check_public_url(url: str, *, field: str) -> None:
 
 def private_address(host: str) -> str:
     """Why Tarifa may not call `host` for a tenant ("" when it may): it is, or its DNS name leads
-    to, an address that is not public (loopback, private, link-local such as cloud
-    metadata services, reserved). TARIFA_PRIVATE_URLS allows them (receivers and gateways on the
-    same machine or LAN). Names are resolved when used (each webhook delivery), so one that moves
-    into a private network is caught then; one that resolves differently within that instant is not."""
+    to, an address that is not public (loopback, private, link-local such as cloud metadata
+    services, reserved). TARIFA_PRIVATE_URLS allows them (receivers and gateways on the same
+    machine or LAN)."""
+    return _checked(host)[0]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where to send a request for a tenant's URL: `refusal` says why not; else `url`, with a name
+    replaced by the public address it was checked at, and the `headers` and request `extensions`
+    that keep the name for the server (Host) and for TLS (the name the certificate must carry)."""
+
+    refusal: str
+    url: str
+    headers: dict = field(default_factory=dict)
+    extensions: dict = field(default_factory=dict)
+
+
+def pinned_destination(url: str) -> Destination:
+    """The URL's host checked (private_address) and, for a name, pinned to the address checked: a
+    name resolved again by the HTTP client could lead elsewhere by then (DNS rebinding)."""
+    parts = urlsplit(url)
+    refusal, address = _checked(parts.hostname or "")
+    if refusal or address is None:
+        return Destination(refusal, url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if userinfo else "") + literal + (f":{parts.port}" if parts.port else "")
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return Destination("", urlunsplit(parts._replace(netloc=netloc)),
+                       {"Host": parts.netloc.rpartition("@")[2]}, extensions)
+
+
+def _checked(host: str):
+    """(refusal, the public address a name resolved to: None for an address literal, a name that
+    did not resolve, or with TARIFA_PRIVATE_URLS)."""
     if settings.TARIFA_PRIVATE_URLS:
-        return ""
+        return "", None
     host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is this machine"
+        return f"{host} is this machine", None
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None:
-        return "" if _public(literal) else f"{host} is not a public address"
+        return ("" if _public(literal) else f"{host} is not a public address"), None
     try:
-        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)}
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, None)]
     except (OSError, UnicodeError, ValueError):
-        return ""  # not resolved: the request then fails on the name, and says so
-    for address in sorted(addresses, key=str):
+        return "", None  # not resolved: the request then fails on the name, and says so
+    for address in sorted(set(addresses), key=str):
         if not _public(address):
-            return f"{host} is {address}, not a public address"
-    return ""
+            return f"{host} is {address}, not a public address", None
+    return "", addresses[0] if addresses else None
 
 
 def _public(address) -> bool:

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tarifa.core.errors import Conflict, DomainError
-from tarifa.core.network import check_public_url, private_address
+from tarifa.core.network import Destination, check_public_url, pinned_destination
 from tarifa.core.text import check_lengths
 from tarifa.events import signing
 from tarifa.events.listeners import LISTENER_BATCH_SIZE, listeners_for
@@ -97,13 +97,11 @@ def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
     }
     started = time.monotonic()
     status_code, response_text = None, ""
-    error = private_address(urlparse(delivery.endpoint.url).hostname or "")
+    destination = pinned_destination(delivery.endpoint.url)  # resolved and checked now, then connected to
+    error = destination.refusal
     try:
         if not error:
-            response = httpx.post(
-                delivery.endpoint.url, content=body, headers=headers,
-                timeout=settings.TARIFA_WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False,
-            )
+            response = _post(destination, body=body, headers=headers)
             status_code, response_text = response.status_code, response.text[:1000]
             if not 200 <= status_code < 300:
                 error = f"endpoint answered HTTP {status_code}"
@@ -129,6 +127,12 @@ def deliver_webhook(*, delivery_id: int, final_attempt: bool) -> WebhookDelivery
     if delivery.status == WebhookDelivery.Status.PENDING:  # not when the other run delivered it
         raise WebhookDeliveryFailed(error)
     return delivery
+
+
+def _post(destination: Destination, *, body: bytes, headers: dict) -> httpx.Response:
+    with httpx.Client(timeout=settings.TARIFA_WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+        return client.post(destination.url, content=body, headers={**headers, **destination.headers},
+                           extensions=destination.extensions)
 
 
 def redeliver_webhook(*, delivery: WebhookDelivery) -> WebhookDelivery:

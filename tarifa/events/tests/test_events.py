@@ -7,7 +7,7 @@ from django.db import transaction
 
 from tarifa.events import signing
 from tarifa.events.listeners import listens_to
-from tarifa.events.models import Event, WebhookDelivery
+from tarifa.events.models import Event, WebhookDelivery, WebhookEndpoint
 from tarifa.events.services import create_webhook_endpoint, emit_event, emit_events
 from tarifa.runtime.models import Job
 from tarifa.runtime.services import enqueue
@@ -196,15 +196,15 @@ def test_a_late_failure_of_an_overlapping_run_does_not_undo_a_delivery(tenant, r
     create_webhook_endpoint(tenant=tenant, url=receiver.url)
     emit_event(tenant=tenant, type="summary.updated", payload={})
     delivery_id = WebhookDelivery.objects.get().id
-    real_post = services.httpx.post
+    real_post = services._post
 
-    def post_while_the_other_run_succeeds(url, **kwargs):
-        monkeypatch.setattr(services.httpx, "post", real_post)
+    def post_while_the_other_run_succeeds(destination, **kwargs):
+        monkeypatch.setattr(services, "_post", real_post)
         services.deliver_webhook(delivery_id=delivery_id, final_attempt=False)  # the overlapping run
         receiver.statuses = [503]
-        return real_post(url, **kwargs)
+        return real_post(destination, **kwargs)
 
-    monkeypatch.setattr(services.httpx, "post", post_while_the_other_run_succeeds)
+    monkeypatch.setattr(services, "_post", post_while_the_other_run_succeeds)
     delivery = services.deliver_webhook(delivery_id=delivery_id, final_attempt=True)  # no retry raised
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("succeeded", 2)
@@ -231,3 +231,27 @@ def test_a_webhook_is_not_sent_to_a_host_that_resolves_into_a_private_network(te
     assert errors == ["127.0.0.1 is not a public address", "hooks.example.com is 10.0.0.7, not a public address"]
     assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"failed"}
     assert receiver.requests == []
+
+
+def test_a_webhook_goes_to_the_address_its_name_was_checked_at(tenant, receiver, settings, monkeypatch):
+    """DNS rebinding: the name resolves to a public address for the check, to a private one after.
+    The POST goes to the address checked (here the receiver, taken for public), with the endpoint's
+    name as its Host; before, the HTTP client resolved the name again and went where it led then."""
+    import socket
+
+    from tarifa.core import network
+
+    port = receiver.url.split(":")[2].split("/")[0]
+    answers = iter(["127.0.0.1", "10.0.0.7"])
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: (
+        [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers, "10.0.0.7"), 0))]
+        if host == "hooks.example.com" else real(host, *a, **k)))
+    monkeypatch.setattr(network, "_public", lambda address: str(address) != "10.0.0.7")  # the receiver counts as public
+    settings.TARIFA_PRIVATE_URLS = False
+    WebhookEndpoint.objects.create(tenant=tenant, url=f"http://hooks.example.com:{port}/hook", secret="s")
+    emit_event(tenant=tenant, type="summary.updated", payload={})
+    drain()
+    assert WebhookDelivery.objects.get().status == "succeeded"
+    [request] = receiver.requests
+    assert request["headers"]["Host"] == f"hooks.example.com:{port}"
