@@ -20,17 +20,9 @@ def check_public_url(url: str, *, field: str) -> None:
         host = urlparse(url).hostname or ""
     except ValueError as exc:  # "http://[::1/": an unclosed IPv6 address
         raise DomainError(f"invalid_{field}", f"{field} is not a valid URL ({exc}).", field=field)
-    refusal = private_address(host)
+    refusal, _address = _checked(host)
     if refusal:
         raise DomainError("private_url", f"The URL may not point into Tarifa's own network: {refusal}.", field=field)
-
-
-def private_address(host: str) -> str:
-    """Why Tarifa may not call `host` for a tenant ("" when it may): it is, or its DNS name leads
-    to, an address that is not public (loopback, private, link-local such as cloud metadata
-    services, reserved). TARIFA_PRIVATE_URLS allows them (receivers and gateways on the same
-    machine or LAN)."""
-    return _checked(host)[0]
 
 
 @dataclass(frozen=True)
@@ -46,23 +38,25 @@ class Destination:
 
 
 def pinned_destination(url: str) -> Destination:
-    """The URL's host checked (private_address) and, for a name, pinned to the address checked: a
-    name resolved again by the HTTP client could lead elsewhere by then (DNS rebinding)."""
+    """The URL's host checked (_checked) and, for a name, pinned to the address checked: a name
+    resolved again by the HTTP client could lead elsewhere by then (DNS rebinding)."""
     parts = urlsplit(url)
     refusal, address = _checked(parts.hostname or "")
     if refusal or address is None:
         return Destination(refusal, url)
     literal = f"[{address}]" if address.version == 6 else str(address)
-    userinfo = parts.netloc.rpartition("@")[0]
+    userinfo, _at, host_port = parts.netloc.rpartition("@")
     netloc = (f"{userinfo}@" if userinfo else "") + literal + (f":{parts.port}" if parts.port else "")
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-    return Destination("", urlunsplit(parts._replace(netloc=netloc)),
-                       {"Host": parts.netloc.rpartition("@")[2]}, extensions)
+    return Destination("", urlunsplit(parts._replace(netloc=netloc)), {"Host": host_port}, extensions)
 
 
 def _checked(host: str):
-    """(refusal, the public address a name resolved to: None for an address literal, a name that
-    did not resolve, or with TARIFA_PRIVATE_URLS)."""
+    """(refusal, address): why Tarifa may not call `host` for a tenant ("" when it may), as it is,
+    or its DNS name leads to, an address that is not public (loopback, private, link-local such as
+    cloud metadata services, reserved); and the public address a name resolved to (None for an
+    address literal or a name that did not resolve). TARIFA_PRIVATE_URLS allows any (receivers and
+    gateways on the same machine or LAN)."""
     if settings.TARIFA_PRIVATE_URLS:
         return "", None
     host = host.strip("[]").rstrip(".").lower()

@@ -97,7 +97,8 @@ def create_stage() -> None:
                 ON COMMIT DELETE ROWS;
             CREATE TEMP TABLE IF NOT EXISTS usage_work (
                 seq integer, external_id text, customer_ref text, kind text, quantity numeric,
-                occurred_at timestamptz, destination text, attributes jsonb, period text, outcome text, status text, unrated_reason text, customer_id bigint, prepaid boolean,
+                occurred_at timestamptz, destination text, attributes jsonb, period text, outcome text, status text,
+                unrated_reason text, customer_id bigint, prepaid boolean,
                 plan_id bigint, rate_id bigint, rated_kind text, unit text, billable numeric, snapshot_id bigint,
                 currency text, price numeric, block_size numeric, places integer, rounding text, tiered boolean,
                 allowance_id bigint, included numeric, summary_id bigint, prior numeric) ON COMMIT DELETE ROWS;

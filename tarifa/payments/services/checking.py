@@ -236,6 +236,7 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
                 paying.gross_amount, paying.fee_amount, paying.net_amount)
             invoice.payment_method, invoice.transaction_code = paying.payment_method, paying.code
             invoice.save()
+            difference = payable(paying.gross_amount - invoice.amount, invoice.currency)
             PaymentCheck.objects.filter(invoice=invoice).update(status=Status.PAID, last_checked_at=now, leased_by="",
                                                                 attempts=F("attempts") + 1, last_error="",
                                                                 consecutive_failures=0)
@@ -244,10 +245,9 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
             emit_event(tenant=invoice.tenant, type="invoice.paid", payload={
                 **invoice_payload(invoice), "gross_amount": str(paying.gross_amount), "fee_amount": str(paying.fee_amount),
                 "net_amount": str(paying.net_amount), "payment_method": paying.payment_method, "paid_via": source,
-                "paid_after_expiry": paid_after_expiry,
-                "difference": str(payable(paying.gross_amount - invoice.amount, invoice.currency))})
-            if paying.gross_amount != invoice.amount:
-                _report_amount_mismatch(invoice, paying)
+                "paid_after_expiry": paid_after_expiry, "difference": str(difference)})
+            if difference:
+                _report_amount_mismatch(invoice, paying, difference=difference)
             return "paid"
         unexpected = next((t for t in fresh if t.is_paid), None) if invoice.status == Invoice.Status.CANCELLED else None
         if unexpected is not None:
@@ -275,12 +275,11 @@ def apply_transactions(*, invoice_id: int, transactions: list[GatewayTransaction
     return "unpaid"
 
 
-def _report_amount_mismatch(invoice: Invoice, paying: GatewayTransaction) -> None:
+def _report_amount_mismatch(invoice: Invoice, paying: GatewayTransaction, *, difference: Decimal) -> None:
     """Paid, but not the amount billed (a discount or an extra added at the gateway, a boleto paid
     with another value): the invoice is paid, since the gateway's transaction is final, and the
-    difference is an alert for someone to collect, refund or write off."""
-    difference, billed = (payable(paying.gross_amount - invoice.amount, invoice.currency),
-                          payable(invoice.amount, invoice.currency))
+    difference (paid less billed) is an alert for someone to collect, refund or write off."""
+    billed = payable(invoice.amount, invoice.currency)
     raise_alert(tenant=invoice.tenant, customer=invoice.customer, type=Alert.Type.PAYMENT_AMOUNT_MISMATCH,
                 key=f"payment.amount_mismatch:invoice:{invoice.id}:{paying.code}",
                 message=(f"Invoice {invoice.reference} billed {billed} {invoice.currency}; transaction "
